@@ -1,0 +1,37 @@
+//! `/api/v1/auth`: login and refresh.
+
+use axum::extract::{Request, State};
+use axum::{Json, RequestExt};
+
+use super::extract;
+use super::middleware::client_ip;
+use crate::app::AppState;
+use crate::auth::service::{self, LoginRequest, RefreshRequest, TokenResponse};
+use crate::error::{AppError, AppResult};
+
+/// Logs in a user on a device.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, description = "INVALID_CREDENTIALS or DEVICE_REVOKED"),
+              (status = 400, description = "VALIDATION_FAILED"), (status = 429, description = "RATE_LIMITED")))]
+pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Json<TokenResponse>> {
+    let ip = client_ip(req.extensions());
+    if let Some(limits) = &state.limits {
+        limits.check_login(ip)?;
+    }
+    let extract::Json(body): extract::Json<LoginRequest> = req.extract().await?;
+    let result = service::login(&state.pool, &state.keys, state.config.refresh_token_ttl, body).await;
+    if let (Err(AppError::InvalidCredentials), Some(limits)) = (&result, &state.limits) {
+        limits.login_failed(ip);
+    }
+    result.map(Json)
+}
+
+/// Exchanges a refresh token for a new pair (the old one stops working).
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenResponse), (status = 401, description = "UNAUTHORIZED or DEVICE_REVOKED")))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    extract::Json(body): extract::Json<RefreshRequest>,
+) -> AppResult<Json<TokenResponse>> {
+    service::refresh(&state.pool, &state.keys, state.config.refresh_token_ttl, body).await.map(Json)
+}

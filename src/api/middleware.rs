@@ -1,0 +1,53 @@
+//! Request middleware: the per-address request budget, the request timeout (as a
+//! contract error, not a bare 408), and HTTP metrics labelled by route.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::AppState;
+use crate::error::AppError;
+
+/// The peer address of a request (unspecified when served without connect info).
+pub fn client_ip(req_extensions: &axum::http::Extensions) -> IpAddr {
+    req_extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+}
+
+pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if let Some(limits) = &state.limits
+        && let Err(e) = limits.check_request(client_ip(req.extensions()))
+    {
+        return e.into_response();
+    }
+    next.run(req).await
+}
+
+pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => AppError::Unavailable("The request took too long; retry it.".into()).into_response(),
+    }
+}
+
+pub async fn record_metrics(req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method.clone(), "path" => path.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "path" => path)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,73 @@
+//! `/api/v1/sync`: pull, push, status, device state and reset.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+
+use super::extract;
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::AppResult;
+use crate::sync::pull::{self, PullRequest, PullResponse};
+use crate::sync::push::{self, PushRequest, PushResponse};
+use crate::sync::status::{self, DeviceState, SyncStatus};
+
+/// Changes since the cursor (or everything, without one).
+#[utoipa::path(post, path = "/api/v1/sync/pull", tag = "sync", request_body = PullRequest,
+    responses((status = 200, body = PullResponse), (status = 400, description = "UNKNOWN_TABLE, INVALID_SYNC_TOKEN, VALIDATION_FAILED"),
+              (status = 403, description = "FORBIDDEN"), (status = 409, description = "RESYNC_REQUIRED")),
+    security(("bearer" = [])))]
+pub async fn pull(
+    State(state): State<AppState>,
+    who: Principal,
+    extract::Json(body): extract::Json<PullRequest>,
+) -> AppResult<Json<PullResponse>> {
+    pull::pull(&state, &who, body).await.map(Json)
+}
+
+/// Applies a device's changes, row by row, in one transaction.
+#[utoipa::path(post, path = "/api/v1/sync/push", tag = "sync", request_body = PushRequest,
+    responses((status = 200, body = PushResponse), (status = 400, description = "UNKNOWN_TABLE, VALIDATION_FAILED"),
+              (status = 409, description = "PUSH_ID_REUSED"), (status = 413, description = "PAYLOAD_TOO_LARGE")),
+    security(("bearer" = [])))]
+pub async fn push(
+    State(state): State<AppState>,
+    who: Principal,
+    extract::Json(body): extract::Json<PushRequest>,
+) -> AppResult<Json<PushResponse>> {
+    push::push(&state, &who, body).await.map(Json)
+}
+
+/// The tenant's sync status.
+#[utoipa::path(get, path = "/api/v1/sync/status", tag = "sync",
+    responses((status = 200, body = SyncStatus)), security(("bearer" = [])))]
+pub async fn status(State(state): State<AppState>, who: Principal) -> AppResult<Json<SyncStatus>> {
+    status::status(&state, &who).await.map(Json)
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct DeviceQuery {
+    pub device_id: Option<String>,
+}
+
+/// The calling device's sync state.
+#[utoipa::path(get, path = "/api/v1/sync/state", tag = "sync", params(DeviceQuery),
+    responses((status = 200, body = DeviceState), (status = 403, description = "FORBIDDEN")), security(("bearer" = [])))]
+pub async fn state(
+    State(state): State<AppState>,
+    who: Principal,
+    extract::Query(q): extract::Query<DeviceQuery>,
+) -> AppResult<Json<DeviceState>> {
+    status::device_state(&state, &who, q.device_id.as_deref()).await.map(Json)
+}
+
+/// Forgets the calling device's sync state.
+#[utoipa::path(post, path = "/api/v1/sync/reset", tag = "sync", params(DeviceQuery),
+    responses((status = 200, body = DeviceState), (status = 403, description = "FORBIDDEN")), security(("bearer" = [])))]
+pub async fn reset(
+    State(state): State<AppState>,
+    who: Principal,
+    extract::Query(q): extract::Query<DeviceQuery>,
+) -> AppResult<Json<DeviceState>> {
+    status::reset(&state, &who, q.device_id.as_deref()).await.map(Json)
+}

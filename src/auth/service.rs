@@ -1,0 +1,183 @@
+//! Login and refresh: checks credentials, binds the device, issues a token pair and
+//! rotates refresh tokens (a used refresh token never works again).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::token::{self, Claims, Keys};
+use super::users::{self, User};
+use super::{password, valid_device_id};
+use crate::error::{AppError, AppResult};
+
+/// `POST /api/v1/auth/login` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct LoginRequest {
+    pub username: String,
+    pub password: String,
+    pub device_id: String,
+    pub device_name: Option<String>,
+}
+
+/// `POST /api/v1/auth/refresh` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// The user as the client sees it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct UserInfo {
+    pub id: Uuid,
+    pub username: String,
+    pub role: String,
+    pub store_id: Option<String>,
+    pub tenant: String,
+}
+
+/// A token pair.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    pub user: UserInfo,
+    pub device_id: String,
+}
+
+/// Checks credentials and issues tokens bound to `device_id`.
+pub async fn login(pool: &PgPool, keys: &Keys, refresh_ttl: Duration, req: LoginRequest) -> AppResult<TokenResponse> {
+    if !valid_device_id(&req.device_id) {
+        return Err(AppError::validation("device_id", "must be 3 to 128 characters of A-Z a-z 0-9 . _ : -"));
+    }
+    if req.device_name.as_ref().is_some_and(|n| n.len() > 256) {
+        return Err(AppError::validation("device_name", "must be at most 256 characters"));
+    }
+    let user = users::find_by_username(pool, &req.username).await?;
+    // Verify against a decoy when the user is unknown: same answer, similar time.
+    let hash = user.as_ref().map_or(password::DECOY_HASH.to_string(), |u| u.password_hash.clone());
+    let ok = password::verify(req.password, hash).await;
+    let user = match user {
+        Some(u) if ok => u,
+        _ => {
+            tracing::info!(username = %req.username, "login refused");
+            return Err(AppError::InvalidCredentials);
+        }
+    };
+
+    let mut tx = pool.begin().await?;
+    let revoked: Option<bool> = sqlx::query_scalar(
+        "INSERT INTO devices (tenant_id, device_id, user_id, device_name, last_seen_at)
+         VALUES ($1, $2, $3, $4, now())
+         ON CONFLICT (tenant_id, device_id) DO UPDATE
+            SET user_id = EXCLUDED.user_id,
+                device_name = coalesce(EXCLUDED.device_name, devices.device_name),
+                last_seen_at = now()
+         RETURNING revoked_at IS NOT NULL",
+    )
+    .bind(&user.tenant_id)
+    .bind(&req.device_id)
+    .bind(user.id)
+    .bind(&req.device_name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if revoked == Some(true) {
+        return Err(AppError::DeviceRevoked);
+    }
+    let response = issue_pair(&mut tx, keys, refresh_ttl, &user, &req.device_id).await?;
+    tx.commit().await?;
+    tracing::info!(username = %user.username, tenant = %user.tenant_id, device_id = %req.device_id, "login");
+    Ok(response)
+}
+
+/// Exchanges a refresh token for a new pair; the old one stops working.
+pub async fn refresh(pool: &PgPool, keys: &Keys, refresh_ttl: Duration, req: RefreshRequest) -> AppResult<TokenResponse> {
+    let hash = token::hash_refresh_token(&req.refresh_token);
+    let mut tx = pool.begin().await?;
+    let row: Option<(String, String, Uuid)> = sqlx::query_as(
+        "UPDATE refresh_tokens SET used_at = now()
+         WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
+         RETURNING tenant_id, device_id, user_id",
+    )
+    .bind(&hash)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((tenant, device_id, user_id)) = row else {
+        return Err(AppError::Unauthorized("The refresh token is not valid.".into()));
+    };
+    let bound: Option<(bool, Uuid)> = sqlx::query_as(
+        "SELECT revoked_at IS NOT NULL, user_id FROM devices WHERE tenant_id = $1 AND device_id = $2",
+    )
+    .bind(&tenant)
+    .bind(&device_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match bound {
+        Some((true, _)) => return Err(AppError::DeviceRevoked),
+        Some((false, owner)) if owner == user_id => {}
+        _ => return Err(AppError::Unauthorized("The refresh token is not valid.".into())),
+    }
+    let user = users::find_by_id(pool, user_id)
+        .await?
+        .ok_or_else(|| AppError::Unauthorized("The refresh token is not valid.".into()))?;
+    sqlx::query(
+        "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND device_id = $2
+           AND (expires_at < now() OR used_at < now() - interval '1 day')",
+    )
+    .bind(&tenant)
+    .bind(&device_id)
+    .execute(&mut *tx)
+    .await?;
+    let response = issue_pair(&mut tx, keys, refresh_ttl, &user, &device_id).await?;
+    tx.commit().await?;
+    Ok(response)
+}
+
+async fn issue_pair(
+    tx: &mut sqlx::PgConnection,
+    keys: &Keys,
+    refresh_ttl: Duration,
+    user: &User,
+    device_id: &str,
+) -> AppResult<TokenResponse> {
+    let access_token = keys.issue(Claims {
+        sub: user.id,
+        username: user.username.clone(),
+        tenant: user.tenant_id.clone(),
+        role: user.role.clone(),
+        store_id: user.store_id.clone(),
+        device_id: device_id.to_string(),
+        iat: 0,
+        exp: 0,
+    })?;
+    let refresh_token = token::new_refresh_token();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, tenant_id, device_id, user_id, expires_at)
+         VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+    )
+    .bind(token::hash_refresh_token(&refresh_token))
+    .bind(&user.tenant_id)
+    .bind(device_id)
+    .bind(user.id)
+    .bind(refresh_ttl.as_secs() as f64)
+    .execute(&mut *tx)
+    .await?;
+    Ok(TokenResponse {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: keys.access_ttl.as_secs(),
+        user: UserInfo {
+            id: user.id,
+            username: user.username.clone(),
+            role: user.role.clone(),
+            store_id: user.store_id.clone(),
+            tenant: user.tenant_id.clone(),
+        },
+        device_id: device_id.to_string(),
+    })
+}

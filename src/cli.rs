@@ -1,0 +1,151 @@
+//! The command line (CONTRACT section 1): `serve`, `migrate`, `user add`,
+//! `device list`, `device revoke`.
+
+use std::io::BufRead;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::auth::{Role, devices, users};
+use crate::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(name = "nas-sync", version, about = "Delta-sync server for offline-first apps")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the database if missing, apply migrations, serve HTTP until SIGTERM/SIGINT.
+    Serve,
+    /// Create the database if missing, apply migrations, exit.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage devices.
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password is the first line of standard input.
+    Add {
+        username: String,
+        /// manager or store
+        #[arg(long)]
+        role: String,
+        /// The user's store (required for role store).
+        #[arg(long)]
+        store: Option<String>,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// List devices with their last sync times.
+    List {
+        /// Only this tenant's devices.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a device: its tokens fail with DEVICE_REVOKED at once.
+    Revoke {
+        device_id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+}
+
+/// Runs a parsed command line; the exit code says how it went.
+pub async fn run(cli: Cli) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("nas-sync: configuration error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&config.log);
+    match dispatch(cli.command, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nas-sync: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
+        eprintln!("nas-sync: NAS_SYNC_LOG={filter:?} is not a valid filter ({e}); using 'info'");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve(config).await,
+        Command::Migrate => {
+            crate::db::ensure_database(&config.database_url, config.db_connect_timeout).await?;
+            crate::db::migrate::run(&config.database_url).await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::User(UserCommand::Add { username, role, store, tenant, password_stdin: _ }) => {
+            let role = Role::parse(&role)
+                .with_context(|| format!("unknown role '{role}': use --role manager or --role store"))?;
+            let mut password = String::new();
+            std::io::stdin().lock().read_line(&mut password).context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            let pool = crate::db::prepare(&config).await?;
+            let user = users::add(&pool, &tenant, &username, role, store.as_deref(), password).await?;
+            println!("created user {} ({}, tenant {}, id {})", user.username, user.role, user.tenant_id, user.id);
+            Ok(())
+        }
+        Command::Device(DeviceCommand::List { tenant }) => {
+            let pool = crate::db::prepare(&config).await?;
+            let list = devices::list(&pool, tenant.as_deref()).await?;
+            println!("{:<16} {:<32} {:<20} {:<25} {:<25} {:>6} STATUS", "TENANT", "DEVICE", "USER", "LAST PULL", "LAST PUSH", "SYNCS");
+            let t = |v: Option<chrono::DateTime<chrono::Utc>>| v.map_or("-".to_string(), |t| t.to_rfc3339());
+            for d in list {
+                println!(
+                    "{:<16} {:<32} {:<20} {:<25} {:<25} {:>6} {}",
+                    d.tenant_id, d.device_id, d.username, t(d.last_pull_at), t(d.last_push_at), d.sync_count,
+                    if d.revoked_at.is_some() { "revoked" } else { "active" }
+                );
+            }
+            Ok(())
+        }
+        Command::Device(DeviceCommand::Revoke { device_id, tenant }) => {
+            let pool = crate::db::prepare(&config).await?;
+            if !devices::revoke(&pool, &tenant, &device_id).await? {
+                anyhow::bail!("no device '{device_id}' in tenant '{tenant}' (see `nas-sync device list`)");
+            }
+            println!("revoked device {device_id} (tenant {tenant})");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let bind = config.bind;
+    let state = crate::app::AppState::prepare(config).await?;
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .with_context(|| format!("binding {bind} (NAS_SYNC_BIND)"))?;
+    tracing::info!(address = %listener.local_addr()?, version = env!("CARGO_PKG_VERSION"), "nas-sync listening");
+    crate::app::launch(listener, state, crate::app::shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}

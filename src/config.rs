@@ -1,0 +1,136 @@
+//! Settings from environment variables, each also readable from a file named by
+//! `NAME_FILE` (Docker secrets). Defaults follow CONTRACT section 1.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+/// Everything the server can be told from outside.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub bind: SocketAddr,
+    /// `None`: generated on first start and kept in the database.
+    pub jwt_secret: Option<String>,
+    pub log: String,
+    pub rate_limit: bool,
+    /// Largest accepted request body, after gzip decompression.
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    /// How long the first database connection is retried (compose start order).
+    pub db_connect_timeout: Duration,
+    pub db_max_connections: u32,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can pass their own values.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let get = |name: &str| setting(&lookup, name);
+        Ok(Config {
+            database_url: get("DATABASE_URL")?
+                .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/nas_sync".into()),
+            bind: parse(&get, "NAS_SYNC_BIND", "127.0.0.1:8080")?,
+            jwt_secret: match get("NAS_SYNC_JWT_SECRET")? {
+                Some(s) if s.len() < 16 => bail!("NAS_SYNC_JWT_SECRET must be at least 16 characters"),
+                other => other,
+            },
+            log: get("NAS_SYNC_LOG")?.unwrap_or_else(|| "info".into()),
+            rate_limit: match get("NAS_SYNC_RATE_LIMIT")?.as_deref() {
+                None | Some("on") | Some("true") | Some("1") => true,
+                Some("off") | Some("false") | Some("0") => false,
+                Some(other) => bail!("NAS_SYNC_RATE_LIMIT must be 'on' or 'off', not '{other}'"),
+            },
+            body_limit: parse(&get, "NAS_SYNC_BODY_LIMIT_BYTES", "33554432")?,
+            request_timeout: Duration::from_secs(parse(&get, "NAS_SYNC_REQUEST_TIMEOUT_SECS", "30")?),
+            access_token_ttl: Duration::from_secs(parse(&get, "NAS_SYNC_ACCESS_TOKEN_TTL_SECS", "3600")?),
+            refresh_token_ttl: Duration::from_secs(
+                86_400 * parse::<u64>(&get, "NAS_SYNC_REFRESH_TOKEN_TTL_DAYS", "30")?,
+            ),
+            db_connect_timeout: Duration::from_secs(parse(&get, "NAS_SYNC_DB_CONNECT_TIMEOUT_SECS", "60")?),
+            db_max_connections: parse(&get, "NAS_SYNC_DB_MAX_CONNECTIONS", "16")?,
+        })
+    }
+}
+
+/// `NAME` wins over `NAME_FILE`; a file's content is trimmed of its trailing newline.
+fn setting(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Result<Option<String>> {
+    if let Some(v) = lookup(name).filter(|v| !v.is_empty()) {
+        return Ok(Some(v));
+    }
+    let file_var = format!("{name}_FILE");
+    match lookup(&file_var).filter(|v| !v.is_empty()) {
+        Some(path) => {
+            let content = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {file_var}={path}"))?;
+            Ok(Some(content.trim_end_matches(['\r', '\n']).to_string()))
+        }
+        None => Ok(None),
+    }
+}
+
+fn parse<T: FromStr>(
+    get: &impl Fn(&str) -> anyhow::Result<Option<String>>,
+    name: &str,
+    default: &str,
+) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let raw = get(name)?.unwrap_or_else(|| default.to_string());
+    raw.parse::<T>()
+        .map_err(|e| anyhow::anyhow!("{name}={raw:?} is not valid: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn cfg(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let map: HashMap<String, String> =
+            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.database_url, "postgres://postgres:postgres@127.0.0.1:5432/nas_sync");
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert!(c.rate_limit);
+        assert!(c.jwt_secret.is_none());
+        assert_eq!(c.log, "info");
+    }
+
+    #[test]
+    fn file_variant_is_read_and_plain_variable_wins() {
+        let dir = std::env::temp_dir().join(format!("nas-sync-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secret");
+        std::fs::write(&path, "a-very-long-secret-value\n").unwrap();
+        let p = path.to_str().unwrap();
+        let c = cfg(&[("NAS_SYNC_JWT_SECRET_FILE", p)]).unwrap();
+        assert_eq!(c.jwt_secret.as_deref(), Some("a-very-long-secret-value"));
+        let c = cfg(&[("NAS_SYNC_JWT_SECRET_FILE", p), ("NAS_SYNC_JWT_SECRET", "another-long-secret!")]).unwrap();
+        assert_eq!(c.jwt_secret.as_deref(), Some("another-long-secret!"));
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = cfg(&[("NAS_SYNC_BIND", "nowhere")]).unwrap_err().to_string();
+        assert!(e.contains("NAS_SYNC_BIND"), "{e}");
+        let e = cfg(&[("NAS_SYNC_RATE_LIMIT", "maybe")]).unwrap_err().to_string();
+        assert!(e.contains("NAS_SYNC_RATE_LIMIT"), "{e}");
+        let e = cfg(&[("DATABASE_URL_FILE", "/nonexistent/file")]).unwrap_err().to_string();
+        assert!(e.contains("DATABASE_URL_FILE"), "{e}");
+    }
+}

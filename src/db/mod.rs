@@ -1,0 +1,101 @@
+//! The database: creating it when missing, the connection pool (retrying the first
+//! connection so start order does not matter), and the migration runner.
+
+pub mod migrate;
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgPool};
+
+use crate::config::Config;
+
+/// Parses `DATABASE_URL`, forcing UTC so timestamps render as RFC 3339 with `+00:00`.
+pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
+    let opts = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    Ok(opts
+        .options([("timezone", "UTC")])
+        .application_name("nas-sync"))
+}
+
+/// Creates the database named in the URL when it does not exist yet, retrying the
+/// server connection until `timeout` so a database container may start after us.
+pub async fn ensure_database(url: &str, timeout: Duration) -> anyhow::Result<()> {
+    let opts = connect_options(url)?;
+    let name = opts.get_database().unwrap_or("postgres").to_string();
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match try_create(&opts, &name).await {
+            Ok(created) => {
+                if created {
+                    tracing::info!(database = %name, "created database");
+                }
+                return Ok(());
+            }
+            Err(e) if is_connect_error(&e) && started.elapsed() < timeout => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64,
+                    "database not reachable yet; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("connecting to PostgreSQL for database '{name}'"));
+            }
+        }
+    }
+}
+
+fn is_connect_error(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut)
+        || matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("57P03"))
+}
+
+/// Returns whether the database had to be created.
+async fn try_create(opts: &PgConnectOptions, name: &str) -> Result<bool, sqlx::Error> {
+    // Connecting to the target first covers the common case and users without CREATEDB.
+    match opts.connect().await {
+        Ok(conn) => {
+            conn.close().await?;
+            return Ok(false);
+        }
+        Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("3D000") => {}
+        Err(e) => return Err(e),
+    }
+    let mut admin = opts.clone().database("postgres").connect().await?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+            Ok(_) => {}
+            // Another instance created it between our check and our CREATE.
+            Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e),
+        }
+    }
+    admin.close().await?;
+    Ok(!exists)
+}
+
+/// Creates the database if needed, applies migrations, and opens the pool.
+pub async fn prepare(config: &Config) -> anyhow::Result<PgPool> {
+    ensure_database(&config.database_url, config.db_connect_timeout).await?;
+    migrate::run(&config.database_url).await?;
+    pool(config).await
+}
+
+/// Opens the connection pool (the database must exist).
+pub async fn pool(config: &Config) -> anyhow::Result<PgPool> {
+    let opts = connect_options(&config.database_url)?;
+    PgPoolOptions::new()
+        .max_connections(config.db_max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await
+        .context("opening the database pool")
+}

@@ -1,0 +1,128 @@
+//! Keeping cursors honest over time: the horizon clock (wall time to horizon map for
+//! legacy `last_sync_timestamp` pulls), and the epoch check at start that detects a
+//! restored or moved database and invalidates every cursor (`RESYNC_REQUIRED`).
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+/// Records the current horizon when it moved. The time recorded is read after the
+/// snapshot, so every transaction below a recorded horizon finished before its time.
+pub async fn tick(pool: &PgPool) -> sqlx::Result<()> {
+    sqlx::query(
+        "WITH now_h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS h, clock_timestamp() AS at)
+         INSERT INTO sync_horizons (at, horizon)
+         SELECT at, h FROM now_h
+         WHERE NOT EXISTS (SELECT 1 FROM sync_horizons s, now_h WHERE s.horizon = now_h.h)
+         ON CONFLICT DO NOTHING",
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Drops horizon records older than the retention (older timestamps full-sync).
+pub async fn prune(pool: &PgPool, keep: Duration) -> sqlx::Result<u64> {
+    Ok(sqlx::query("DELETE FROM sync_horizons WHERE at < now() - make_interval(secs => $1)")
+        .bind(keep.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+/// Runs the horizon clock until `shutdown` fires.
+pub async fn run_clock(pool: PgPool, every: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        if let Err(e) = tick(&pool).await {
+            tracing::warn!(error = %e, "horizon clock tick failed");
+        }
+        if let Ok(lag) = horizon_lag_seconds(&pool).await {
+            metrics::gauge!("nas_sync_horizon_lag_seconds").set(lag);
+        }
+        ticks += 1;
+        if ticks % 1800 == 1
+            && let Err(e) = prune(&pool, Duration::from_secs(90 * 86_400)).await
+        {
+            tracing::warn!(error = %e, "pruning horizon records failed");
+        }
+    }
+}
+
+/// Age of the oldest running transaction: how long pulls may hold changes back.
+pub async fn horizon_lag_seconds(pool: &PgPool) -> sqlx::Result<f64> {
+    sqlx::query_scalar(
+        "SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)::float8
+         FROM pg_stat_activity WHERE backend_xid IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Checks at start that cursors still mean what they meant: if the cluster changed
+/// (restored elsewhere, or restored to an earlier point: new system id or timeline) or
+/// transaction ids went backwards, a new epoch is drawn and the log is renumbered
+/// below the horizon, so every device resyncs instead of silently skipping rows.
+pub async fn check_epoch(pool: &PgPool) -> anyhow::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("LOCK TABLE server_meta IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+    // pg_control_* may be restricted to superusers; without them only xids are checked.
+    let fingerprint: Option<String> = sqlx::query_scalar(
+        "SELECT s.system_identifier::text || ':' || c.timeline_id::text
+         FROM pg_control_system() s, pg_control_checkpoint() c",
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .unwrap_or(None);
+    // A failed statement aborts the transaction; start over without it.
+    let mut tx = if fingerprint.is_none() {
+        drop(tx);
+        let mut t = pool.begin().await?;
+        sqlx::query("LOCK TABLE server_meta IN EXCLUSIVE MODE").execute(&mut *t).await?;
+        t
+    } else {
+        tx
+    };
+    let stored: Option<String> = sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'fingerprint'")
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (max_logged, next_xid): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT (SELECT max(xid::text::bigint) FROM sync_changes),
+                pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+
+    let moved = matches!((&stored, &fingerprint), (Some(s), Some(f)) if s != f);
+    let rewound = max_logged.is_some_and(|m| m >= next_xid);
+    if moved || rewound {
+        tracing::warn!(moved, rewound, "database restored or moved: drawing a new epoch; every device will resync");
+        sqlx::query("UPDATE server_meta SET value = gen_random_uuid()::text WHERE key = 'epoch'")
+            .execute(&mut *tx)
+            .await?;
+        if rewound {
+            // Old entries carry xids from the future of this cluster: bring them below
+            // the horizon, keeping their order, so full syncs include them.
+            sqlx::query("UPDATE sync_changes SET xid = '1'::xid8").execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM sync_horizons").execute(&mut *tx).await?;
+        }
+    }
+    if let Some(f) = fingerprint {
+        sqlx::query(
+            "INSERT INTO server_meta (key, value) VALUES ('fingerprint', $1)
+             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+        )
+        .bind(f)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! The sync engine: one generic pull and push over every registered table, with no
+//! per-table Rust code. Rows move in and out as JSON, validated against the table's
+//! real columns; the change log (filled by one trigger) orders pulls by transaction
+//! id below the snapshot horizon, so no concurrent writer's change is ever missed.
+
+pub mod cursor;
+pub mod horizon;
+pub mod pull;
+pub mod push;
+pub mod registry;
+pub mod rules;
+pub mod status;
+pub mod validate;
+
+pub use registry::Registry;
