@@ -90,7 +90,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sync/status", get(api::sync::status))
         .route("/api/v1/sync/state", get(api::sync::state))
         .route("/api/v1/sync/reset", post(api::sync::reset))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit));
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::rate_limit,
+        ));
 
     Router::new()
         .route("/health", get(api::health::health))
@@ -132,9 +135,15 @@ pub async fn launch(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stop = CancellationToken::new();
-    let clock = tokio::spawn(horizon::run_clock(state.pool.clone(), Duration::from_secs(2), stop.clone()));
+    let clock = tokio::spawn(horizon::run_clock(
+        state.pool.clone(),
+        Duration::from_secs(2),
+        stop.clone(),
+    ));
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
     stop.cancel();
     let _ = clock.await;
     result

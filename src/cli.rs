@@ -11,7 +11,11 @@ use crate::auth::{Role, devices, users};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "nas-sync", version, about = "Delta-sync server for offline-first apps")]
+#[command(
+    name = "nas-sync",
+    version,
+    about = "Delta-sync server for offline-first apps"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -90,7 +94,10 @@ fn init_tracing(filter: &str) {
         eprintln!("nas-sync: NAS_SYNC_LOG={filter:?} is not a valid filter ({e}); using 'info'");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
@@ -102,27 +109,55 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::User(UserCommand::Add { username, role, store, tenant, password_stdin: _ }) => {
-            let role = Role::parse(&role)
-                .with_context(|| format!("unknown role '{role}': use --role manager or --role store"))?;
+        Command::User(UserCommand::Add {
+            username,
+            role,
+            store,
+            tenant,
+            password_stdin: _,
+        }) => {
+            let role = Role::parse(&role).with_context(|| {
+                format!("unknown role '{role}': use --role manager or --role store")
+            })?;
             let mut password = String::new();
-            std::io::stdin().lock().read_line(&mut password).context("reading the password from standard input")?;
+            std::io::stdin()
+                .lock()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
             let password = password.trim_end_matches(['\r', '\n']);
             let pool = crate::db::prepare(&config).await?;
-            let user = users::add(&pool, &tenant, &username, role, store.as_deref(), password).await?;
-            println!("created user {} ({}, tenant {}, id {})", user.username, user.role, user.tenant_id, user.id);
+            let user =
+                users::add(&pool, &tenant, &username, role, store.as_deref(), password).await?;
+            println!(
+                "created user {} ({}, tenant {}, id {})",
+                user.username, user.role, user.tenant_id, user.id
+            );
             Ok(())
         }
         Command::Device(DeviceCommand::List { tenant }) => {
             let pool = crate::db::prepare(&config).await?;
             let list = devices::list(&pool, tenant.as_deref()).await?;
-            println!("{:<16} {:<32} {:<20} {:<25} {:<25} {:>6} STATUS", "TENANT", "DEVICE", "USER", "LAST PULL", "LAST PUSH", "SYNCS");
-            let t = |v: Option<chrono::DateTime<chrono::Utc>>| v.map_or("-".to_string(), |t| t.to_rfc3339());
+            println!(
+                "{:<16} {:<32} {:<20} {:<25} {:<25} {:>6} STATUS",
+                "TENANT", "DEVICE", "USER", "LAST PULL", "LAST PUSH", "SYNCS"
+            );
+            let t = |v: Option<chrono::DateTime<chrono::Utc>>| {
+                v.map_or("-".to_string(), |t| t.to_rfc3339())
+            };
             for d in list {
                 println!(
                     "{:<16} {:<32} {:<20} {:<25} {:<25} {:>6} {}",
-                    d.tenant_id, d.device_id, d.username, t(d.last_pull_at), t(d.last_push_at), d.sync_count,
-                    if d.revoked_at.is_some() { "revoked" } else { "active" }
+                    d.tenant_id,
+                    d.device_id,
+                    d.username,
+                    t(d.last_pull_at),
+                    t(d.last_push_at),
+                    d.sync_count,
+                    if d.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
                 );
             }
             Ok(())
@@ -130,7 +165,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Device(DeviceCommand::Revoke { device_id, tenant }) => {
             let pool = crate::db::prepare(&config).await?;
             if !devices::revoke(&pool, &tenant, &device_id).await? {
-                anyhow::bail!("no device '{device_id}' in tenant '{tenant}' (see `nas-sync device list`)");
+                anyhow::bail!(
+                    "no device '{device_id}' in tenant '{tenant}' (see `nas-sync device list`)"
+                );
             }
             println!("revoked device {device_id} (tenant {tenant})");
             Ok(())

@@ -40,7 +40,9 @@ impl Config {
                 .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/nas_sync".into()),
             bind: parse(&get, "NAS_SYNC_BIND", "127.0.0.1:8080")?,
             jwt_secret: match get("NAS_SYNC_JWT_SECRET")? {
-                Some(s) if s.len() < 16 => bail!("NAS_SYNC_JWT_SECRET must be at least 16 characters"),
+                Some(s) if s.len() < 16 => {
+                    bail!("NAS_SYNC_JWT_SECRET must be at least 16 characters")
+                }
                 other => other,
             },
             log: get("NAS_SYNC_LOG")?.unwrap_or_else(|| "info".into()),
@@ -50,12 +52,24 @@ impl Config {
                 Some(other) => bail!("NAS_SYNC_RATE_LIMIT must be 'on' or 'off', not '{other}'"),
             },
             body_limit: parse(&get, "NAS_SYNC_BODY_LIMIT_BYTES", "33554432")?,
-            request_timeout: Duration::from_secs(parse(&get, "NAS_SYNC_REQUEST_TIMEOUT_SECS", "30")?),
-            access_token_ttl: Duration::from_secs(parse(&get, "NAS_SYNC_ACCESS_TOKEN_TTL_SECS", "3600")?),
+            request_timeout: Duration::from_secs(parse(
+                &get,
+                "NAS_SYNC_REQUEST_TIMEOUT_SECS",
+                "30",
+            )?),
+            access_token_ttl: Duration::from_secs(parse(
+                &get,
+                "NAS_SYNC_ACCESS_TOKEN_TTL_SECS",
+                "3600",
+            )?),
             refresh_token_ttl: Duration::from_secs(
                 86_400 * parse::<u64>(&get, "NAS_SYNC_REFRESH_TOKEN_TTL_DAYS", "30")?,
             ),
-            db_connect_timeout: Duration::from_secs(parse(&get, "NAS_SYNC_DB_CONNECT_TIMEOUT_SECS", "60")?),
+            db_connect_timeout: Duration::from_secs(parse(
+                &get,
+                "NAS_SYNC_DB_CONNECT_TIMEOUT_SECS",
+                "60",
+            )?),
             db_max_connections: parse(&get, "NAS_SYNC_DB_MAX_CONNECTIONS", "16")?,
         })
     }
@@ -96,15 +110,20 @@ mod tests {
     use std::collections::HashMap;
 
     fn cfg(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
-        let map: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
     #[test]
     fn defaults_follow_the_contract() {
         let c = cfg(&[]).unwrap();
-        assert_eq!(c.database_url, "postgres://postgres:postgres@127.0.0.1:5432/nas_sync");
+        assert_eq!(
+            c.database_url,
+            "postgres://postgres:postgres@127.0.0.1:5432/nas_sync"
+        );
         assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
         assert!(c.rate_limit);
         assert!(c.jwt_secret.is_none());
@@ -120,17 +139,27 @@ mod tests {
         let p = path.to_str().unwrap();
         let c = cfg(&[("NAS_SYNC_JWT_SECRET_FILE", p)]).unwrap();
         assert_eq!(c.jwt_secret.as_deref(), Some("a-very-long-secret-value"));
-        let c = cfg(&[("NAS_SYNC_JWT_SECRET_FILE", p), ("NAS_SYNC_JWT_SECRET", "another-long-secret!")]).unwrap();
+        let c = cfg(&[
+            ("NAS_SYNC_JWT_SECRET_FILE", p),
+            ("NAS_SYNC_JWT_SECRET", "another-long-secret!"),
+        ])
+        .unwrap();
         assert_eq!(c.jwt_secret.as_deref(), Some("another-long-secret!"));
     }
 
     #[test]
     fn bad_values_name_the_variable() {
-        let e = cfg(&[("NAS_SYNC_BIND", "nowhere")]).unwrap_err().to_string();
+        let e = cfg(&[("NAS_SYNC_BIND", "nowhere")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("NAS_SYNC_BIND"), "{e}");
-        let e = cfg(&[("NAS_SYNC_RATE_LIMIT", "maybe")]).unwrap_err().to_string();
+        let e = cfg(&[("NAS_SYNC_RATE_LIMIT", "maybe")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("NAS_SYNC_RATE_LIMIT"), "{e}");
-        let e = cfg(&[("DATABASE_URL_FILE", "/nonexistent/file")]).unwrap_err().to_string();
+        let e = cfg(&[("DATABASE_URL_FILE", "/nonexistent/file")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("DATABASE_URL_FILE"), "{e}");
     }
 }

@@ -130,7 +130,9 @@ impl AppError {
             Validation { field, message } => format!("Invalid value for '{field}': {message}"),
             UnknownTable(t) => format!("Unknown table '{t}'."),
             InvalidSyncToken(m) => format!("The sync cursor is not valid: {m}"),
-            ResyncRequired(m) => format!("The cursor can no longer be served ({m}); pull again without a cursor."),
+            ResyncRequired(m) => {
+                format!("The cursor can no longer be served ({m}); pull again without a cursor.")
+            }
             Conflict { message, .. } => message.clone(),
             RateLimited { .. } => "Too many requests; retry later.".into(),
             Internal(_) => "An internal error occurred.".into(),
@@ -141,7 +143,9 @@ impl AppError {
         match self {
             AppError::Validation { field, .. } => json!({ "field": field }),
             AppError::UnknownTable(t) => json!({ "table": t }),
-            AppError::RateLimited { retry_after_secs } => json!({ "retry_after": retry_after_secs }),
+            AppError::RateLimited { retry_after_secs } => {
+                json!({ "retry_after": retry_after_secs })
+            }
             _ => json!({}),
         }
     }

@@ -19,7 +19,13 @@ pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Jso
         limits.check_login(ip)?;
     }
     let extract::Json(body): extract::Json<LoginRequest> = req.extract().await?;
-    let result = service::login(&state.pool, &state.keys, state.config.refresh_token_ttl, body).await;
+    let result = service::login(
+        &state.pool,
+        &state.keys,
+        state.config.refresh_token_ttl,
+        body,
+    )
+    .await;
     if let (Err(AppError::InvalidCredentials), Some(limits)) = (&result, &state.limits) {
         limits.login_failed(ip);
     }
@@ -33,5 +39,12 @@ pub async fn refresh(
     State(state): State<AppState>,
     extract::Json(body): extract::Json<RefreshRequest>,
 ) -> AppResult<Json<TokenResponse>> {
-    service::refresh(&state.pool, &state.keys, state.config.refresh_token_ttl, body).await.map(Json)
+    service::refresh(
+        &state.pool,
+        &state.keys,
+        state.config.refresh_token_ttl,
+        body,
+    )
+    .await
+    .map(Json)
 }

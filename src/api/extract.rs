@@ -19,9 +19,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge("The request body is larger than the server accepts.".into())
+                AppError::PayloadTooLarge(
+                    "The request body is larger than the server accepts.".into(),
+                )
             } else {
-                AppError::validation("body", "the request body could not be read (bad gzip encoding?)")
+                AppError::validation(
+                    "body",
+                    "the request body could not be read (bad gzip encoding?)",
+                )
             }
         })?;
         parse_json(&bytes).map(Json)
@@ -42,7 +47,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         }
         let message = inner.to_string();
         // serde reports a missing field at its parent; name the field itself.
-        let field = match message.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+        let field = match message
+            .strip_prefix("missing field `")
+            .and_then(|r| r.split('`').next())
+        {
             Some(name) if path == "." => name.to_string(),
             Some(name) => format!("{path}.{name}"),
             None if path == "." => "body".to_string(),

@@ -40,8 +40,12 @@ impl Limits {
     /// Spends one request of `ip`'s budget.
     pub fn check_request(&self, ip: IpAddr) -> Result<(), AppError> {
         self.requests.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-            AppError::RateLimited { retry_after_secs: wait.as_secs().max(1) }
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                &governor::clock::DefaultClock::default(),
+            ));
+            AppError::RateLimited {
+                retry_after_secs: wait.as_secs().max(1),
+            }
         })
     }
 
@@ -52,7 +56,9 @@ impl Limits {
             let elapsed = since.elapsed();
             if *count >= self.max_failures && elapsed < self.failure_window {
                 let retry = (self.failure_window - elapsed).as_secs().max(1);
-                return Err(AppError::RateLimited { retry_after_secs: retry });
+                return Err(AppError::RateLimited {
+                    retry_after_secs: retry,
+                });
             }
         }
         Ok(())
@@ -86,7 +92,10 @@ mod tests {
             assert!(l.check_login(ip).is_ok());
             l.login_failed(ip);
         }
-        assert!(matches!(l.check_login(ip), Err(AppError::RateLimited { .. })));
+        assert!(matches!(
+            l.check_login(ip),
+            Err(AppError::RateLimited { .. })
+        ));
         assert!(l.check_login(other).is_ok());
     }
 

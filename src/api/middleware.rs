@@ -31,7 +31,9 @@ pub async fn rate_limit(State(state): State<AppState>, req: Request, next: Next)
 pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(state.config.request_timeout, next.run(req)).await {
         Ok(response) => response,
-        Err(_) => AppError::Unavailable("The request took too long; retry it.".into()).into_response(),
+        Err(_) => {
+            AppError::Unavailable("The request took too long; retry it.".into()).into_response()
+        }
     }
 }
 

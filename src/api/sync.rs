@@ -58,7 +58,9 @@ pub async fn state(
     who: Principal,
     extract::Query(q): extract::Query<DeviceQuery>,
 ) -> AppResult<Json<DeviceState>> {
-    status::device_state(&state, &who, q.device_id.as_deref()).await.map(Json)
+    status::device_state(&state, &who, q.device_id.as_deref())
+        .await
+        .map(Json)
 }
 
 /// Forgets the calling device's sync state.
@@ -69,5 +71,7 @@ pub async fn reset(
     who: Principal,
     extract::Query(q): extract::Query<DeviceQuery>,
 ) -> AppResult<Json<DeviceState>> {
-    status::reset(&state, &who, q.device_id.as_deref()).await.map(Json)
+    status::reset(&state, &who, q.device_id.as_deref())
+        .await
+        .map(Json)
 }

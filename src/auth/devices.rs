@@ -81,7 +81,12 @@ pub async fn reset_state(pool: &PgPool, tenant: &str, device_id: &str) -> sqlx::
 }
 
 /// Records a finished pull.
-pub async fn record_pull(pool: &PgPool, tenant: &str, device_id: &str, cursor: &str) -> sqlx::Result<()> {
+pub async fn record_pull(
+    pool: &PgPool,
+    tenant: &str,
+    device_id: &str,
+    cursor: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE devices SET last_pull_at = now(), cursor = $3, sync_count = sync_count + 1
          WHERE tenant_id = $1 AND device_id = $2",

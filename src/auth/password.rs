@@ -27,8 +27,7 @@ pub async fn verify(password: String, phc: String) -> bool {
 
 /// A valid hash of a random password: verifying against it costs the same as a real
 /// check, so an unknown user answers as slowly as a wrong password.
-pub const DECOY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3Xn1Dm7VJd2rYiR0V4y4rBa6hWzHqH4Yb0mS9+qo2Tk";
+pub const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$3Xn1Dm7VJd2rYiR0V4y4rBa6hWzHqH4Yb0mS9+qo2Tk";
 
 #[cfg(test)]
 mod tests {

@@ -43,19 +43,27 @@ fn bearer(parts: &Parts) -> Option<String> {
     if let Some(h) = parts.headers.get(AUTHORIZATION) {
         let v = h.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string());
+        return scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_string());
     }
-    parts.uri.query()?.split('&').find_map(|kv| {
-        kv.strip_prefix("access_token=").map(|t| t.to_string())
-    })
+    parts
+        .uri
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("access_token=").map(|t| t.to_string()))
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts)
-            .ok_or_else(|| AppError::Unauthorized("Send 'Authorization: Bearer <access_token>'.".into()))?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(parts).ok_or_else(|| {
+            AppError::Unauthorized("Send 'Authorization: Bearer <access_token>'.".into())
+        })?;
         let claims = state.keys.verify(&token)?;
         let role = Role::parse(&claims.role)
             .ok_or_else(|| AppError::Unauthorized("The access token is not valid.".into()))?;
@@ -76,7 +84,9 @@ impl FromRequestParts<AppState> for Principal {
                 store_id: claims.store_id,
                 device_id: claims.device_id,
             }),
-            _ => Err(AppError::Unauthorized("The access token is no longer valid for this device.".into())),
+            _ => Err(AppError::Unauthorized(
+                "The access token is no longer valid for this device.".into(),
+            )),
         }
     }
 }

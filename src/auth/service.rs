@@ -50,16 +50,29 @@ pub struct TokenResponse {
 }
 
 /// Checks credentials and issues tokens bound to `device_id`.
-pub async fn login(pool: &PgPool, keys: &Keys, refresh_ttl: Duration, req: LoginRequest) -> AppResult<TokenResponse> {
+pub async fn login(
+    pool: &PgPool,
+    keys: &Keys,
+    refresh_ttl: Duration,
+    req: LoginRequest,
+) -> AppResult<TokenResponse> {
     if !valid_device_id(&req.device_id) {
-        return Err(AppError::validation("device_id", "must be 3 to 128 characters of A-Z a-z 0-9 . _ : -"));
+        return Err(AppError::validation(
+            "device_id",
+            "must be 3 to 128 characters of A-Z a-z 0-9 . _ : -",
+        ));
     }
     if req.device_name.as_ref().is_some_and(|n| n.len() > 256) {
-        return Err(AppError::validation("device_name", "must be at most 256 characters"));
+        return Err(AppError::validation(
+            "device_name",
+            "must be at most 256 characters",
+        ));
     }
     let user = users::find_by_username(pool, &req.username).await?;
     // Verify against a decoy when the user is unknown: same answer, similar time.
-    let hash = user.as_ref().map_or(password::DECOY_HASH.to_string(), |u| u.password_hash.clone());
+    let hash = user.as_ref().map_or(password::DECOY_HASH.to_string(), |u| {
+        u.password_hash.clone()
+    });
     let ok = password::verify(req.password, hash).await;
     let user = match user {
         Some(u) if ok => u,
@@ -95,7 +108,12 @@ pub async fn login(pool: &PgPool, keys: &Keys, refresh_ttl: Duration, req: Login
 }
 
 /// Exchanges a refresh token for a new pair; the old one stops working.
-pub async fn refresh(pool: &PgPool, keys: &Keys, refresh_ttl: Duration, req: RefreshRequest) -> AppResult<TokenResponse> {
+pub async fn refresh(
+    pool: &PgPool,
+    keys: &Keys,
+    refresh_ttl: Duration,
+    req: RefreshRequest,
+) -> AppResult<TokenResponse> {
     let hash = token::hash_refresh_token(&req.refresh_token);
     let mut tx = pool.begin().await?;
     let row: Option<(String, String, Uuid)> = sqlx::query_as(
@@ -107,7 +125,9 @@ pub async fn refresh(pool: &PgPool, keys: &Keys, refresh_ttl: Duration, req: Ref
     .fetch_optional(&mut *tx)
     .await?;
     let Some((tenant, device_id, user_id)) = row else {
-        return Err(AppError::Unauthorized("The refresh token is not valid.".into()));
+        return Err(AppError::Unauthorized(
+            "The refresh token is not valid.".into(),
+        ));
     };
     let bound: Option<(bool, Uuid)> = sqlx::query_as(
         "SELECT revoked_at IS NOT NULL, user_id FROM devices WHERE tenant_id = $1 AND device_id = $2",
@@ -119,7 +139,11 @@ pub async fn refresh(pool: &PgPool, keys: &Keys, refresh_ttl: Duration, req: Ref
     match bound {
         Some((true, _)) => return Err(AppError::DeviceRevoked),
         Some((false, owner)) if owner == user_id => {}
-        _ => return Err(AppError::Unauthorized("The refresh token is not valid.".into())),
+        _ => {
+            return Err(AppError::Unauthorized(
+                "The refresh token is not valid.".into(),
+            ));
+        }
     }
     let user = users::find_by_id(pool, user_id)
         .await?

@@ -44,7 +44,8 @@ impl Keys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
         mac.update(b"nas-sync cursor key v1");
         Keys {
             encoding: EncodingKey::from_secret(secret),
@@ -60,7 +61,11 @@ impl Keys {
         let now = chrono::Utc::now().timestamp();
         claims.iat = now;
         claims.exp = now + self.access_ttl.as_secs() as i64;
-        Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)?)
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
     }
 
     /// Verifies signature and expiry.
@@ -75,7 +80,8 @@ impl Keys {
 
     /// MAC over cursor bytes, so clients cannot forge positions.
     pub fn cursor_mac(&self, data: &[u8]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.cursor_key).expect("any key length");
+        let mut mac =
+            <Hmac<Sha256> as KeyInit>::new_from_slice(&self.cursor_key).expect("any key length");
         mac.update(data);
         mac.finalize().into_bytes().into()
     }
@@ -102,9 +108,10 @@ pub async fn load_secret(pool: &PgPool, configured: Option<&str>) -> anyhow::Res
         .bind(&generated)
         .execute(pool)
         .await?;
-    let secret: String = sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'jwt_secret'")
-        .fetch_one(pool)
-        .await?;
+    let secret: String =
+        sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'jwt_secret'")
+            .fetch_one(pool)
+            .await?;
     Ok(secret.into_bytes())
 }
 
@@ -132,7 +139,10 @@ mod tests {
         assert_eq!(keys.verify(&t).unwrap().device_id, "dev-1");
         let other = Keys::new(b"another-secret-entirely", Duration::from_secs(60));
         assert!(matches!(other.verify(&t), Err(AppError::Unauthorized(_))));
-        assert!(matches!(keys.verify("garbage"), Err(AppError::Unauthorized(_))));
+        assert!(matches!(
+            keys.verify("garbage"),
+            Err(AppError::Unauthorized(_))
+        ));
     }
 
     #[test]

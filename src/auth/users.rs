@@ -39,10 +39,14 @@ pub async fn add(
     password: &str,
 ) -> Result<User, AddUserError> {
     if username.trim().is_empty() || username.len() > 128 {
-        return Err(AddUserError::Invalid("the username must have 1 to 128 characters".into()));
+        return Err(AddUserError::Invalid(
+            "the username must have 1 to 128 characters".into(),
+        ));
     }
     if tenant.trim().is_empty() || tenant.len() > 128 {
-        return Err(AddUserError::Invalid("the tenant must have 1 to 128 characters".into()));
+        return Err(AddUserError::Invalid(
+            "the tenant must have 1 to 128 characters".into(),
+        ));
     }
     if password.is_empty() {
         return Err(AddUserError::Invalid("the password is empty".into()));

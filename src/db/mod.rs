@@ -14,7 +14,8 @@ use crate::config::Config;
 
 /// Parses `DATABASE_URL`, forcing UTC so timestamps render as RFC 3339 with `+00:00`.
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
-    let opts = PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
+    let opts =
+        PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid PostgreSQL URL")?;
     Ok(opts
         .options([("timezone", "UTC")])
         .application_name("nas-sync"))
@@ -42,15 +43,18 @@ pub async fn ensure_database(url: &str, timeout: Duration) -> anyhow::Result<()>
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => {
-                return Err(e).with_context(|| format!("connecting to PostgreSQL for database '{name}'"));
+                return Err(e)
+                    .with_context(|| format!("connecting to PostgreSQL for database '{name}'"));
             }
         }
     }
 }
 
 fn is_connect_error(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut)
-        || matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("57P03"))
+    matches!(
+        e,
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolTimedOut
+    ) || matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("57P03"))
 }
 
 /// Returns whether the database had to be created.
@@ -65,13 +69,17 @@ async fn try_create(opts: &PgConnectOptions, name: &str) -> Result<bool, sqlx::E
         Err(e) => return Err(e),
     }
     let mut admin = opts.clone().database("postgres").connect().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(name)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
-        match sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&mut admin).await {
+        match sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut admin)
+            .await
+        {
             Ok(_) => {}
             // Another instance created it between our check and our CREATE.
             Err(sqlx::Error::Database(d)) if d.code().as_deref() == Some("42P04") => {}

@@ -28,7 +28,10 @@ impl Position {
     /// The position just before transaction `xid`: every entry of `xid` or later
     /// comes after it.
     pub fn before_xid(xid: u64) -> Position {
-        Position { xid: xid.saturating_sub(1), seq: i64::MAX }
+        Position {
+            xid: xid.saturating_sub(1),
+            seq: i64::MAX,
+        }
     }
 }
 
@@ -83,14 +86,20 @@ impl Cursor {
         let (body, mac) = buf.split_at(BODY_LEN);
         let expected = keys.cursor_mac(body);
         // Constant-time comparison.
-        let diff = expected[..MAC_LEN].iter().zip(mac).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        let diff = expected[..MAC_LEN]
+            .iter()
+            .zip(mac)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
         if diff != 0 {
             return Err(invalid());
         }
         let u64_at = |i: usize| u64::from_be_bytes(body[i..i + 8].try_into().expect("8 bytes"));
         Ok(Cursor {
             epoch: Uuid::from_slice(&body[1..17]).map_err(|_| invalid())?,
-            position: Position { xid: u64_at(17), seq: u64_at(25) as i64 },
+            position: Position {
+                xid: u64_at(17),
+                seq: u64_at(25) as i64,
+            },
             scope: u64_at(33),
         })
     }
@@ -110,7 +119,10 @@ mod tests {
         let k = keys();
         let c = Cursor {
             epoch: Uuid::new_v4(),
-            position: Position { xid: 12345, seq: 678 },
+            position: Position {
+                xid: 12345,
+                seq: 678,
+            },
             scope: scope_hash("default", Some("s1"), &["b", "a"]),
         };
         let s = c.encode(&k);
@@ -119,17 +131,38 @@ mod tests {
         let mut bytes = URL_SAFE_NO_PAD.decode(&s).unwrap();
         bytes[20] ^= 1;
         let tampered = URL_SAFE_NO_PAD.encode(&bytes);
-        assert!(matches!(Cursor::decode(&tampered, &k), Err(AppError::InvalidSyncToken(_))));
-        assert!(matches!(Cursor::decode("not-a-cursor", &k), Err(AppError::InvalidSyncToken(_))));
-        assert!(matches!(Cursor::decode("", &k), Err(AppError::InvalidSyncToken(_))));
+        assert!(matches!(
+            Cursor::decode(&tampered, &k),
+            Err(AppError::InvalidSyncToken(_))
+        ));
+        assert!(matches!(
+            Cursor::decode("not-a-cursor", &k),
+            Err(AppError::InvalidSyncToken(_))
+        ));
+        assert!(matches!(
+            Cursor::decode("", &k),
+            Err(AppError::InvalidSyncToken(_))
+        ));
         let other = Keys::new(b"another-secret-entirely", Duration::from_secs(60));
-        assert!(matches!(Cursor::decode(&s, &other), Err(AppError::InvalidSyncToken(_))));
+        assert!(matches!(
+            Cursor::decode(&s, &other),
+            Err(AppError::InvalidSyncToken(_))
+        ));
     }
 
     #[test]
     fn scope_ignores_table_order_but_not_store() {
-        assert_eq!(scope_hash("t", None, &["a", "b"]), scope_hash("t", None, &["b", "a"]));
-        assert_ne!(scope_hash("t", Some("s1"), &["a"]), scope_hash("t", Some("s2"), &["a"]));
-        assert_ne!(scope_hash("t", None, &["a"]), scope_hash("t", None, &["a", "b"]));
+        assert_eq!(
+            scope_hash("t", None, &["a", "b"]),
+            scope_hash("t", None, &["b", "a"])
+        );
+        assert_ne!(
+            scope_hash("t", Some("s1"), &["a"]),
+            scope_hash("t", Some("s2"), &["a"])
+        );
+        assert_ne!(
+            scope_hash("t", None, &["a"]),
+            scope_hash("t", None, &["a", "b"])
+        );
     }
 }

@@ -24,11 +24,13 @@ pub async fn tick(pool: &PgPool) -> sqlx::Result<()> {
 
 /// Drops horizon records older than the retention (older timestamps full-sync).
 pub async fn prune(pool: &PgPool, keep: Duration) -> sqlx::Result<u64> {
-    Ok(sqlx::query("DELETE FROM sync_horizons WHERE at < now() - make_interval(secs => $1)")
-        .bind(keep.as_secs_f64())
-        .execute(pool)
-        .await?
-        .rows_affected())
+    Ok(
+        sqlx::query("DELETE FROM sync_horizons WHERE at < now() - make_interval(secs => $1)")
+            .bind(keep.as_secs_f64())
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
 }
 
 /// Runs the horizon clock until `shutdown` fires.
@@ -72,7 +74,9 @@ pub async fn horizon_lag_seconds(pool: &PgPool) -> sqlx::Result<f64> {
 /// below the horizon, so every device resyncs instead of silently skipping rows.
 pub async fn check_epoch(pool: &PgPool) -> anyhow::Result<()> {
     let mut tx = pool.begin().await?;
-    sqlx::query("LOCK TABLE server_meta IN EXCLUSIVE MODE").execute(&mut *tx).await?;
+    sqlx::query("LOCK TABLE server_meta IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
     // pg_control_* may be restricted to superusers; without them only xids are checked.
     let fingerprint: Option<String> = sqlx::query_scalar(
         "SELECT s.system_identifier::text || ':' || c.timeline_id::text
@@ -85,14 +89,17 @@ pub async fn check_epoch(pool: &PgPool) -> anyhow::Result<()> {
     let mut tx = if fingerprint.is_none() {
         drop(tx);
         let mut t = pool.begin().await?;
-        sqlx::query("LOCK TABLE server_meta IN EXCLUSIVE MODE").execute(&mut *t).await?;
+        sqlx::query("LOCK TABLE server_meta IN EXCLUSIVE MODE")
+            .execute(&mut *t)
+            .await?;
         t
     } else {
         tx
     };
-    let stored: Option<String> = sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'fingerprint'")
-        .fetch_optional(&mut *tx)
-        .await?;
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'fingerprint'")
+            .fetch_optional(&mut *tx)
+            .await?;
     let (max_logged, next_xid): (Option<i64>, i64) = sqlx::query_as(
         "SELECT (SELECT max(xid::text::bigint) FROM sync_changes),
                 pg_snapshot_xmax(pg_current_snapshot())::text::bigint",
@@ -103,15 +110,23 @@ pub async fn check_epoch(pool: &PgPool) -> anyhow::Result<()> {
     let moved = matches!((&stored, &fingerprint), (Some(s), Some(f)) if s != f);
     let rewound = max_logged.is_some_and(|m| m >= next_xid);
     if moved || rewound {
-        tracing::warn!(moved, rewound, "database restored or moved: drawing a new epoch; every device will resync");
+        tracing::warn!(
+            moved,
+            rewound,
+            "database restored or moved: drawing a new epoch; every device will resync"
+        );
         sqlx::query("UPDATE server_meta SET value = gen_random_uuid()::text WHERE key = 'epoch'")
             .execute(&mut *tx)
             .await?;
         if rewound {
             // Old entries carry xids from the future of this cluster: bring them below
             // the horizon, keeping their order, so full syncs include them.
-            sqlx::query("UPDATE sync_changes SET xid = '1'::xid8").execute(&mut *tx).await?;
-            sqlx::query("DELETE FROM sync_horizons").execute(&mut *tx).await?;
+            sqlx::query("UPDATE sync_changes SET xid = '1'::xid8")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM sync_horizons")
+                .execute(&mut *tx)
+                .await?;
         }
     }
     if let Some(f) = fingerprint {

@@ -51,15 +51,25 @@ pub struct PullResponse {
 }
 
 /// The tables a request names, checked against the registry and the caller's role.
-pub fn resolve_tables<'a>(state: &'a AppState, who: &Principal, requested: Option<&[String]>) -> AppResult<Vec<&'a Table>> {
+pub fn resolve_tables<'a>(
+    state: &'a AppState,
+    who: &Principal,
+    requested: Option<&[String]>,
+) -> AppResult<Vec<&'a Table>> {
     match requested {
         None => Ok(state.registry.readable_by(who.role).collect()),
         Some(names) => {
             let mut out: Vec<&Table> = Vec::with_capacity(names.len());
             for name in names {
-                let table = state.registry.get(name).ok_or_else(|| AppError::UnknownTable(name.clone()))?;
+                let table = state
+                    .registry
+                    .get(name)
+                    .ok_or_else(|| AppError::UnknownTable(name.clone()))?;
                 if !table.can_read(who.role) {
-                    return Err(AppError::Forbidden(format!("The role '{}' may not read '{name}'.", who.role.as_str())));
+                    return Err(AppError::Forbidden(format!(
+                        "The role '{}' may not read '{name}'.",
+                        who.role.as_str()
+                    )));
                 }
                 if !out.iter().any(|t| t.name == table.name) {
                     out.push(table);
@@ -96,15 +106,21 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
     };
     let scope = scope_hash(&who.tenant, store, &names);
     let legacy_since = match (&req.cursor, &req.last_sync_timestamp) {
-        (None, Some(ts)) => Some(
-            super::validate::parse_time(ts)
-                .ok_or_else(|| AppError::validation("last_sync_timestamp", "must be an RFC 3339 timestamp"))?,
-        ),
+        (None, Some(ts)) => Some(super::validate::parse_time(ts).ok_or_else(|| {
+            AppError::validation("last_sync_timestamp", "must be an RFC 3339 timestamp")
+        })?),
         _ => None,
     };
-    let cursor = req.cursor.as_deref().map(|c| Cursor::decode(c, &state.keys)).transpose()?;
+    let cursor = req
+        .cursor
+        .as_deref()
+        .map(|c| Cursor::decode(c, &state.keys))
+        .transpose()?;
 
-    let mut tx = state.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+    let mut tx = state
+        .pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await?;
     // First statement: fixes the snapshot; statement_timestamp() precedes it.
     let (epoch, horizon, next_xid, now): (String, i64, i64, DateTime<Utc>) = sqlx::query_as(
         "SELECT (SELECT value FROM server_meta WHERE key = 'epoch'),
@@ -114,18 +130,25 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
     )
     .fetch_one(&mut *tx)
     .await?;
-    let epoch = Uuid::parse_str(&epoch).map_err(|e| anyhow::anyhow!("bad epoch in server_meta: {e}"))?;
+    let epoch =
+        Uuid::parse_str(&epoch).map_err(|e| anyhow::anyhow!("bad epoch in server_meta: {e}"))?;
 
     let start = match (cursor, legacy_since) {
         (Some(c), _) => {
             if c.epoch != epoch {
-                return Err(AppError::ResyncRequired("the database was restored or reset".into()));
+                return Err(AppError::ResyncRequired(
+                    "the database was restored or reset".into(),
+                ));
             }
             if c.position.xid >= next_xid as u64 && c.position.xid != 0 {
-                return Err(AppError::ResyncRequired("the cursor is ahead of the database".into()));
+                return Err(AppError::ResyncRequired(
+                    "the cursor is ahead of the database".into(),
+                ));
             }
             if c.scope != scope {
-                return Err(AppError::ResyncRequired("the cursor was issued for another set of tables".into()));
+                return Err(AppError::ResyncRequired(
+                    "the cursor was issued for another set of tables".into(),
+                ));
             }
             c.position
         }
@@ -167,11 +190,16 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
 
     let mut ids_by_table: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
     for e in page {
-        ids_by_table.entry(e.table_name.as_str()).or_default().push(e.row_id);
+        ids_by_table
+            .entry(e.table_name.as_str())
+            .or_default()
+            .push(e.row_id);
     }
     let mut docs: BTreeMap<Uuid, Value> = BTreeMap::new();
     for (table, ids) in &ids_by_table {
-        let Some(def) = state.registry.get(table) else { continue };
+        let Some(def) = state.registry.get(table) else {
+            continue;
+        };
         let sql = format!(
             "SELECT t.id, to_jsonb(t) - 'tenant_id' FROM {} t WHERE t.id = ANY($1) AND t.tenant_id = $2",
             def.ident()
@@ -185,7 +213,8 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
     }
     tx.commit().await?;
 
-    let mut changes: BTreeMap<String, Vec<Value>> = names.iter().map(|n| (n.to_string(), Vec::new())).collect();
+    let mut changes: BTreeMap<String, Vec<Value>> =
+        names.iter().map(|n| (n.to_string(), Vec::new())).collect();
     for e in page {
         // A row deleted outside the API (hard DELETE) is gone: send its tombstone.
         let row = docs.remove(&e.row_id).unwrap_or_else(|| {
@@ -197,20 +226,40 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
     }
 
     let position = match page.last() {
-        Some(e) if has_more => Position { xid: e.xid as u64, seq: e.seq },
+        Some(e) if has_more => Position {
+            xid: e.xid as u64,
+            seq: e.seq,
+        },
         // Caught up: every later entry belongs to a transaction at or above the horizon.
         last => {
             let caught_up = Position::before_xid(horizon as u64);
-            let last = last.map(|e| Position { xid: e.xid as u64, seq: e.seq }).unwrap_or(start);
+            let last = last
+                .map(|e| Position {
+                    xid: e.xid as u64,
+                    seq: e.seq,
+                })
+                .unwrap_or(start);
             caught_up.max(last).max(start)
         }
     };
-    let cursor = Cursor { epoch, position, scope }.encode(&state.keys);
+    let cursor = Cursor {
+        epoch,
+        position,
+        scope,
+    }
+    .encode(&state.keys);
     devices::record_pull(&state.pool, &who.tenant, &who.device_id, &cursor).await?;
 
     let rows = page.len() as u64;
     metrics::counter!("nas_sync_pull_rows_total").increment(rows);
     tracing::info!(device_id = %who.device_id, tenant = %who.tenant, rows, has_more,
         full = req.cursor.is_none() && req.last_sync_timestamp.is_none(), "pull");
-    Ok(PullResponse { success: true, timestamp: now, cursor, has_more, changes, conflicts: None })
+    Ok(PullResponse {
+        success: true,
+        timestamp: now,
+        cursor,
+        has_more,
+        changes,
+        conflicts: None,
+    })
 }

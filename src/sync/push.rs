@@ -104,12 +104,22 @@ impl From<sqlx::Error> for Failure {
             let code = d.code().unwrap_or_default();
             let constraint = d.constraint().unwrap_or("").to_string();
             let row = match code.as_ref() {
-                "23503" => Some(RowError::new("REFERENCE_MISSING", "a referenced row does not exist")),
+                "23503" => Some(RowError::new(
+                    "REFERENCE_MISSING",
+                    "a referenced row does not exist",
+                )),
                 "23502" => Some(RowError::validation("a required column is missing")),
-                "23514" => Some(RowError::validation(format!("a value is not allowed ({constraint})"))),
-                "23505" => Some(RowError::validation(format!("a value must be unique ({constraint})"))),
+                "23514" => Some(RowError::validation(format!(
+                    "a value is not allowed ({constraint})"
+                ))),
+                "23505" => Some(RowError::validation(format!(
+                    "a value must be unique ({constraint})"
+                ))),
                 "P0001" => Some(RowError::validation(d.message().to_string())),
-                c if c.starts_with("22") => Some(RowError::validation(format!("a value is not valid: {}", d.message()))),
+                c if c.starts_with("22") => Some(RowError::validation(format!(
+                    "a value is not valid: {}",
+                    d.message()
+                ))),
                 _ => None,
             };
             if let Some(r) = row {
@@ -132,16 +142,22 @@ pub async fn push(state: &AppState, who: &Principal, req: PushRequest) -> AppRes
     if let Some(id) = &req.push_id
         && (id.is_empty() || id.len() > 128)
     {
-        return Err(AppError::validation("push_id", "must be 1 to 128 characters"));
+        return Err(AppError::validation(
+            "push_id",
+            "must be 1 to 128 characters",
+        ));
     }
     // Shape first: unknown tables and malformed lists fail the whole request.
     let mut batches: Vec<(&Table, &Vec<Value>)> = Vec::new();
     let mut total = 0;
     for (name, rows) in &req.changes {
-        let table = state.registry.get(name).ok_or_else(|| AppError::UnknownTable(name.clone()))?;
-        let rows = rows
-            .as_array()
-            .ok_or_else(|| AppError::validation(format!("changes.{name}"), "must be a list of rows"))?;
+        let table = state
+            .registry
+            .get(name)
+            .ok_or_else(|| AppError::UnknownTable(name.clone()))?;
+        let rows = rows.as_array().ok_or_else(|| {
+            AppError::validation(format!("changes.{name}"), "must be a list of rows")
+        })?;
         total += rows.len();
         batches.push((table, rows));
     }
@@ -158,12 +174,24 @@ pub async fn push(state: &AppState, who: &Principal, req: PushRequest) -> AppRes
     )
     .to_vec();
 
-    let ctx = Ctx { who, receipt: Utc::now() };
+    let ctx = Ctx {
+        who,
+        receipt: Utc::now(),
+    };
     // Deadlocks between concurrent pushes touching the same rows are retried whole.
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match run(state, &ctx, &batches, req.push_id.as_deref(), &request_hash, stop_on_error).await {
+        match run(
+            state,
+            &ctx,
+            &batches,
+            req.push_id.as_deref(),
+            &request_hash,
+            stop_on_error,
+        )
+        .await
+        {
             Err(e) if attempt < 4 && is_retryable(&e) => {
                 tracing::warn!(attempt, error = %e, "push hit a deadlock or serialization failure; retrying");
                 tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
@@ -195,11 +223,13 @@ async fn run(
     let who = ctx.who;
     let mut tx = state.pool.begin().await?;
     // The change-log trigger records who wrote each row.
-    sqlx::query("SELECT set_config('nas_sync.device', $1, true), set_config('nas_sync.role', $2, true)")
-        .bind(&who.device_id)
-        .bind(who.role.as_str())
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "SELECT set_config('nas_sync.device', $1, true), set_config('nas_sync.role', $2, true)",
+    )
+    .bind(&who.device_id)
+    .bind(who.role.as_str())
+    .execute(&mut *tx)
+    .await?;
 
     if let Some(push_id) = push_id {
         let fresh = sqlx::query(
@@ -226,10 +256,13 @@ async fn run(
             if hash != request_hash {
                 return Err(AppError::Conflict {
                     code: "PUSH_ID_REUSED",
-                    message: "This push_id was already used for different changes; use a new push_id.".into(),
+                    message:
+                        "This push_id was already used for different changes; use a new push_id."
+                            .into(),
                 });
             }
-            let response = response.ok_or_else(|| anyhow::anyhow!("push_log row without a response"))?;
+            let response =
+                response.ok_or_else(|| anyhow::anyhow!("push_log row without a response"))?;
             tracing::info!(device_id = %who.device_id, push_id, "push replayed");
             return Ok(serde_json::from_value(response).map_err(anyhow::Error::from)?);
         }
@@ -246,13 +279,17 @@ async fn run(
             sqlx::query("SAVEPOINT push_row").execute(&mut *tx).await?;
             match apply_row(&mut tx, ctx, state, table, raw, &mut conflicts).await {
                 Ok(outcome) => {
-                    sqlx::query("RELEASE SAVEPOINT push_row").execute(&mut *tx).await?;
+                    sqlx::query("RELEASE SAVEPOINT push_row")
+                        .execute(&mut *tx)
+                        .await?;
                     if let Outcome::Stored(row) = outcome {
                         applied.entry(table.name.clone()).or_default().push(row);
                     }
                 }
                 Err(Failure::Row(e)) => {
-                    sqlx::query("ROLLBACK TO SAVEPOINT push_row").execute(&mut *tx).await?;
+                    sqlx::query("ROLLBACK TO SAVEPOINT push_row")
+                        .execute(&mut *tx)
+                        .await?;
                     errors.push(RowErrorReport {
                         table: table.name.clone(),
                         record_id: validate::raw_id(raw),
@@ -265,7 +302,9 @@ async fn run(
         }
     }
     if stop_on_error && !errors.is_empty() {
-        sqlx::query("ROLLBACK TO SAVEPOINT push_all").execute(&mut *tx).await?;
+        sqlx::query("ROLLBACK TO SAVEPOINT push_all")
+            .execute(&mut *tx)
+            .await?;
         applied.clear();
         conflicts.clear();
     }
@@ -300,7 +339,8 @@ async fn run(
 
     let stored: usize = response.applied.values().map(Vec::len).sum();
     metrics::counter!("nas_sync_push_rows_total", "outcome" => "stored").increment(stored as u64);
-    metrics::counter!("nas_sync_push_rows_total", "outcome" => "error").increment(response.errors.len() as u64);
+    metrics::counter!("nas_sync_push_rows_total", "outcome" => "error")
+        .increment(response.errors.len() as u64);
     metrics::counter!("nas_sync_conflicts_total").increment(response.conflicts.len() as u64);
     tracing::info!(device_id = %who.device_id, tenant = %who.tenant, push_id, stored,
         conflicts = response.conflicts.len(), errors = response.errors.len(), "push");
@@ -318,11 +358,19 @@ async fn apply_row(
 ) -> Result<Outcome, Failure> {
     let who = ctx.who;
     if !table.can_write(who.role) {
-        return Err(RowError::forbidden(format!("the role '{}' may not write {}", who.role.as_str(), table.name)).into());
+        return Err(RowError::forbidden(format!(
+            "the role '{}' may not write {}",
+            who.role.as_str(),
+            table.name
+        ))
+        .into());
     }
     let mut row = validate::pushed_row(table, raw, &who.tenant)?;
 
-    let sql = format!("SELECT tenant_id, to_jsonb(t) - 'tenant_id' FROM {} t WHERE id = $1 FOR UPDATE", table.ident());
+    let sql = format!(
+        "SELECT tenant_id, to_jsonb(t) - 'tenant_id' FROM {} t WHERE id = $1 FOR UPDATE",
+        table.ident()
+    );
     let existing: Option<(String, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(row.id)
         .fetch_optional(&mut *conn)
@@ -347,29 +395,36 @@ async fn apply_row(
         {
             return Err(RowError::validation(format!("'{}' is required", missing.name)).into());
         }
-        return Ok(Outcome::Stored(insert(conn, table, who, ctx.receipt, &row).await?));
+        return Ok(Outcome::Stored(
+            insert(conn, table, who, ctx.receipt, &row).await?,
+        ));
     };
 
     let differs = row.values.iter().any(|(k, v)| {
         let kind = &table.column(k).expect("validated column").kind;
         !validate::same_value(kind, Some(v), server.get(k))
-    }) || row.deleted.is_some_and(|d| Some(d) != server.get("deleted").and_then(Value::as_bool));
+    }) || row
+        .deleted
+        .is_some_and(|d| Some(d) != server.get("deleted").and_then(Value::as_bool));
     if !differs {
         return Ok(Outcome::Stored(server));
     }
     let server_version = server.get("version").and_then(Value::as_i64).unwrap_or(0);
     if row.base_version >= server_version {
-        return Ok(Outcome::Stored(update(conn, table, ctx.receipt, &row, &server).await?));
+        return Ok(Outcome::Stored(
+            update(conn, table, ctx.receipt, &row, &server).await?,
+        ));
     }
 
     // The row changed on the server since the device last saw it, and values differ.
-    let server_role: Option<String> =
-        sqlx::query_scalar("SELECT origin_role FROM sync_changes WHERE table_name = $1 AND row_id = $2")
-            .bind(&table.name)
-            .bind(row.id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .flatten();
+    let server_role: Option<String> = sqlx::query_scalar(
+        "SELECT origin_role FROM sync_changes WHERE table_name = $1 AND row_id = $2",
+    )
+    .bind(&table.name)
+    .bind(row.id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
     let sides = Sides {
         client_time: rules::cap_device_time(row.updated_at, ctx.receipt),
         client_role: who.role,
@@ -395,29 +450,47 @@ async fn apply_row(
     });
     debug_assert!(table.rule != Rule::Merge && table.rule != Rule::Manual);
     match winner {
-        Winner::Client => Ok(Outcome::Stored(update(conn, table, ctx.receipt, &row, &server).await?)),
+        Winner::Client => Ok(Outcome::Stored(
+            update(conn, table, ctx.receipt, &row, &server).await?,
+        )),
         Winner::Server => Ok(Outcome::Stored(server)),
     }
 }
 
 /// Store devices write only their store's rows; the store column never changes.
-fn check_scope(table: &Table, who: &Principal, server: Option<&Value>, row: &mut PushedRow) -> Result<(), RowError> {
-    let Some(col) = &table.scope_column else { return Ok(()) };
-    let sent = row.values.get(col).and_then(Value::as_str).map(str::to_string);
+fn check_scope(
+    table: &Table,
+    who: &Principal,
+    server: Option<&Value>,
+    row: &mut PushedRow,
+) -> Result<(), RowError> {
+    let Some(col) = &table.scope_column else {
+        return Ok(());
+    };
+    let sent = row
+        .values
+        .get(col)
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let stored = server.and_then(|s| s.get(col)).and_then(Value::as_str);
     if who.role == Role::Store {
         let mine = who.store_id.as_deref().unwrap_or_default();
         if stored.is_some_and(|s| s != mine) || sent.as_deref().is_some_and(|s| s != mine) {
-            return Err(RowError::forbidden(format!("this row belongs to another store than '{mine}'")));
+            return Err(RowError::forbidden(format!(
+                "this row belongs to another store than '{mine}'"
+            )));
         }
         if server.is_none() && sent.is_none() {
-            row.values.insert(col.clone(), Value::String(mine.to_string()));
+            row.values
+                .insert(col.clone(), Value::String(mine.to_string()));
         }
     }
     if let (Some(stored), Some(sent)) = (stored, sent.as_deref())
         && stored != sent
     {
-        return Err(RowError::validation(format!("'{col}' of an existing row cannot change")));
+        return Err(RowError::validation(format!(
+            "'{col}' of an existing row cannot change"
+        )));
     }
     Ok(())
 }
@@ -433,11 +506,19 @@ async fn check_references(
     row: &PushedRow,
 ) -> Result<(), Failure> {
     for parent_ref in &table.parents {
-        let Some(Value::String(target)) = row.values.get(&parent_ref.column) else { continue };
-        if server.and_then(|s| s.get(&parent_ref.column)).and_then(Value::as_str) == Some(target.as_str()) {
+        let Some(Value::String(target)) = row.values.get(&parent_ref.column) else {
+            continue;
+        };
+        if server
+            .and_then(|s| s.get(&parent_ref.column))
+            .and_then(Value::as_str)
+            == Some(target.as_str())
+        {
             continue;
         }
-        let Some(parent) = state.registry.get(&parent_ref.parent) else { continue };
+        let Some(parent) = state.registry.get(&parent_ref.parent) else {
+            continue;
+        };
         let store_filter = match (&parent.scope_column, who.role) {
             (Some(col), Role::Store) => format!(" AND p.{} = $3", quote_ident(col)),
             _ => " AND ($3::text IS NULL OR $3::text IS NOT NULL)".to_string(),
@@ -455,7 +536,10 @@ async fn check_references(
         if !found {
             return Err(RowError::new(
                 "REFERENCE_MISSING",
-                format!("'{}' refers to a {} row that does not exist", parent_ref.column, parent.name),
+                format!(
+                    "'{}' refers to a {} row that does not exist",
+                    parent_ref.column, parent.name
+                ),
             )
             .into());
         }
@@ -464,7 +548,11 @@ async fn check_references(
 }
 
 fn column_list(names: &[&str]) -> String {
-    names.iter().map(|n| quote_ident(n)).collect::<Vec<_>>().join(", ")
+    names
+        .iter()
+        .map(|n| quote_ident(n))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 async fn insert(
@@ -477,7 +565,10 @@ async fn insert(
     let mut doc: Map<String, Value> = row.values.clone();
     doc.insert("id".into(), json!(row.id));
     doc.insert("tenant_id".into(), json!(who.tenant));
-    doc.insert("updated_at".into(), json!(rules::cap_device_time(row.updated_at, receipt)));
+    doc.insert(
+        "updated_at".into(),
+        json!(rules::cap_device_time(row.updated_at, receipt)),
+    );
     doc.insert("deleted".into(), json!(row.deleted.unwrap_or(false)));
     let names: Vec<&str> = doc.keys().map(String::as_str).collect();
     let cols = column_list(&names);
@@ -486,7 +577,10 @@ async fn insert(
         "INSERT INTO {t} AS t ({cols}) SELECT {cols} FROM jsonb_populate_record(NULL::{t}, $1)
          RETURNING to_jsonb(t) - 'tenant_id'"
     );
-    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(Value::Object(doc)).fetch_one(conn).await
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(Value::Object(doc))
+        .fetch_one(conn)
+        .await
 }
 
 async fn update(
@@ -497,8 +591,13 @@ async fn update(
     server: &Value,
 ) -> Result<Value, sqlx::Error> {
     let mut doc: Map<String, Value> = row.values.clone();
-    doc.insert("updated_at".into(), json!(rules::cap_device_time(row.updated_at, receipt)));
-    let deleted = row.deleted.or_else(|| server.get("deleted").and_then(Value::as_bool));
+    doc.insert(
+        "updated_at".into(),
+        json!(rules::cap_device_time(row.updated_at, receipt)),
+    );
+    let deleted = row
+        .deleted
+        .or_else(|| server.get("deleted").and_then(Value::as_bool));
     doc.insert("deleted".into(), json!(deleted.unwrap_or(false)));
     let names: Vec<&str> = doc.keys().map(String::as_str).collect();
     let cols = column_list(&names);

@@ -107,7 +107,9 @@ impl Table {
 
     /// Columns a client writes (everything but the sync columns).
     pub fn data_columns(&self) -> impl Iterator<Item = &Column> {
-        self.columns.iter().filter(|c| !SYNC_COLUMNS.contains(&c.name.as_str()))
+        self.columns
+            .iter()
+            .filter(|c| !SYNC_COLUMNS.contains(&c.name.as_str()))
     }
 
     /// The table name quoted as an SQL identifier (names come from the catalog).
@@ -156,13 +158,19 @@ impl Registry {
         .context("reading sync_tables")?;
         let mut tables = BTreeMap::new();
         for (name, rule, read, write, scope_column, urgent) in rows {
-            let rule = Rule::parse(&rule).with_context(|| format!("table {name}: unknown rule {rule}"))?;
+            let rule =
+                Rule::parse(&rule).with_context(|| format!("table {name}: unknown rule {rule}"))?;
             if !rule.is_supported() {
-                bail!("table {name}: the rule '{}' is not supported by this version", rule.as_str());
+                bail!(
+                    "table {name}: the rule '{}' is not supported by this version",
+                    rule.as_str()
+                );
             }
             let roles = |v: Vec<String>| -> anyhow::Result<Vec<Role>> {
                 v.iter()
-                    .map(|r| Role::parse(r).with_context(|| format!("table {name}: unknown role {r}")))
+                    .map(|r| {
+                        Role::parse(r).with_context(|| format!("table {name}: unknown role {r}"))
+                    })
                     .collect()
             };
             tables.insert(
@@ -194,7 +202,12 @@ impl Registry {
         .context("reading synced table columns")?;
         for (table, name, udt, nullable, has_default) in columns {
             if let Some(t) = tables.get_mut(&table) {
-                t.columns.push(Column { name, kind: Kind::from_udt(&udt), nullable, has_default });
+                t.columns.push(Column {
+                    name,
+                    kind: Kind::from_udt(&udt),
+                    nullable,
+                    has_default,
+                });
             }
         }
 
@@ -244,7 +257,11 @@ fn write_order(tables: &BTreeMap<String, Table>) -> anyhow::Result<Vec<String>> 
         let ready: Vec<String> = tables
             .values()
             .filter(|t| !done.contains(&t.name))
-            .filter(|t| t.parents.iter().all(|p| p.parent == t.name || done.contains(&p.parent)))
+            .filter(|t| {
+                t.parents
+                    .iter()
+                    .all(|p| p.parent == t.name || done.contains(&p.parent))
+            })
             .map(|t| t.name.clone())
             .collect();
         if ready.is_empty() {

@@ -72,7 +72,10 @@ pub struct Sides {
 
 /// A device time later than the server's clock at receipt counts as the server's
 /// clock, so a phone with a wrong clock cannot win forever.
-pub fn cap_device_time(device_time: Option<DateTime<Utc>>, receipt: DateTime<Utc>) -> DateTime<Utc> {
+pub fn cap_device_time(
+    device_time: Option<DateTime<Utc>>,
+    receipt: DateTime<Utc>,
+) -> DateTime<Utc> {
     match device_time {
         Some(t) if t < receipt => t,
         _ => receipt,
@@ -115,31 +118,66 @@ mod tests {
     }
 
     fn sides(client: i64, cr: Role, server: i64, sr: Option<Role>) -> Sides {
-        Sides { client_time: t(client), client_role: cr, server_time: t(server), server_role: sr }
+        Sides {
+            client_time: t(client),
+            client_role: cr,
+            server_time: t(server),
+            server_role: sr,
+        }
     }
 
     #[test]
     fn latest_wins_compares_times_and_ties_go_to_server() {
-        assert_eq!(decide(Rule::LatestWins, &sides(10, Role::Store, 5, None)), Winner::Client);
-        assert_eq!(decide(Rule::LatestWins, &sides(5, Role::Store, 10, None)), Winner::Server);
-        assert_eq!(decide(Rule::LatestWins, &sides(5, Role::Store, 5, None)), Winner::Server);
+        assert_eq!(
+            decide(Rule::LatestWins, &sides(10, Role::Store, 5, None)),
+            Winner::Client
+        );
+        assert_eq!(
+            decide(Rule::LatestWins, &sides(5, Role::Store, 10, None)),
+            Winner::Server
+        );
+        assert_eq!(
+            decide(Rule::LatestWins, &sides(5, Role::Store, 5, None)),
+            Winner::Server
+        );
     }
 
     #[test]
     fn manager_wins_by_role_then_by_time() {
         let m = Role::Manager;
         let s = Role::Store;
-        assert_eq!(decide(Rule::ManagerWins, &sides(0, m, 100, Some(s))), Winner::Client);
-        assert_eq!(decide(Rule::ManagerWins, &sides(100, s, 0, Some(m))), Winner::Server);
-        assert_eq!(decide(Rule::ManagerWins, &sides(100, s, 0, None)), Winner::Server);
-        assert_eq!(decide(Rule::ManagerWins, &sides(100, m, 0, Some(m))), Winner::Client);
-        assert_eq!(decide(Rule::ManagerWins, &sides(0, s, 100, Some(s))), Winner::Server);
+        assert_eq!(
+            decide(Rule::ManagerWins, &sides(0, m, 100, Some(s))),
+            Winner::Client
+        );
+        assert_eq!(
+            decide(Rule::ManagerWins, &sides(100, s, 0, Some(m))),
+            Winner::Server
+        );
+        assert_eq!(
+            decide(Rule::ManagerWins, &sides(100, s, 0, None)),
+            Winner::Server
+        );
+        assert_eq!(
+            decide(Rule::ManagerWins, &sides(100, m, 0, Some(m))),
+            Winner::Client
+        );
+        assert_eq!(
+            decide(Rule::ManagerWins, &sides(0, s, 100, Some(s))),
+            Winner::Server
+        );
     }
 
     #[test]
     fn fixed_rules() {
-        assert_eq!(decide(Rule::ServerWins, &sides(100, Role::Manager, 0, None)), Winner::Server);
-        assert_eq!(decide(Rule::ClientWins, &sides(0, Role::Store, 100, None)), Winner::Client);
+        assert_eq!(
+            decide(Rule::ServerWins, &sides(100, Role::Manager, 0, None)),
+            Winner::Server
+        );
+        assert_eq!(
+            decide(Rule::ClientWins, &sides(0, Role::Store, 100, None)),
+            Winner::Client
+        );
     }
 
     #[test]

@@ -33,13 +33,19 @@ pub async fn status(state: &AppState, who: &Principal) -> AppResult<SyncStatus> 
     .await?;
     let now = Utc::now();
     let day_ago = now - chrono::Duration::hours(24);
-    let last_sync: BTreeMap<String, DateTime<Utc>> =
-        rows.into_iter().filter_map(|(d, t)| t.map(|t| (d, t))).collect();
+    let last_sync: BTreeMap<String, DateTime<Utc>> = rows
+        .into_iter()
+        .filter_map(|(d, t)| t.map(|t| (d, t)))
+        .collect();
     Ok(SyncStatus {
         status: "online",
         timestamp: now,
         version: env!("CARGO_PKG_VERSION"),
-        tables: state.registry.readable_by(who.role).map(|t| t.name.clone()).collect(),
+        tables: state
+            .registry
+            .readable_by(who.role)
+            .map(|t| t.name.clone())
+            .collect(),
         active_devices: last_sync.values().filter(|t| **t >= day_ago).count() as i64,
         last_sync,
     })
@@ -55,7 +61,11 @@ pub struct DeviceState {
     pub sync_count: i64,
 }
 
-pub async fn device_state(state: &AppState, who: &Principal, device_id: Option<&str>) -> AppResult<DeviceState> {
+pub async fn device_state(
+    state: &AppState,
+    who: &Principal,
+    device_id: Option<&str>,
+) -> AppResult<DeviceState> {
     who.check_device(device_id)?;
     let d = devices::get(&state.pool, &who.tenant, &who.device_id)
         .await?
@@ -69,7 +79,11 @@ pub async fn device_state(state: &AppState, who: &Principal, device_id: Option<&
     })
 }
 
-pub async fn reset(state: &AppState, who: &Principal, device_id: Option<&str>) -> AppResult<DeviceState> {
+pub async fn reset(
+    state: &AppState,
+    who: &Principal,
+    device_id: Option<&str>,
+) -> AppResult<DeviceState> {
     who.check_device(device_id)?;
     devices::reset_state(&state.pool, &who.tenant, &who.device_id).await?;
     tracing::info!(device_id = %who.device_id, tenant = %who.tenant, "sync state reset");

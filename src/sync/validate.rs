@@ -16,7 +16,10 @@ pub struct RowError {
 
 impl RowError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        RowError { code, message: message.into() }
+        RowError {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn validation(message: impl Into<String>) -> Self {
@@ -70,9 +73,15 @@ pub fn pushed_row(table: &Table, raw: &Value, tenant: &str) -> Result<PushedRow,
     let updated_at = match obj.get("updated_at") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(parse_time(s).ok_or_else(|| {
-            RowError::validation(format!("'updated_at' must be an RFC 3339 timestamp, got '{s}'"))
+            RowError::validation(format!(
+                "'updated_at' must be an RFC 3339 timestamp, got '{s}'"
+            ))
         })?),
-        Some(_) => return Err(RowError::validation("'updated_at' must be an RFC 3339 timestamp")),
+        Some(_) => {
+            return Err(RowError::validation(
+                "'updated_at' must be an RFC 3339 timestamp",
+            ));
+        }
     };
     let deleted = match obj.get("deleted") {
         None | Some(Value::Null) => None,
@@ -91,7 +100,10 @@ pub fn pushed_row(table: &Table, raw: &Value, tenant: &str) -> Result<PushedRow,
 
     let mut values = Map::new();
     for (key, value) in obj {
-        if matches!(key.as_str(), "id" | "version" | "updated_at" | "deleted" | "tenant_id") {
+        if matches!(
+            key.as_str(),
+            "id" | "version" | "updated_at" | "deleted" | "tenant_id"
+        ) {
             continue;
         }
         let Some(column) = table.column(key) else {
@@ -102,7 +114,13 @@ pub fn pushed_row(table: &Table, raw: &Value, tenant: &str) -> Result<PushedRow,
         };
         values.insert(key.clone(), check_value(column, value)?);
     }
-    Ok(PushedRow { id, base_version, updated_at, deleted, values })
+    Ok(PushedRow {
+        id,
+        base_version,
+        updated_at,
+        deleted,
+        values,
+    })
 }
 
 /// Type-checks one value, returning it in the form PostgreSQL will accept.
@@ -116,7 +134,11 @@ fn check_value(column: &Column, value: &Value) -> Result<Value, RowError> {
         ))
     };
     if value.is_null() {
-        return if column.nullable { Ok(Value::Null) } else { Err(bad()) };
+        return if column.nullable {
+            Ok(Value::Null)
+        } else {
+            Err(bad())
+        };
     }
     let ok = match &column.kind {
         Kind::Uuid => value.as_str().is_some_and(|s| Uuid::parse_str(s).is_ok()),
@@ -141,7 +163,9 @@ fn check_value(column: &Column, value: &Value) -> Result<Value, RowError> {
 
 /// Parses an RFC 3339 timestamp.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s).ok().map(|t| t.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// Whether two values of a column are the same, comparing timestamps as instants,
@@ -153,7 +177,10 @@ pub fn same_value(kind: &Kind, a: Option<&Value>, b: Option<&Value>) -> bool {
         return true;
     }
     match kind {
-        Kind::Timestamptz => match (a.as_str().and_then(parse_time), b.as_str().and_then(parse_time)) {
+        Kind::Timestamptz => match (
+            a.as_str().and_then(parse_time),
+            b.as_str().and_then(parse_time),
+        ) {
             (Some(x), Some(y)) => x == y,
             _ => false,
         },
@@ -245,16 +272,29 @@ mod tests {
         assert_eq!(e.code, "VALIDATION_FAILED");
         let e = pushed_row(&t, &json!({"id": ID, "tenant_id": "other"}), "default").unwrap_err();
         assert_eq!(e.code, "FORBIDDEN");
-        let e = pushed_row(&t, &json!({"id": ID, "updated_at": "yesterday"}), "default").unwrap_err();
+        let e =
+            pushed_row(&t, &json!({"id": ID, "updated_at": "yesterday"}), "default").unwrap_err();
         assert_eq!(e.code, "VALIDATION_FAILED");
     }
 
     #[test]
     fn compares_values_by_meaning() {
         let ts = Kind::Timestamptz;
-        assert!(same_value(&ts, Some(&json!("2025-01-01T00:00:00Z")), Some(&json!("2025-01-01T00:00:00+00:00"))));
-        assert!(same_value(&Kind::Numeric, Some(&json!(1.5)), Some(&json!("1.50"))));
-        assert!(!same_value(&Kind::Text, Some(&json!("a")), Some(&json!("b"))));
+        assert!(same_value(
+            &ts,
+            Some(&json!("2025-01-01T00:00:00Z")),
+            Some(&json!("2025-01-01T00:00:00+00:00"))
+        ));
+        assert!(same_value(
+            &Kind::Numeric,
+            Some(&json!(1.5)),
+            Some(&json!("1.50"))
+        ));
+        assert!(!same_value(
+            &Kind::Text,
+            Some(&json!("a")),
+            Some(&json!("b"))
+        ));
         assert!(same_value(&Kind::Text, None, Some(&Value::Null)));
     }
 }

@@ -1,0 +1,415 @@
+//! Test harness: a fresh PostgreSQL database per test, the real server on port 0,
+//! and `Device`, an HTTP client that syncs like a Flutter app (keeps a cursor and a
+//! local copy of every table).
+//!
+//! The database server comes from `TEST_DATABASE_URL` or `DATABASE_URL`; without
+//! either, a testcontainers PostgreSQL is started; if that fails too, the test fails
+//! with instructions. Tests never skip silently.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use nas_sync::auth::{Role, users};
+use nas_sync::{AppState, Config};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, PgPool};
+use tokio::sync::OnceCell;
+
+pub const JWT_SECRET: &str = "test-secret-0123456789-abcdefghij";
+
+/// The server URL tests create their databases on (database part ignored).
+async fn server_url() -> String {
+    static URL: OnceCell<String> = OnceCell::const_new();
+    URL.get_or_init(|| async {
+        for var in ["TEST_DATABASE_URL", "DATABASE_URL"] {
+            if let Ok(url) = std::env::var(var)
+                && !url.is_empty()
+            {
+                return url;
+            }
+        }
+        match start_container().await {
+            Ok(url) => url,
+            Err(e) => panic!(
+                "No PostgreSQL for the tests: set TEST_DATABASE_URL (e.g. \
+                 postgres://postgres:postgres@127.0.0.1:5432/postgres) to a server where the \
+                 user may create databases, or run a Docker engine for testcontainers ({e})"
+            ),
+        }
+    })
+    .await
+    .clone()
+}
+
+async fn start_container() -> anyhow::Result<String> {
+    use testcontainers_modules::postgres::Postgres;
+    use testcontainers_modules::testcontainers::runners::AsyncRunner;
+    let container = Postgres::default().start().await?;
+    let port = container.get_host_port_ipv4(5432).await?;
+    // Keep the container for the life of the test process.
+    Box::leak(Box::new(container));
+    Ok(format!(
+        "postgres://postgres:postgres@127.0.0.1:{port}/postgres"
+    ))
+}
+
+/// A database of its own for one test, dropped when the test ends.
+pub struct TestDb {
+    pub url: String,
+    pub name: String,
+    admin: PgConnectOptions,
+}
+
+impl TestDb {
+    pub async fn new() -> TestDb {
+        let base = server_url().await;
+        let admin = PgConnectOptions::from_str(&base).expect("valid TEST_DATABASE_URL");
+        let name = format!("nas_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = admin
+            .connect()
+            .await
+            .expect("connect to the test PostgreSQL server");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let url = with_database(&base, &name);
+        TestDb { url, name, admin }
+    }
+}
+
+/// `url` with its database name replaced by `name` (query string kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let (main, query) = match url.split_once('?') {
+        Some((m, q)) => (m, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = main.find("://").map_or(0, |i| i + 3);
+    let host_part = match main[scheme_end..].find('/') {
+        Some(i) => &main[..scheme_end + i],
+        None => main,
+    };
+    format!("{host_part}/{name}{query}")
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let admin = self.admin.clone();
+        let name = self.name.clone();
+        // Drop from a thread of its own: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async move {
+                    if let Ok(mut conn) = admin.connect().await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            }
+        })
+        .join();
+    }
+}
+
+/// The real server on 127.0.0.1:0, over a fresh database.
+pub struct TestApp {
+    pub base: String,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    pub db: TestDb,
+}
+
+pub fn test_config(url: &str, rate_limit: bool) -> Config {
+    let url = url.to_string();
+    Config::from_lookup(move |name| match name {
+        "DATABASE_URL" => Some(url.clone()),
+        "NAS_SYNC_JWT_SECRET" => Some(JWT_SECRET.into()),
+        "NAS_SYNC_RATE_LIMIT" => Some(if rate_limit { "on" } else { "off" }.into()),
+        "NAS_SYNC_BODY_LIMIT_BYTES" => std::env::var("TEST_BODY_LIMIT").ok(),
+        _ => None,
+    })
+    .expect("test config")
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with a config adjusted by `tweak`.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        init_logs();
+        let db = TestDb::new().await;
+        let mut config = test_config(&db.url, false);
+        tweak(&mut config);
+        let state = AppState::prepare(config).await.expect("prepare app");
+        let pool = state.pool.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server_state = state.clone();
+        let server = tokio::spawn(async move {
+            nas_sync::launch(listener, server_state, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server");
+        });
+        TestApp {
+            base,
+            pool,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+            state,
+            shutdown: Some(tx),
+            server: Some(server),
+            db,
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+    }
+
+    pub async fn add_user(&self, username: &str, role: Role, store: Option<&str>, tenant: &str) {
+        users::add(&self.pool, tenant, username, role, store, "password")
+            .await
+            .expect("add user");
+    }
+
+    /// Creates a manager of tenant `default` and logs in a device for it.
+    pub async fn manager(&self, username: &str, device_id: &str) -> Device {
+        self.add_user(username, Role::Manager, None, "default")
+            .await;
+        self.login(username, device_id).await
+    }
+
+    /// Creates a store user of tenant `default` and logs in a device for it.
+    pub async fn store(&self, username: &str, store: &str, device_id: &str) -> Device {
+        self.add_user(username, Role::Store, Some(store), "default")
+            .await;
+        self.login(username, device_id).await
+    }
+
+    pub async fn login(&self, username: &str, device_id: &str) -> Device {
+        let (status, body) = self
+            .post_json(
+                "/api/v1/auth/login",
+                None,
+                &json!({"username": username, "password": "password", "device_id": device_id}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "login failed: {body}");
+        Device {
+            http: self.http.clone(),
+            base: self.base.clone(),
+            device_id: device_id.to_string(),
+            token: body["access_token"].as_str().unwrap().to_string(),
+            refresh_token: body["refresh_token"].as_str().unwrap().to_string(),
+            cursor: None,
+            local: BTreeMap::new(),
+        }
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    /// Live rows of `table` for `tenant`, as the server stores them, by id.
+    pub async fn server_rows(&self, table: &str, tenant: &str) -> BTreeMap<String, Value> {
+        let rows: Vec<(String, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT id::text, to_jsonb(t) - 'tenant_id' FROM {table} t WHERE tenant_id = $1 AND NOT deleted"
+        )))
+        .bind(tenant)
+        .fetch_all(&self.pool)
+        .await
+        .expect("read server rows");
+        rows.into_iter().collect()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+    }
+}
+
+/// Status and JSON body (or the text as a JSON string when not JSON).
+pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// Asserts the contract's error shape and code.
+pub fn assert_error(status: StatusCode, body: &Value, want_status: u16, want_code: &str) {
+    assert_eq!(
+        status.as_u16(),
+        want_status,
+        "unexpected status; body: {body}"
+    );
+    assert_eq!(body["code"], want_code, "unexpected code; body: {body}");
+    assert!(
+        body["error"].is_string() && body["message"].is_string() && body["details"].is_object(),
+        "error shape: {body}"
+    );
+}
+
+/// A device, syncing like the Flutter apps: a cursor and a local copy of each table.
+pub struct Device {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub device_id: String,
+    pub token: String,
+    pub refresh_token: String,
+    pub cursor: Option<String>,
+    /// table -> id -> row (live rows only; tombstones remove)
+    pub local: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+impl Device {
+    pub async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body);
+        read(req.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        let req = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        read(req.send().await.expect("request")).await
+    }
+
+    /// Pushes `changes`; asserts a 200 and returns the body.
+    pub async fn push(&self, changes: Value) -> Value {
+        let (status, body) = self
+            .push_raw(json!({"device_id": self.device_id, "timestamp": now(), "changes": changes}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "push failed: {body}");
+        body
+    }
+
+    pub async fn push_raw(&self, body: Value) -> (StatusCode, Value) {
+        self.post("/api/v1/sync/push", &body).await
+    }
+
+    /// One pull page with the current cursor; applies it locally.
+    pub async fn pull_page(&mut self, limit: Option<i64>) -> Value {
+        let mut body = json!({"device_id": self.device_id});
+        if let Some(c) = &self.cursor {
+            body["cursor"] = json!(c);
+        }
+        if let Some(l) = limit {
+            body["limit"] = json!(l);
+        }
+        let (status, resp) = self.post("/api/v1/sync/pull", &body).await;
+        assert_eq!(status, StatusCode::OK, "pull failed: {resp}");
+        self.apply(&resp);
+        self.cursor = Some(resp["cursor"].as_str().expect("cursor").to_string());
+        resp
+    }
+
+    /// Applies a pull answer to the local copy.
+    pub fn apply(&mut self, resp: &Value) {
+        for (table, rows) in resp["changes"].as_object().expect("changes") {
+            let local = self.local.entry(table.clone()).or_default();
+            for row in rows.as_array().expect("rows") {
+                let id = row["id"].as_str().expect("id").to_string();
+                if row["deleted"] == json!(true) {
+                    local.remove(&id);
+                } else {
+                    local.insert(id, row.clone());
+                }
+            }
+        }
+    }
+
+    /// Pulls until `has_more` is false; returns the number of rows received.
+    pub async fn sync_down(&mut self) -> usize {
+        let mut rows = 0;
+        loop {
+            let resp = self.pull_page(None).await;
+            rows += resp["changes"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|v| v.as_array().unwrap().len())
+                .sum::<usize>();
+            if resp["has_more"] == json!(false) {
+                return rows;
+            }
+        }
+    }
+
+    pub fn local_rows(&self, table: &str) -> BTreeMap<String, Value> {
+        self.local.get(table).cloned().unwrap_or_default()
+    }
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}
+
+pub fn id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_default())
+            .with_test_writer()
+            .try_init();
+    }
+}
