@@ -24,16 +24,23 @@ async fn devices_converge_under_concurrent_writers() {
     let app = TestApp::spawn().await;
     let seeder = app.manager("seed", "seed-device").await;
     let form = id();
-    seeder.push(json!({"forms": [{"id": form, "title": "Daily"}]})).await;
+    seeder
+        .push(json!({"forms": [{"id": form, "title": "Daily"}]}))
+        .await;
 
     let done = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
 
     // Four HTTP writers: two stores, a manager, each inserting and updating rows.
-    app.add_user("store1", Role::Store, Some("s1"), "default").await;
-    app.add_user("store2", Role::Store, Some("s2"), "default").await;
+    app.add_user("store1", Role::Store, Some("s1"), "default")
+        .await;
+    app.add_user("store2", Role::Store, Some("s2"), "default")
+        .await;
     app.add_user("boss", Role::Manager, None, "default").await;
-    for (n, user) in ["store1", "store2", "boss", "store1"].into_iter().enumerate() {
+    for (n, user) in ["store1", "store2", "boss", "store1"]
+        .into_iter()
+        .enumerate()
+    {
         let dev = app.login(user, &format!("writer-{n}")).await;
         let form = form.clone();
         writers.push(tokio::spawn(async move {
@@ -128,7 +135,11 @@ async fn devices_converge_under_concurrent_writers() {
 
     for p in pullers {
         let (dev, pages) = p.await.expect("puller");
-        assert!(pages > 3, "{} pulled only {pages} pages during the writes", dev.device_id);
+        assert!(
+            pages > 3,
+            "{} pulled only {pages} pages during the writes",
+            dev.device_id
+        );
         let is_store = dev.device_id == "puller-store1";
         for table in TABLES {
             let mut expected = app.server_rows(table, "default").await;
@@ -137,10 +148,21 @@ async fn devices_converge_under_concurrent_writers() {
             }
             let local = dev.local_rows(table);
             assert!(!expected.is_empty(), "no {table} rows written");
-            let missing: Vec<&String> = expected.keys().filter(|k| !local.contains_key(*k)).collect();
-            let extra: Vec<&String> = local.keys().filter(|k| !expected.contains_key(*k)).collect();
-            assert!(missing.is_empty() && extra.is_empty(),
-                "{} {table}: {} missing, {} extra", dev.device_id, missing.len(), extra.len());
+            let missing: Vec<&String> = expected
+                .keys()
+                .filter(|k| !local.contains_key(*k))
+                .collect();
+            let extra: Vec<&String> = local
+                .keys()
+                .filter(|k| !expected.contains_key(*k))
+                .collect();
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "{} {table}: {} missing, {} extra",
+                dev.device_id,
+                missing.len(),
+                extra.len()
+            );
             for (k, row) in &expected {
                 assert_eq!(&local[k], row, "{} {table} row {k} differs", dev.device_id);
             }
@@ -177,21 +199,31 @@ async fn naive_updated_at_cursor_misses_a_late_commit() {
             .await
             .unwrap();
     let last_sync = seen.iter().map(|(_, t)| *t).max().unwrap();
-    assert_eq!(seen.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![early]);
+    assert_eq!(
+        seen.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        vec![early]
+    );
     // The protocol's pull at the same moment.
     device.sync_down().await;
 
     t1.commit().await.unwrap();
 
-    let naive: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM kpi_data WHERE updated_at > $1")
-        .bind(last_sync)
-        .fetch_all(&app.pool)
-        .await
-        .unwrap();
-    assert!(!naive.contains(&late), "the naive cursor should miss the late commit");
+    let naive: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT id FROM kpi_data WHERE updated_at > $1")
+            .bind(last_sync)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        !naive.contains(&late),
+        "the naive cursor should miss the late commit"
+    );
 
     device.sync_down().await;
     let local = device.local_rows("kpi_data");
-    assert!(local.contains_key(&late.to_string()), "the change-log cursor must deliver the late commit");
+    assert!(
+        local.contains_key(&late.to_string()),
+        "the change-log cursor must deliver the late commit"
+    );
     assert!(local.contains_key(&early.to_string()));
 }

@@ -80,6 +80,27 @@ pub fn resolve_tables<'a>(
     }
 }
 
+/// The change-log page: entries after the cursor, below the horizon, in order.
+/// Binds: tenant, cursor xid (text), cursor seq, horizon (text), tables, store, limit.
+pub const ENTRIES_SQL: &str =
+    "SELECT table_name, row_id, xid::text::bigint AS xid, seq, version, updated_at
+     FROM sync_changes
+     WHERE tenant_id = $1
+       AND (xid, seq) > ($2::text::xid8, $3)
+       AND xid < $4::text::xid8
+       AND table_name = ANY($5)
+       AND ($6::text IS NULL OR store_id IS NULL OR store_id = $6)
+     ORDER BY xid, seq
+     LIMIT $7";
+
+/// The rows of one table for a page. Binds: ids, tenant.
+pub fn rows_sql(table: &Table) -> String {
+    format!(
+        "SELECT t.id, to_jsonb(t) - 'tenant_id' FROM {} t WHERE t.id = ANY($1) AND t.tenant_id = $2",
+        table.ident()
+    )
+}
+
 #[derive(sqlx::FromRow)]
 struct Entry {
     table_name: String,
@@ -164,26 +185,16 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
         (None, None) => Position::START,
     };
 
-    let entries: Vec<Entry> = sqlx::query_as(
-        "SELECT table_name, row_id, xid::text::bigint AS xid, seq, version, updated_at
-         FROM sync_changes
-         WHERE tenant_id = $1
-           AND (xid, seq) > ($2::text::xid8, $3)
-           AND xid < $4::text::xid8
-           AND table_name = ANY($5)
-           AND ($6::text IS NULL OR store_id IS NULL OR store_id = $6)
-         ORDER BY xid, seq
-         LIMIT $7",
-    )
-    .bind(&who.tenant)
-    .bind(start.xid.to_string())
-    .bind(start.seq)
-    .bind(horizon.to_string())
-    .bind(&names)
-    .bind(store)
-    .bind(limit + 1)
-    .fetch_all(&mut *tx)
-    .await?;
+    let entries: Vec<Entry> = sqlx::query_as(ENTRIES_SQL)
+        .bind(&who.tenant)
+        .bind(start.xid.to_string())
+        .bind(start.seq)
+        .bind(horizon.to_string())
+        .bind(&names)
+        .bind(store)
+        .bind(limit + 1)
+        .fetch_all(&mut *tx)
+        .await?;
 
     let has_more = entries.len() as i64 > limit;
     let page = &entries[..entries.len().min(limit as usize)];
@@ -200,11 +211,7 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
         let Some(def) = state.registry.get(table) else {
             continue;
         };
-        let sql = format!(
-            "SELECT t.id, to_jsonb(t) - 'tenant_id' FROM {} t WHERE t.id = ANY($1) AND t.tenant_id = $2",
-            def.ident()
-        );
-        let rows: Vec<(Uuid, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        let rows: Vec<(Uuid, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(rows_sql(def)))
             .bind(ids)
             .bind(&who.tenant)
             .fetch_all(&mut *tx)

@@ -130,6 +130,16 @@ pub struct Registry {
     order: Vec<String>,
 }
 
+/// A `sync_tables` row: name, rule, read roles, write roles, scope column, urgent.
+type RegistryRow = (
+    String,
+    String,
+    Vec<String>,
+    Vec<String>,
+    Option<String>,
+    bool,
+);
+
 impl Registry {
     pub fn get(&self, name: &str) -> Option<&Table> {
         self.tables.get(name)
@@ -150,7 +160,7 @@ impl Registry {
 
     /// Reads the registry and the catalog.
     pub async fn load(pool: &PgPool) -> anyhow::Result<Registry> {
-        let rows: Vec<(String, String, Vec<String>, Vec<String>, Option<String>, bool)> = sqlx::query_as(
+        let rows: Vec<RegistryRow> = sqlx::query_as(
             "SELECT table_name, rule, read_roles, write_roles, scope_column, urgent FROM sync_tables",
         )
         .fetch_all(pool)
