@@ -116,7 +116,7 @@ CREATE TABLE sync_horizons (
 );
 
 -- BEFORE trigger: the server owns `version`; `updated_at` defaults to now() for
--- writers (admin SQL) that do not set it.
+-- writers (admin SQL) that do not set it; tenant and store (TG_ARGV[0]) never change.
 CREATE FUNCTION sync_stamp() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' THEN
@@ -129,6 +129,10 @@ BEGIN
         END IF;
         IF NEW.tenant_id IS DISTINCT FROM OLD.tenant_id THEN
             RAISE EXCEPTION 'tenant_id of a synced row cannot change';
+        END IF;
+        -- Devices of the old store would keep a stale copy: moving rows is refused.
+        IF TG_NARGS > 0 AND (to_jsonb(NEW) ->> TG_ARGV[0]) IS DISTINCT FROM (to_jsonb(OLD) ->> TG_ARGV[0]) THEN
+            RAISE EXCEPTION '% of a synced row cannot change; delete the row and create a new one', TG_ARGV[0];
         END IF;
     END IF;
     RETURN NEW;
@@ -173,12 +177,14 @@ RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO sync_tables (table_name, rule, read_roles, write_roles, scope_column, urgent)
     VALUES (tbl, rule, read_roles, write_roles, scope_column, urgent);
-    EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %I '
-                   'FOR EACH ROW EXECUTE FUNCTION sync_stamp()', tbl || '_sync_stamp', tbl);
     IF scope_column IS NULL THEN
+        EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %I '
+                       'FOR EACH ROW EXECUTE FUNCTION sync_stamp()', tbl || '_sync_stamp', tbl);
         EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %I '
                        'FOR EACH ROW EXECUTE FUNCTION sync_track()', tbl || '_sync_track', tbl);
     ELSE
+        EXECUTE format('CREATE TRIGGER %I BEFORE INSERT OR UPDATE ON %I '
+                       'FOR EACH ROW EXECUTE FUNCTION sync_stamp(%L)', tbl || '_sync_stamp', tbl, scope_column);
         EXECUTE format('CREATE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %I '
                        'FOR EACH ROW EXECUTE FUNCTION sync_track(%L)',
                        tbl || '_sync_track', tbl, scope_column);

@@ -385,13 +385,6 @@ async fn revoked_device_is_locked_out() {
         .unwrap();
     assert_eq!(stored, 0, "a revoked device's push was applied");
 
-    // Its refresh token fails too (CONTRACT section 1: the device's tokens fail
-    // with DEVICE_REVOKED).
-    let (s, b) = app
-        .post_json(REFRESH, None, &json!({"refresh_token": dev.refresh_token}))
-        .await;
-    assert_error(s, &b, 401, "DEVICE_REVOKED");
-
     // Logging in again on that device is refused, even with the right password.
     let (s, b) = login_raw(&app, "maria", "password", "maria-phone").await;
     assert_error(s, &b, 401, "DEVICE_REVOKED");
@@ -410,6 +403,39 @@ async fn revoked_device_is_locked_out() {
     // The user's other device is untouched.
     let (s, b) = other.get("/api/v1/sync/status").await;
     assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[tokio::test]
+async fn revoked_device_cannot_refresh() {
+    let app = TestApp::spawn().await;
+    let dev = app.manager("maria", "maria-phone").await;
+    // A second refresh token of the same device, from a rotation before revoking.
+    let (s, rotated) = app
+        .post_json(REFRESH, None, &json!({"refresh_token": dev.refresh_token}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{rotated}");
+    assert!(
+        devices::revoke(&app.pool, "default", "maria-phone")
+            .await
+            .unwrap()
+    );
+
+    let (s, b) = app
+        .post_json(
+            REFRESH,
+            None,
+            &json!({"refresh_token": rotated["refresh_token"]}),
+        )
+        .await;
+    assert_eq!(
+        s.as_u16(),
+        401,
+        "a revoked device refreshed its tokens: {b}"
+    );
+    assert!(b.get("access_token").is_none(), "{b}");
+    // CONTRACT section 1: revoking makes that device's tokens fail with
+    // DEVICE_REVOKED at once; a refresh token is one of them.
+    assert_error(s, &b, 401, "DEVICE_REVOKED");
 }
 
 #[tokio::test]

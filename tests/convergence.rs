@@ -115,6 +115,8 @@ async fn devices_converge_under_concurrent_writers() {
             app.login("boss", &format!("puller-{p}")).await
         };
         let done = done.clone();
+        // Pull raw while writers run; settle only for the final catch-up.
+        dev.settle = false;
         pullers.push(tokio::spawn(async move {
             let mut pages = 0;
             while !done.load(Ordering::SeqCst) {
@@ -123,6 +125,7 @@ async fn devices_converge_under_concurrent_writers() {
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
             // Writers are done: catch up completely.
+            dev.settle = true;
             dev.sync_down().await;
             (dev, pages)
         }));

@@ -37,23 +37,7 @@ const CONTRACT_TABLES: [&str; 9] = [
 /// back; a correct server then (rightly) withholds our rows. Waiting for that makes
 /// the exact assertions below deterministic without weakening them.
 async fn settle(app: &TestApp) {
-    let last: Option<i64> = sqlx::query_scalar("SELECT max(xid::text::bigint) FROM sync_changes")
-        .fetch_one(&app.pool)
-        .await
-        .expect("read change log");
-    let Some(last) = last else { return };
-    for _ in 0..600 {
-        let horizon: i64 =
-            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-                .fetch_one(&app.pool)
-                .await
-                .expect("read horizon");
-        if horizon > last {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the pull horizon did not pass xid {last} within 30 s (a stuck transaction?)");
+    common::settle(&app.pool).await;
 }
 
 /// One pull with an explicit body; `device_id` is added.
@@ -654,17 +638,25 @@ async fn legacy_timestamp_works_with_the_background_clock() {
         .and_then(Value::as_str)
         .expect("timestamp")
         .to_string();
-    tokio::time::sleep(Duration::from_millis(3000)).await;
-    let fresh = id();
+    // One row right away (before the clock's next mark), one after ~3 s.
+    let (soon, later) = (id(), id());
     writer
-        .push(json!({"kpi_data": [kpi(&fresh, "s1", 2.0)]}))
+        .push(json!({"kpi_data": [kpi(&soon, "s1", 2.0)]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    writer
+        .push(json!({"kpi_data": [kpi(&later, "s1", 3.0)]}))
         .await;
     settle(&app).await;
     let legacy = pull_ok(&reader, json!({ "last_sync_timestamp": since })).await;
-    assert!(
-        ids(&legacy, "kpi_data").contains(&fresh),
-        "row written after {since} is missing: {legacy}"
-    );
+    let got = ids(&legacy, "kpi_data");
+    for want in [&soon, &later] {
+        assert!(
+            got.contains(want),
+            "row {want} written after {since} is missing: {legacy}"
+        );
+    }
+    assert_eq!(legacy["has_more"], json!(false));
 }
 
 // ---------------------------------------------------------------------------------
@@ -1051,4 +1043,45 @@ async fn responses_are_gzipped_when_accepted_and_gzipped_requests_are_read() {
     assert_eq!(s, StatusCode::OK, "{page}");
     assert_eq!(row_count(&page), 500);
     assert_eq!(page["has_more"], json!(true));
+}
+
+// ---------------------------------------------------------------------------------
+// Scope changes
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn row_moved_to_another_store_in_sql_leaves_the_old_stores_devices() {
+    let app = TestApp::spawn().await;
+    let manager = app.manager("boss", "boss-phone").await;
+    let mut s1 = app.store("clerk1", "s1", "s1-phone").await;
+    let mut s2 = app.store("clerk2", "s2", "s2-phone").await;
+    let moved = id();
+    manager
+        .push(json!({"kpi_data": [kpi(&moved, "s1", 1.0)]}))
+        .await;
+    settle(&app).await;
+    s1.sync_down().await;
+    s2.sync_down().await;
+    assert!(s1.local_rows("kpi_data").contains_key(&moved));
+
+    // An operator reassigns the row to store s2 in SQL. (Pushes refuse to change
+    // `store_id`; refusing it in SQL too would be a fine answer.)
+    let update = sqlx::query("UPDATE kpi_data SET store_id = 's2' WHERE id = $1::uuid")
+        .bind(&moved)
+        .execute(&app.pool)
+        .await;
+    if update.is_err() {
+        return;
+    }
+    settle(&app).await;
+
+    s2.sync_down().await;
+    assert!(s2.local_rows("kpi_data").contains_key(&moved));
+    // Store s1 may no longer read it: its devices must drop it (a tombstone).
+    s1.sync_down().await;
+    assert!(
+        !s1.local_rows("kpi_data").contains_key(&moved),
+        "store s1 still holds a row that now belongs to s2: {:?}",
+        s1.local_rows("kpi_data").get(&moved)
+    );
 }

@@ -294,6 +294,40 @@ async fn a_replayed_push_id_gets_the_same_answer_and_applies_once() {
     assert_eq!(applied(&r, "forms", &mine).unwrap()["version"], 1, "{r}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_retries_of_one_push_apply_once() {
+    let app = TestApp::spawn().await;
+    let m = app.manager("boss", "boss-phone").await;
+    let existing = with_form(&m, "before").await;
+    let new = id();
+    let body = json!({
+        "device_id": m.device_id,
+        "push_id": "retry-while-in-flight",
+        "timestamp": now(),
+        "changes": {"forms": [
+            {"id": existing, "title": "after", "version": 1},
+            {"id": new, "title": "created"},
+        ]},
+    });
+    // The device retries while the first attempt is still being processed.
+    let (a, b, c) = tokio::join!(
+        m.push_raw(body.clone()),
+        m.push_raw(body.clone()),
+        m.push_raw(body.clone())
+    );
+    for (s, r) in [&a, &b, &c] {
+        assert_eq!(*s, StatusCode::OK, "{r}");
+        check_answer(r);
+    }
+    assert_eq!(a.1, b.1, "every attempt gets the same answer");
+    assert_eq!(a.1, c.1, "every attempt gets the same answer");
+    assert_eq!(a.1["conflicts"], json!([]), "{}", a.1);
+    assert_eq!(applied(&a.1, "forms", &existing).unwrap()["version"], 2);
+    assert_eq!(db_version(&app, "forms", &existing).await, Some(2));
+    assert_eq!(history_count(&app, "forms", &existing).await, 2);
+    assert_eq!(history_count(&app, "forms", &new).await, 1);
+}
+
 #[tokio::test]
 async fn a_reused_push_id_with_a_different_body_is_rejected() {
     let app = TestApp::spawn().await;
@@ -740,7 +774,6 @@ async fn malformed_json_is_validation_failed() {
         "{",
         "not json",
         r#"{"device_id": "boss-phone", "changes": {"forms": [}"#,
-        r#"{"device_id": "boss-phone", "changes": {}} trailing"#,
         "",
     ] {
         let (s, r) = push_bytes(&m, text.as_bytes().to_vec(), false).await;
@@ -763,6 +796,25 @@ async fn malformed_json_is_validation_failed() {
     .await;
     assert!(s.is_client_error(), "not gzip: {s} {r}");
     assert!(r["code"].is_string(), "error shape: {r}");
+}
+
+#[tokio::test]
+async fn data_after_the_json_body_is_validation_failed() {
+    let app = TestApp::spawn().await;
+    let m = app.manager("boss", "boss-phone").await;
+    let form = id();
+    // A second document after the first would otherwise be dropped silently.
+    let second = format!(
+        r#"{{"device_id": "boss-phone", "changes": {{}}}}{{"device_id": "boss-phone", "changes": {{"forms": [{{"id": "{form}", "title": "t"}}]}}}}"#
+    );
+    for text in [
+        r#"{"device_id": "boss-phone", "changes": {}} trailing"#.to_string(),
+        second,
+    ] {
+        let (s, r) = push_bytes(&m, text.clone().into_bytes(), false).await;
+        assert_error(s, &r, 400, "VALIDATION_FAILED");
+    }
+    assert_eq!(db_row(&app, "forms", &form).await, None);
 }
 
 #[tokio::test]

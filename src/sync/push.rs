@@ -5,7 +5,7 @@
 //! makes the push exactly-once: its answer is recorded in the same transaction and
 //! replayed verbatim when the device retries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -135,6 +135,11 @@ struct Ctx<'a> {
     who: &'a Principal,
     receipt: DateTime<Utc>,
 }
+
+/// Versions this push wrote, by (table, id): a device's queue may hold several edits
+/// of one row, all based on the version it last pulled; its own earlier edit in the
+/// same push is not a conflict.
+type Written = HashMap<(String, Uuid), i64>;
 
 /// Applies a push.
 pub async fn push(state: &AppState, who: &Principal, req: PushRequest) -> AppResult<PushResponse> {
@@ -274,10 +279,21 @@ async fn run(
     let mut applied: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut conflicts = Vec::new();
     let mut errors = Vec::new();
+    let mut written = Written::new();
     for (table, rows) in batches {
         for raw in rows.iter() {
             sqlx::query("SAVEPOINT push_row").execute(&mut *tx).await?;
-            match apply_row(&mut tx, ctx, state, table, raw, &mut conflicts).await {
+            match apply_row(
+                &mut tx,
+                ctx,
+                state,
+                table,
+                raw,
+                &mut conflicts,
+                &mut written,
+            )
+            .await
+            {
                 Ok(outcome) => {
                     sqlx::query("RELEASE SAVEPOINT push_row")
                         .execute(&mut *tx)
@@ -355,6 +371,30 @@ async fn apply_row(
     table: &Table,
     raw: &Value,
     conflicts: &mut Vec<ConflictReport>,
+    written: &mut Written,
+) -> Result<Outcome, Failure> {
+    let outcome = apply_row_inner(conn, ctx, state, table, raw, conflicts, written).await?;
+    if let Outcome::Stored(row) = &outcome
+        && let (Some(id), Some(v)) = (
+            row.get("id")
+                .and_then(Value::as_str)
+                .and_then(|s| Uuid::parse_str(s).ok()),
+            row.get("version").and_then(Value::as_i64),
+        )
+    {
+        written.insert((table.name.clone(), id), v);
+    }
+    Ok(outcome)
+}
+
+async fn apply_row_inner(
+    conn: &mut PgConnection,
+    ctx: &Ctx<'_>,
+    state: &AppState,
+    table: &Table,
+    raw: &Value,
+    conflicts: &mut Vec<ConflictReport>,
+    written: &Written,
 ) -> Result<Outcome, Failure> {
     let who = ctx.who;
     if !table.can_write(who.role) {
@@ -410,7 +450,8 @@ async fn apply_row(
         return Ok(Outcome::Stored(server));
     }
     let server_version = server.get("version").and_then(Value::as_i64).unwrap_or(0);
-    if row.base_version >= server_version {
+    let own_earlier_edit = written.get(&(table.name.clone(), row.id)) == Some(&server_version);
+    if row.base_version >= server_version || own_earlier_edit {
         return Ok(Outcome::Stored(
             update(conn, table, ctx.receipt, &row, &server).await?,
         ));

@@ -231,6 +231,8 @@ impl TestApp {
             refresh_token: body["refresh_token"].as_str().unwrap().to_string(),
             cursor: None,
             local: BTreeMap::new(),
+            pool: self.pool.clone(),
+            settle: true,
         }
     }
 
@@ -311,6 +313,9 @@ pub struct Device {
     pub cursor: Option<String>,
     /// table -> id -> row (live rows only; tombstones remove)
     pub local: BTreeMap<String, BTreeMap<String, Value>>,
+    pub pool: PgPool,
+    /// Wait for the horizon before each pull (see `settle`).
+    pub settle: bool,
 }
 
 impl Device {
@@ -346,6 +351,9 @@ impl Device {
 
     /// One pull page with the current cursor; applies it locally.
     pub async fn pull_page(&mut self, limit: Option<i64>) -> Value {
+        if self.settle {
+            settle(&self.pool).await;
+        }
         let mut body = json!({"device_id": self.device_id});
         if let Some(c) = &self.cursor {
             body["cursor"] = json!(c);
@@ -395,6 +403,32 @@ impl Device {
     pub fn local_rows(&self, table: &str) -> BTreeMap<String, Value> {
         self.local.get(table).cloned().unwrap_or_default()
     }
+}
+
+/// Waits until every change already in this database's log is below the pull horizon.
+///
+/// Transaction ids are shared by every database of the PostgreSQL server, so another
+/// test's open transaction can briefly hold back this test's changes (delayed, never
+/// lost). Tests that assert exact pull results call this first; it never makes a
+/// missed row appear, since a correct server returns nothing past the horizon.
+pub async fn settle(pool: &PgPool) {
+    let last: Option<i64> = sqlx::query_scalar("SELECT max(xid::text::bigint) FROM sync_changes")
+        .fetch_one(pool)
+        .await
+        .expect("read change log");
+    let Some(last) = last else { return };
+    for _ in 0..600 {
+        let horizon: i64 =
+            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+                .fetch_one(pool)
+                .await
+                .expect("read horizon");
+        if horizon > last {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the pull horizon did not pass xid {last} within 30 s (a stuck transaction?)");
 }
 
 pub fn now() -> String {
