@@ -930,3 +930,29 @@ async fn deleting_a_row_the_server_never_had_is_not_an_error() {
     assert_eq!(r["success"], json!(true), "{r}");
     assert!(app.server_rows("kpi_data", "default").await.is_empty());
 }
+
+#[tokio::test]
+async fn several_queued_edits_of_one_row_in_one_push_are_not_conflicts() {
+    // An offline device queues a new team row and then an edit of it; both carry the
+    // version it last saw (0). team is server_wins: were the second edit judged
+    // against the first, the device's own edit would be lost.
+    let app = TestApp::spawn().await;
+    let boss = app.manager("boss", "boss-tablet").await;
+    let member = id();
+    let body = push(
+        &boss,
+        json!({"team": [
+            {"id": member, "store_id": "s1", "name": "Ann", "role": "clerk", "version": 0},
+            {"id": member, "name": "Ann Lee", "version": 0},
+            {"id": member, "role": "lead", "version": 0},
+        ]}),
+    )
+    .await;
+    assert_eq!(body["conflicts"], json!([]), "{body}");
+    let row = db_row(&app, "team", &member).await.expect("stored");
+    assert_eq!(
+        (row["name"].clone(), row["role"].clone()),
+        (json!("Ann Lee"), json!("lead"))
+    );
+    assert_eq!(db_version(&app, "team", &member).await, Some(3));
+}

@@ -15,10 +15,11 @@ use crate::error::{AppError, AppResult};
               (status = 400, description = "VALIDATION_FAILED"), (status = 429, description = "RATE_LIMITED")))]
 pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Json<TokenResponse>> {
     let ip = client_ip(req.extensions());
-    if let Some(limits) = &state.limits {
-        limits.check_login(ip)?;
-    }
     let extract::Json(body): extract::Json<LoginRequest> = req.extract().await?;
+    let username = body.username.clone();
+    if let Some(limits) = &state.limits {
+        limits.check_login(ip, &username)?;
+    }
     let result = service::login(
         &state.pool,
         &state.keys,
@@ -27,7 +28,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Jso
     )
     .await;
     if let (Err(AppError::InvalidCredentials), Some(limits)) = (&result, &state.limits) {
-        limits.login_failed(ip);
+        limits.login_failed(ip, &username);
     }
     result.map(Json)
 }

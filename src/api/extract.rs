@@ -39,7 +39,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         return Err(AppError::validation("body", "a JSON body is required"));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -57,7 +57,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
             None => path,
         };
         AppError::validation(field, message)
-    })
+    })?;
+    // Anything after the JSON value (a second object, stray text) is malformed too.
+    de.end()
+        .map_err(|e| AppError::validation("body", format!("malformed JSON: {e}")))?;
+    Ok(value)
 }
 
 /// A query string.

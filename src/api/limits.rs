@@ -1,6 +1,6 @@
 //! Rate limits (`NAS_SYNC_RATE_LIMIT=off` disables them): a generous per-address
 //! request budget against floods, and a strict budget of failed logins per address
-//! against password guessing. Successful logins cost nothing.
+//! and username against password guessing. Successful logins cost nothing.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -14,7 +14,7 @@ use crate::error::AppError;
 
 pub struct Limits {
     requests: DefaultKeyedRateLimiter<IpAddr>,
-    failed_logins: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+    failed_logins: Mutex<HashMap<(IpAddr, String), (u32, Instant)>>,
     max_failures: u32,
     failure_window: Duration,
 }
@@ -31,10 +31,10 @@ impl Limits {
         }
     }
 
-    /// Production defaults: 100 requests/s per address (bursts of 400), 10 failed
-    /// logins per address per 5 minutes.
+    /// Production defaults: 500 requests/s per address (bursts of 1000), 10 failed
+    /// logins per address and username per 5 minutes.
     pub fn production() -> Self {
-        Limits::new(100, 400, 10, Duration::from_secs(300))
+        Limits::new(500, 1000, 10, Duration::from_secs(300))
     }
 
     /// Spends one request of `ip`'s budget.
@@ -49,10 +49,11 @@ impl Limits {
         })
     }
 
-    /// Refuses a login attempt from an address with too many recent failures.
-    pub fn check_login(&self, ip: IpAddr) -> Result<(), AppError> {
+    /// Refuses a login attempt for `username` from an address with too many recent
+    /// failures.
+    pub fn check_login(&self, ip: IpAddr, username: &str) -> Result<(), AppError> {
         let map = self.failed_logins.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((count, since)) = map.get(&ip) {
+        if let Some((count, since)) = map.get(&(ip, username.to_string())) {
             let elapsed = since.elapsed();
             if *count >= self.max_failures && elapsed < self.failure_window {
                 let retry = (self.failure_window - elapsed).as_secs().max(1);
@@ -65,13 +66,15 @@ impl Limits {
     }
 
     /// Counts a failed login.
-    pub fn login_failed(&self, ip: IpAddr) {
+    pub fn login_failed(&self, ip: IpAddr, username: &str) {
         let mut map = self.failed_logins.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() > 100_000 {
             let window = self.failure_window;
             map.retain(|_, (_, since)| since.elapsed() < window);
         }
-        let entry = map.entry(ip).or_insert((0, Instant::now()));
+        let entry = map
+            .entry((ip, username.to_string()))
+            .or_insert((0, Instant::now()));
         if entry.1.elapsed() >= self.failure_window {
             *entry = (0, Instant::now());
         }

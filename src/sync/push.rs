@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -181,7 +181,7 @@ pub async fn push(state: &AppState, who: &Principal, req: PushRequest) -> AppRes
 
     let ctx = Ctx {
         who,
-        receipt: Utc::now(),
+        receipt: Utc::now().round_subsecs(6),
     };
     // Deadlocks between concurrent pushes touching the same rows are retried whole.
     let mut attempt = 0;

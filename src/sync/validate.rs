@@ -1,7 +1,7 @@
 //! Checks a pushed row against its table's real columns: every key must be a column
 //! (unknown ones are an error, never dropped), every value of the column's type.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
@@ -161,11 +161,12 @@ fn check_value(column: &Column, value: &Value) -> Result<Value, RowError> {
     Ok(value.clone())
 }
 
-/// Parses an RFC 3339 timestamp.
+/// Parses an RFC 3339 timestamp, rounded to microseconds as PostgreSQL stores it, so
+/// a time compared in Rust is the same instant as the one stored.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .ok()
-        .map(|t| t.with_timezone(&Utc))
+        .map(|t| t.with_timezone(&Utc).round_subsecs(6))
 }
 
 /// Whether two values of a column are the same, comparing timestamps as instants,
