@@ -73,29 +73,19 @@ pub async fn horizon_lag_seconds(pool: &PgPool) -> sqlx::Result<f64> {
 /// transaction ids went backwards, a new epoch is drawn and the log is renumbered
 /// below the horizon, so every device resyncs instead of silently skipping rows.
 pub async fn check_epoch(pool: &PgPool) -> anyhow::Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("LOCK TABLE server_meta IN EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await?;
     // pg_control_* may be restricted to superusers; without them only xids are checked.
     let fingerprint: Option<String> = sqlx::query_scalar(
         "SELECT s.system_identifier::text || ':' || c.timeline_id::text
          FROM pg_control_system() s, pg_control_checkpoint() c",
     )
-    .fetch_optional(&mut *tx)
+    .fetch_optional(pool)
     .await
-    .unwrap_or(None);
-    // A failed statement aborts the transaction; start over without it.
-    let mut tx = if fingerprint.is_none() {
-        drop(tx);
-        let mut t = pool.begin().await?;
-        sqlx::query("LOCK TABLE server_meta IN EXCLUSIVE MODE")
-            .execute(&mut *t)
-            .await?;
-        t
-    } else {
-        tx
-    };
+    .ok()
+    .flatten();
+    let mut tx = pool.begin().await?;
+    sqlx::query("LOCK TABLE server_meta IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
     let stored: Option<String> =
         sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'fingerprint'")
             .fetch_optional(&mut *tx)

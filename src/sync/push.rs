@@ -15,7 +15,7 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::registry::{Table, quote_ident};
-use super::rules::{self, Rule, Sides, Winner};
+use super::rules::{self, Sides, Winner};
 use super::validate::{self, PushedRow, RowError};
 use crate::app::AppState;
 use crate::auth::{Principal, Role};
@@ -489,7 +489,6 @@ async fn apply_row_inner(
         }
         .to_string(),
     });
-    debug_assert!(table.rule != Rule::Merge && table.rule != Rule::Manual);
     match winner {
         Winner::Client => Ok(Outcome::Stored(
             update(conn, table, ctx.receipt, &row, &server).await?,
