@@ -338,6 +338,7 @@ async fn store_devices_read_only_their_store() {
     assert!(!kpi.contains_key(&k2), "store s1 pulled store s2's new row");
 
     // Naming the tables explicitly changes nothing.
+    settle(&w.app.pool).await;
     let (s, b) =
         w.s2.post(
             "/api/v1/sync/pull",
@@ -384,6 +385,7 @@ async fn store_device_may_not_pull_form_templates() {
         assert!(b.get("changes").is_none(), "{b}");
     }
     // A manager may.
+    settle(&app.pool).await;
     let (s, b) = ann
         .post(
             "/api/v1/sync/pull",

@@ -92,14 +92,15 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
-            assert!(l.check_login(ip).is_ok());
-            l.login_failed(ip);
+            assert!(l.check_login(ip, "alice").is_ok());
+            l.login_failed(ip, "alice");
         }
         assert!(matches!(
-            l.check_login(ip),
+            l.check_login(ip, "alice"),
             Err(AppError::RateLimited { .. })
         ));
-        assert!(l.check_login(other).is_ok());
+        assert!(l.check_login(other, "alice").is_ok());
+        assert!(l.check_login(ip, "bob").is_ok());
     }
 
     #[test]
