@@ -36,3 +36,40 @@ async fn probes_and_documents() {
         .unwrap();
     assert!(m.contains("http_requests_total"), "{m}");
 }
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests_then_stops() {
+    let mut app = TestApp::spawn().await;
+    let dev = app.manager("boss", "boss-tablet").await;
+    // A request in flight (a large push) while the shutdown signal arrives.
+    let rows: Vec<_> = (0..3000)
+        .map(|i| json!({"id": id(), "store_id": "s1", "metric": format!("m{i}")}))
+        .collect();
+    let body = json!({"device_id": "boss-tablet", "changes": {"kpi_data": rows}});
+    let in_flight = tokio::spawn(async move { dev.push_raw(body).await });
+    // Wait until the push is writing (its transaction holds a lock on kpi_data).
+    for _ in 0..400 {
+        let locks: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+             WHERE c.relname = 'kpi_data' AND l.pid <> pg_backend_pid()
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if locks > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    app.stop().await;
+    let (status, resp) = in_flight.await.unwrap();
+    assert_eq!(status.as_u16(), 200, "{resp}");
+    assert_eq!(
+        resp["applied"]["kpi_data"].as_array().map(Vec::len),
+        Some(3000)
+    );
+    // And the listener is closed.
+    let err = app.http.get(format!("{}/health", app.base)).send().await;
+    assert!(err.is_err(), "server still answering after shutdown");
+}
