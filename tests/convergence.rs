@@ -206,8 +206,16 @@ async fn naive_updated_at_cursor_misses_a_late_commit() {
         seen.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
         vec![early]
     );
-    // The protocol's pull at the same moment.
+    // The protocol's pull at the same moment (no settling: T1 is ours and still open).
+    device.settle = false;
     device.sync_down().await;
+    device.settle = true;
+    assert!(
+        !device
+            .local_rows("kpi_data")
+            .contains_key(&late.to_string()),
+        "an uncommitted row cannot have been pulled"
+    );
 
     t1.commit().await.unwrap();
 
