@@ -283,22 +283,20 @@ async fn run(
     for (table, rows) in batches {
         for raw in rows.iter() {
             sqlx::query("SAVEPOINT push_row").execute(&mut *tx).await?;
-            match apply_row(
-                &mut tx,
-                ctx,
-                state,
-                table,
-                raw,
-                &mut conflicts,
-                &mut written,
-            )
-            .await
-            {
+            match apply_row(&mut tx, ctx, state, table, raw, &mut conflicts, &written).await {
                 Ok(outcome) => {
                     sqlx::query("RELEASE SAVEPOINT push_row")
                         .execute(&mut *tx)
                         .await?;
                     if let Outcome::Stored(row) = outcome {
+                        if let (Some(id), Some(v)) = (
+                            row.get("id")
+                                .and_then(Value::as_str)
+                                .and_then(|s| Uuid::parse_str(s).ok()),
+                            row.get("version").and_then(Value::as_i64),
+                        ) {
+                            written.insert((table.name.clone(), id), v);
+                        }
                         applied.entry(table.name.clone()).or_default().push(row);
                     }
                 }
@@ -365,29 +363,6 @@ async fn run(
 
 /// Applies one row; conflicts found are appended to `conflicts`.
 async fn apply_row(
-    conn: &mut PgConnection,
-    ctx: &Ctx<'_>,
-    state: &AppState,
-    table: &Table,
-    raw: &Value,
-    conflicts: &mut Vec<ConflictReport>,
-    written: &mut Written,
-) -> Result<Outcome, Failure> {
-    let outcome = apply_row_inner(conn, ctx, state, table, raw, conflicts, written).await?;
-    if let Outcome::Stored(row) = &outcome
-        && let (Some(id), Some(v)) = (
-            row.get("id")
-                .and_then(Value::as_str)
-                .and_then(|s| Uuid::parse_str(s).ok()),
-            row.get("version").and_then(Value::as_i64),
-        )
-    {
-        written.insert((table.name.clone(), id), v);
-    }
-    Ok(outcome)
-}
-
-async fn apply_row_inner(
     conn: &mut PgConnection,
     ctx: &Ctx<'_>,
     state: &AppState,
