@@ -22,15 +22,21 @@ pub async fn tick(pool: &PgPool) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Drops horizon records older than the retention (older timestamps full-sync).
+/// Drops horizon records and recorded push answers older than `keep` (older
+/// timestamps full-sync; a push retried after that long is applied as a new one).
 pub async fn prune(pool: &PgPool, keep: Duration) -> sqlx::Result<u64> {
-    Ok(
-        sqlx::query("DELETE FROM sync_horizons WHERE at < now() - make_interval(secs => $1)")
+    let mut dropped = 0;
+    for sql in [
+        "DELETE FROM sync_horizons WHERE at < now() - make_interval(secs => $1)",
+        "DELETE FROM push_log WHERE created_at < now() - make_interval(secs => $1)",
+    ] {
+        dropped += sqlx::query(sql)
             .bind(keep.as_secs_f64())
             .execute(pool)
             .await?
-            .rows_affected(),
-    )
+            .rows_affected();
+    }
+    Ok(dropped)
 }
 
 /// Runs the horizon clock until `shutdown` fires.
