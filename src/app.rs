@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.config.body_limit))
         .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::timeout))
         .layer(RequestDecompressionLayer::new())
+        .layer(axum::middleware::map_response(middleware::shape_bare_errors))
         .layer(CompressionLayer::new())
         .layer(axum::middleware::from_fn(middleware::record_metrics))
         .layer(

@@ -37,6 +37,8 @@ pub enum AppError {
     Conflict { code: &'static str, message: String },
     #[error("payload too large")]
     PayloadTooLarge(String),
+    #[error("unsupported media type: {0}")]
+    UnsupportedMediaType(String),
     #[error("rate limited")]
     RateLimited { retry_after_secs: u64 },
     #[error("service unavailable: {0}")]
@@ -66,6 +68,7 @@ impl AppError {
             Validation { .. } | UnknownTable(_) | InvalidSyncToken(_) => StatusCode::BAD_REQUEST,
             ResyncRequired(_) | Conflict { .. } => StatusCode::CONFLICT,
             PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -89,6 +92,7 @@ impl AppError {
             ResyncRequired(_) => "RESYNC_REQUIRED",
             Conflict { code, .. } => code,
             PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             RateLimited { .. } => "RATE_LIMITED",
             Unavailable(_) => "UNAVAILABLE",
             Internal(_) => "INTERNAL",
@@ -111,6 +115,7 @@ impl AppError {
             ResyncRequired(_) => "ResyncRequired",
             Conflict { .. } => "Conflict",
             PayloadTooLarge(_) => "PayloadTooLarge",
+            UnsupportedMediaType(_) => "UnsupportedMediaType",
             RateLimited { .. } => "RateLimited",
             Unavailable(_) => "Unavailable",
             Internal(_) => "Internal",
@@ -126,7 +131,11 @@ impl AppError {
             TokenExpired => "The access token has expired; refresh it.".into(),
             DeviceRevoked => "This device has been revoked.".into(),
             MethodNotAllowed => "This route does not accept that method.".into(),
-            Forbidden(m) | NotFound(m) | PayloadTooLarge(m) | Unavailable(m) => m.clone(),
+            Forbidden(m)
+            | NotFound(m)
+            | PayloadTooLarge(m)
+            | UnsupportedMediaType(m)
+            | Unavailable(m) => m.clone(),
             Validation { field, message } => format!("Invalid value for '{field}': {message}"),
             UnknownTable(t) => format!("Unknown table '{t}'."),
             InvalidSyncToken(m) => format!("The sync cursor is not valid: {m}"),

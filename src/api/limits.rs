@@ -53,7 +53,7 @@ impl Limits {
     /// failures.
     pub fn check_login(&self, ip: IpAddr, username: &str) -> Result<(), AppError> {
         let map = self.failed_logins.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((count, since)) = map.get(&(ip, username.to_string())) {
+        if let Some((count, since)) = map.get(&(ip, key(username))) {
             let elapsed = since.elapsed();
             if *count >= self.max_failures && elapsed < self.failure_window {
                 let retry = (self.failure_window - elapsed).as_secs().max(1);
@@ -80,6 +80,11 @@ impl Limits {
         }
         entry.0 += 1;
     }
+}
+
+/// Usernames are at most 128 characters; longer ones share one key.
+fn key(username: &str) -> String {
+    username.chars().take(129).collect()
 }
 
 #[cfg(test)]

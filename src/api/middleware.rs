@@ -53,3 +53,19 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
         .record(started.elapsed().as_secs_f64());
     response
 }
+
+/// Layers below the handlers (request decompression) answer some failures with an
+/// empty body; give them the contract's shape.
+pub async fn shape_bare_errors(response: Response) -> Response {
+    let bare = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_none();
+    if bare && response.status() == axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return AppError::UnsupportedMediaType(
+            "Unsupported Content-Encoding: send plain or gzip bodies.".into(),
+        )
+        .into_response();
+    }
+    response
+}

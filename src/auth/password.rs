@@ -5,6 +5,7 @@ use argon2::{Argon2, PasswordHasher, PasswordVerifier};
 
 /// Hashes a password into a PHC string.
 pub async fn hash(password: String) -> anyhow::Result<String> {
+    let _slot = hashing_slots().acquire().await?;
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .hash_password(password.as_bytes())
@@ -14,8 +15,21 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
     .await?
 }
 
+/// Argon2 uses about 19 MiB per check: at most one check per core runs at once, so a
+/// burst of logins queues instead of exhausting a small NAS's memory.
+fn hashing_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 /// Checks a password against a stored PHC string; any malformed hash is a mismatch.
 pub async fn verify(password: String, phc: String) -> bool {
+    let Ok(_slot) = hashing_slots().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || {
         Argon2::default()
             .verify_password(password.as_bytes(), phc.as_str())

@@ -62,10 +62,18 @@ pub async fn login(
             "must be 3 to 128 characters of A-Z a-z 0-9 . _ : -",
         ));
     }
-    if req.device_name.as_ref().is_some_and(|n| n.len() > 256) {
+    // Names no user can have get the wrong-credentials answer before any work.
+    if req.username.is_empty() || req.username.len() > 128 || req.username.contains('\0') {
+        return Err(AppError::InvalidCredentials);
+    }
+    if req
+        .device_name
+        .as_ref()
+        .is_some_and(|n| n.len() > 256 || n.contains('\0'))
+    {
         return Err(AppError::validation(
             "device_name",
-            "must be at most 256 characters",
+            "must be at most 256 characters, without NUL",
         ));
     }
     let user = users::find_by_username(pool, &req.username).await?;

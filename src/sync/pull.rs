@@ -206,7 +206,8 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
             .or_default()
             .push(e.row_id);
     }
-    let mut docs: BTreeMap<Uuid, Value> = BTreeMap::new();
+    // Keyed by table too: ids are unique per table, not across tables.
+    let mut docs: BTreeMap<(&str, Uuid), Value> = BTreeMap::new();
     for (table, ids) in &ids_by_table {
         let Some(def) = state.registry.get(table) else {
             continue;
@@ -216,7 +217,7 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
             .bind(&who.tenant)
             .fetch_all(&mut *tx)
             .await?;
-        docs.extend(rows);
+        docs.extend(rows.into_iter().map(|(id, doc)| ((*table, id), doc)));
     }
     tx.commit().await?;
 
@@ -224,7 +225,7 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
         names.iter().map(|n| (n.to_string(), Vec::new())).collect();
     for e in page {
         // A row deleted outside the API (hard DELETE) is gone: send its tombstone.
-        let row = docs.remove(&e.row_id).unwrap_or_else(|| {
+        let row = docs.remove(&(e.table_name.as_str(), e.row_id)).unwrap_or_else(|| {
             json!({ "id": e.row_id, "version": e.version, "updated_at": e.updated_at, "deleted": true })
         });
         if let Some(list) = changes.get_mut(&e.table_name) {

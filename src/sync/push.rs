@@ -79,8 +79,10 @@ pub struct PushResponse {
 
 /// What happened to one row.
 enum Outcome {
-    /// Stored (or already equal): the row as now stored.
-    Stored(Value),
+    /// Written by this push: the row as now stored.
+    Written(Value),
+    /// Left as it was (equal values, or the server won): the server row.
+    Kept(Value),
     /// Nothing to do (deleting a row the server never had).
     Nothing,
 }
@@ -145,11 +147,11 @@ type Written = HashMap<(String, Uuid), i64>;
 pub async fn push(state: &AppState, who: &Principal, req: PushRequest) -> AppResult<PushResponse> {
     who.check_device(req.device_id.as_deref())?;
     if let Some(id) = &req.push_id
-        && (id.is_empty() || id.len() > 128)
+        && (id.is_empty() || id.len() > 128 || id.contains('\0'))
     {
         return Err(AppError::validation(
             "push_id",
-            "must be 1 to 128 characters",
+            "must be 1 to 128 characters, without NUL",
         ));
     }
     // Shape first: unknown tables and malformed lists fail the whole request.
@@ -288,20 +290,31 @@ async fn run(
                     sqlx::query("RELEASE SAVEPOINT push_row")
                         .execute(&mut *tx)
                         .await?;
-                    if let Outcome::Stored(row) = outcome {
-                        if let (Some(id), Some(v)) = (
-                            row.get("id")
-                                .and_then(Value::as_str)
-                                .and_then(|s| Uuid::parse_str(s).ok()),
-                            row.get("version").and_then(Value::as_i64),
-                        ) {
-                            written.insert((table.name.clone(), id), v);
+                    let row = match outcome {
+                        Outcome::Written(row) => {
+                            if let (Some(id), Some(v)) = (
+                                row.get("id")
+                                    .and_then(Value::as_str)
+                                    .and_then(|s| Uuid::parse_str(s).ok()),
+                                row.get("version").and_then(Value::as_i64),
+                            ) {
+                                written.insert((table.name.clone(), id), v);
+                            }
+                            Some(row)
                         }
+                        Outcome::Kept(row) => Some(row),
+                        Outcome::Nothing => None,
+                    };
+                    if let Some(row) = row {
                         applied.entry(table.name.clone()).or_default().push(row);
                     }
                 }
                 Err(Failure::Row(e)) => {
+                    // Released too, so failing rows do not nest savepoints.
                     sqlx::query("ROLLBACK TO SAVEPOINT push_row")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("RELEASE SAVEPOINT push_row")
                         .execute(&mut *tx)
                         .await?;
                     errors.push(RowErrorReport {
@@ -410,7 +423,7 @@ async fn apply_row(
         {
             return Err(RowError::validation(format!("'{}' is required", missing.name)).into());
         }
-        return Ok(Outcome::Stored(
+        return Ok(Outcome::Written(
             insert(conn, table, who, ctx.receipt, &row).await?,
         ));
     };
@@ -422,12 +435,12 @@ async fn apply_row(
         .deleted
         .is_some_and(|d| Some(d) != server.get("deleted").and_then(Value::as_bool));
     if !differs {
-        return Ok(Outcome::Stored(server));
+        return Ok(Outcome::Kept(server));
     }
     let server_version = server.get("version").and_then(Value::as_i64).unwrap_or(0);
     let own_earlier_edit = written.get(&(table.name.clone(), row.id)) == Some(&server_version);
     if row.base_version >= server_version || own_earlier_edit {
-        return Ok(Outcome::Stored(
+        return Ok(Outcome::Written(
             update(conn, table, ctx.receipt, &row, &server).await?,
         ));
     }
@@ -465,10 +478,10 @@ async fn apply_row(
         .to_string(),
     });
     match winner {
-        Winner::Client => Ok(Outcome::Stored(
+        Winner::Client => Ok(Outcome::Written(
             update(conn, table, ctx.receipt, &row, &server).await?,
         )),
-        Winner::Server => Ok(Outcome::Stored(server)),
+        Winner::Server => Ok(Outcome::Kept(server)),
     }
 }
 

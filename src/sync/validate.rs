@@ -43,10 +43,21 @@ pub struct PushedRow {
     pub values: Map<String, Value>,
 }
 
+/// Whether a JSON value holds a NUL character anywhere (PostgreSQL text and jsonb
+/// cannot store one).
+pub fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(contains_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
 /// The id of a raw row, if it has a readable one (for error reports).
 pub fn raw_id(row: &Value) -> Option<String> {
     match row.get("id") {
-        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::String(s)) if !s.contains('\0') => Some(s.clone()),
         Some(v @ Value::Number(_)) => Some(v.to_string()),
         _ => None,
     }
@@ -57,6 +68,9 @@ pub fn pushed_row(table: &Table, raw: &Value, tenant: &str) -> Result<PushedRow,
     let Value::Object(obj) = raw else {
         return Err(RowError::validation("a row must be a JSON object"));
     };
+    if contains_nul(raw) {
+        return Err(RowError::validation("text may not contain NUL characters"));
+    }
     let id = match obj.get("id") {
         Some(Value::String(s)) => Uuid::parse_str(s)
             .map_err(|_| RowError::validation(format!("'id' must be a UUID, got '{s}'")))?,
@@ -185,9 +199,10 @@ pub fn same_value(kind: &Kind, a: Option<&Value>, b: Option<&Value>) -> bool {
             (Some(x), Some(y)) => x == y,
             _ => false,
         },
-        Kind::Numeric | Kind::Int4 | Kind::Int8 => match (as_f64(a), as_f64(b)) {
+        Kind::Numeric | Kind::Int4 | Kind::Int8 => match (decimal(a), decimal(b)) {
             (Some(x), Some(y)) => x == y,
-            _ => false,
+            // Exponent notation: compare as floats.
+            _ => matches!((as_f64(a), as_f64(b)), (Some(x), Some(y)) if x == y),
         },
         Kind::Uuid => match (a.as_str(), b.as_str()) {
             (Some(x), Some(y)) => x.eq_ignore_ascii_case(y),
@@ -195,6 +210,35 @@ pub fn same_value(kind: &Kind, a: Option<&Value>, b: Option<&Value>) -> bool {
         },
         _ => false,
     }
+}
+
+/// A plain decimal number (JSON number, kept exactly, or numeric string) in canonical
+/// form: no leading or trailing zeros, no negative zero. `None` for exponent notation.
+fn decimal(v: &Value) -> Option<String> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => return None,
+    };
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(&text)),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if int.is_empty() && frac.is_empty()
+        || !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let int = int.trim_start_matches('0');
+    let frac = frac.trim_end_matches('0');
+    let body = match (int.is_empty(), frac.is_empty()) {
+        (true, true) => return Some("0".into()),
+        (_, true) => int.to_string(),
+        (true, false) => format!("0.{frac}"),
+        (false, false) => format!("{int}.{frac}"),
+    };
+    Some(if negative { format!("-{body}") } else { body })
 }
 
 fn as_f64(v: &Value) -> Option<f64> {
