@@ -73,3 +73,24 @@ async fn graceful_shutdown_finishes_in_flight_requests_then_stops() {
     let err = app.http.get(format!("{}/health", app.base)).send().await;
     assert!(err.is_err(), "server still answering after shutdown");
 }
+
+#[tokio::test]
+async fn a_request_over_the_timeout_answers_503_and_applies_nothing() {
+    let app =
+        TestApp::spawn_with(|c| c.request_timeout = std::time::Duration::from_millis(200)).await;
+    let dev = app.manager("boss", "boss-tablet").await;
+    let rows: Vec<_> = (0..5000)
+        .map(|i| json!({"id": id(), "store_id": "s1", "metric": format!("m{i}")}))
+        .collect();
+    let (status, body) = dev
+        .push_raw(json!({"device_id": "boss-tablet", "changes": {"kpi_data": rows}}))
+        .await;
+    assert_error(status, &body, 503, "UNAVAILABLE");
+    // The abandoned transaction rolls back: nothing half-applied.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM kpi_data")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0);
+}
