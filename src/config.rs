@@ -55,7 +55,7 @@ impl Config {
             request_timeout: Duration::from_secs(parse(
                 &get,
                 "NAS_SYNC_REQUEST_TIMEOUT_SECS",
-                "30",
+                "60",
             )?),
             access_token_ttl: Duration::from_secs(parse(
                 &get,
@@ -128,6 +128,7 @@ mod tests {
         assert!(c.rate_limit);
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.log, "info");
+        assert_eq!(c.request_timeout, std::time::Duration::from_secs(60));
     }
 
     #[test]

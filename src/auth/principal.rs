@@ -31,10 +31,6 @@ impl Principal {
             _ => Ok(()),
         }
     }
-
-    pub fn is_manager(&self) -> bool {
-        self.role == Role::Manager
-    }
 }
 
 /// The bearer token of a request: the `Authorization` header, or `access_token` in the

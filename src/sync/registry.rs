@@ -123,11 +123,10 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Every synced table, by name and in write order.
+/// Every synced table, by name (each knows its `rank` in write order).
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     tables: BTreeMap<String, Table>,
-    order: Vec<String>,
 }
 
 /// A `sync_tables` row: name, rule, read roles, write roles, scope column, urgent.
@@ -143,15 +142,6 @@ type RegistryRow = (
 impl Registry {
     pub fn get(&self, name: &str) -> Option<&Table> {
         self.tables.get(name)
-    }
-
-    /// Tables in parents-before-children order.
-    pub fn in_write_order(&self) -> impl Iterator<Item = &Table> {
-        self.order.iter().filter_map(|n| self.tables.get(n))
-    }
-
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.tables.keys().map(String::as_str)
     }
 
     pub fn readable_by(&self, role: Role) -> impl Iterator<Item = &Table> {
@@ -255,7 +245,7 @@ impl Registry {
                 t.rank = rank;
             }
         }
-        Ok(Registry { tables, order })
+        Ok(Registry { tables })
     }
 }
 
