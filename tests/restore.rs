@@ -23,6 +23,20 @@ async fn pull_with_cursor(dev: &Device) -> (u16, serde_json::Value) {
     (s.as_u16(), b)
 }
 
+/// Runs the start-up check and asserts it drew a new epoch that old cursors meet.
+async fn assert_start_up_check_forces_resync(app: &TestApp, dev: &Device) {
+    let before = epoch(app).await;
+    check_epoch(&app.pool).await.unwrap();
+    assert_ne!(epoch(app).await, before, "no new epoch was drawn");
+    let (s, b) = pull_with_cursor(dev).await;
+    assert_error(
+        reqwest::StatusCode::from_u16(s).unwrap(),
+        &b,
+        409,
+        "RESYNC_REQUIRED",
+    );
+}
+
 #[tokio::test]
 async fn an_unchanged_database_keeps_its_epoch() {
     let app = TestApp::spawn().await;
@@ -59,16 +73,7 @@ async fn a_database_moved_to_another_cluster_forces_a_resync() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let before = epoch(&app).await;
-    check_epoch(&app.pool).await.unwrap();
-    assert_ne!(epoch(&app).await, before);
-    let (s, b) = pull_with_cursor(&dev).await;
-    assert_error(
-        reqwest::StatusCode::from_u16(s).unwrap(),
-        &b,
-        409,
-        "RESYNC_REQUIRED",
-    );
+    assert_start_up_check_forces_resync(&app, &dev).await;
 }
 
 #[tokio::test]
@@ -85,17 +90,7 @@ async fn transaction_ids_gone_backwards_force_a_resync_and_keep_every_row() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let before = epoch(&app).await;
-    check_epoch(&app.pool).await.unwrap();
-    assert_ne!(epoch(&app).await, before);
-
-    let (s, b) = pull_with_cursor(&dev).await;
-    assert_error(
-        reqwest::StatusCode::from_u16(s).unwrap(),
-        &b,
-        409,
-        "RESYNC_REQUIRED",
-    );
+    assert_start_up_check_forces_resync(&app, &dev).await;
     // The full resync still carries the row the log had.
     dev.cursor = None;
     dev.local.clear();
