@@ -1,21 +1,48 @@
-# Multi-stage build: a static-ish release binary on a slim Debian base.
-# Pure-Rust TLS (rustls), so amd64 and arm64 build the same way:
-#   docker buildx build --platform linux/amd64,linux/arm64 -t nas-sync .
-FROM rust:1-slim-bookworm AS build
+# nas-sync: multi-stage, dependencies cached in their own layer, a non-root user on
+# a slim runtime image, HEALTHCHECK against /ready. Pure-Rust TLS (rustls + ring), so
+# no OpenSSL. Cross-compiled by buildx (the build stage runs on the build machine):
+#   docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 -t nas-sync .
+FROM --platform=$BUILDPLATFORM rust:1-slim-bookworm AS build
+ARG TARGETPLATFORM
+RUN set -eux; \
+    case "$TARGETPLATFORM" in \
+      linux/amd64) echo x86_64-unknown-linux-gnu > /target; pkgs=gcc-x86-64-linux-gnu ;; \
+      linux/arm64) echo aarch64-unknown-linux-gnu > /target; pkgs=gcc-aarch64-linux-gnu ;; \
+      linux/arm/v7) echo armv7-unknown-linux-gnueabihf > /target; pkgs=gcc-arm-linux-gnueabihf ;; \
+      *) echo "unsupported platform $TARGETPLATFORM" >&2; exit 1 ;; \
+    esac; \
+    apt-get update; apt-get install -y --no-install-recommends $pkgs libc6-dev; \
+    rm -rf /var/lib/apt/lists/*; \
+    rustup target add "$(cat /target)"
+ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+    CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc \
+    CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc \
+    CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
+    CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc
 WORKDIR /src
+# Dependencies first: this layer is rebuilt only when Cargo.toml or Cargo.lock change.
 COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked --target "$(cat /target)" \
+    && rm -rf src
 COPY src ./src
 COPY migrations ./migrations
-RUN cargo build --release --locked --bin nas-sync
+RUN touch src/main.rs src/lib.rs \
+    && cargo build --release --locked --target "$(cat /target)" --bin nas-sync \
+    && cp "target/$(cat /target)/release/nas-sync" /nas-sync
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+# ca-certificates: HTTPS to Odoo; postgresql-client: `nas-sync backup` / `restore`.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates postgresql-client-15 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 nas-sync
-COPY --from=build /src/target/release/nas-sync /usr/local/bin/nas-sync
+    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin nas-sync
+COPY --from=build /nas-sync /usr/local/bin/nas-sync
+COPY docker/backup-loop.sh /usr/local/bin/nas-sync-backup-loop
 USER nas-sync
 ENV NAS_SYNC_BIND=0.0.0.0:8080
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=5s CMD curl -fsS http://127.0.0.1:8080/ready || exit 1
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s CMD ["nas-sync", "healthcheck"]
 ENTRYPOINT ["nas-sync"]
 CMD ["serve"]

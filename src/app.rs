@@ -26,6 +26,7 @@ use crate::api::{self, limits::Limits, middleware};
 use crate::auth::token::{self, Keys};
 use crate::config::Config;
 use crate::error::AppError;
+use crate::sync::registry::RegistryHandle;
 use crate::sync::{Registry, horizon};
 
 /// What every handler can reach.
@@ -34,7 +35,11 @@ pub struct AppState {
     pub pool: PgPool,
     pub config: Arc<Config>,
     pub keys: Arc<Keys>,
-    pub registry: Arc<Registry>,
+    pub registry: RegistryHandle,
+    /// Wakes the Odoo scheduler (a connection was created or retried).
+    pub odoo_wakeup: Arc<tokio::sync::Notify>,
+    /// The open WebSockets of this process.
+    pub hub: Arc<crate::realtime::Hub>,
     pub metrics: PrometheusHandle,
     /// `None` when rate limiting is off.
     pub limits: Option<Arc<Limits>>,
@@ -54,14 +59,37 @@ impl AppState {
         let registry = Registry::load(&pool).await?;
         let secret = token::load_secret(&pool, config.jwt_secret.as_deref()).await?;
         let keys = Keys::new(&secret, config.access_token_ttl);
+        let registry = RegistryHandle::new(registry);
         Ok(AppState {
+            hub: crate::realtime::Hub::new(registry.clone()),
             pool,
-            limits: config.rate_limit.then(|| Arc::new(Limits::production())),
+            limits: config
+                .rate_limit
+                .then(|| Arc::new(Limits::new(&config.rate_limits))),
             config: Arc::new(config),
             keys: Arc::new(keys),
-            registry: Arc::new(registry),
+            registry,
+            odoo_wakeup: Arc::new(tokio::sync::Notify::new()),
             metrics: metrics_handle(),
         })
+    }
+}
+
+impl AppState {
+    /// Whether another process (or this one) changed the registry since it was loaded.
+    pub async fn registry_is_stale(&self) -> sqlx::Result<bool> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'registry_version'")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(stored.unwrap_or_default() != self.registry.current().version)
+    }
+
+    /// Reads the registry again (tables were added or widened).
+    pub async fn reload_registry(&self) -> anyhow::Result<()> {
+        let registry = Registry::load(&self.pool).await?;
+        self.registry.replace(registry);
+        Ok(())
     }
 }
 
@@ -70,7 +98,16 @@ fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("sync_duration_seconds".into()),
+                    &[
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                        10.0,
+                    ],
+                )
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
                 tracing::warn!("a metrics recorder was already installed");
@@ -90,34 +127,73 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sync/status", get(api::sync::status))
         .route("/api/v1/sync/state", get(api::sync::state))
         .route("/api/v1/sync/reset", post(api::sync::reset))
+        .route("/api/v1/sync/ws", get(api::ws::ws))
+        .route(
+            "/api/v1/odoo/connections",
+            post(api::odoo::create).get(api::odoo::list),
+        )
+        .route(
+            "/api/v1/odoo/connections/{id}",
+            get(api::odoo::show)
+                .patch(api::odoo::update)
+                .delete(api::odoo::delete),
+        )
+        .route(
+            "/api/v1/odoo/connections/{id}/status",
+            get(api::odoo::status),
+        )
+        .route(
+            "/api/v1/odoo/connections/{id}/retry",
+            post(api::odoo::retry),
+        )
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
         ));
 
-    Router::new()
+    let mut base = Router::new()
         .route("/health", get(api::health::health))
         .route("/ready", get(api::health::ready))
-        .route("/metrics", get(api::health::metrics))
-        .route("/api/openapi.json", get(api::openapi::openapi_json))
-        .merge(api_routes)
+        .route("/api/openapi.json", get(api::openapi::openapi_json));
+    // With a metrics listener of its own, /metrics leaves the API port.
+    if state.config.metrics_bind.is_none() {
+        base = base.route("/metrics", get(api::health::metrics));
+    }
+    base.merge(api_routes)
         .fallback(|| async { AppError::NotFound("No such route.".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::timeout))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::timeout,
+        ))
         .layer(RequestDecompressionLayer::new())
-        .layer(axum::middleware::map_response(middleware::shape_bare_errors))
+        .layer(axum::middleware::map_response(
+            middleware::shape_bare_errors,
+        ))
         .layer(CompressionLayer::new())
         .layer(axum::middleware::from_fn(middleware::record_metrics))
         .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                let request_id = req
-                    .headers()
-                    .get("x-request-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id)
-            }),
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let request_id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default();
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default();
+                    // device and tenant are recorded by the Principal extractor.
+                    tracing::info_span!("http", method = %req.method(), route, request_id,
+                        device = tracing::field::Empty, tenant = tracing::field::Empty)
+                })
+                // One line per request comes from `record_metrics` (with the route,
+                // status and duration); the layer itself stays quiet.
+                .on_response(())
+                .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -129,7 +205,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves `listener` until `shutdown` completes, then lets in-flight requests finish.
-/// Background tasks (the horizon clock) stop with it.
+/// Background tasks (the horizon clock, the Odoo scheduler) stop with it.
 pub async fn launch(
     listener: TcpListener,
     state: AppState,
@@ -141,12 +217,63 @@ pub async fn launch(
         Duration::from_secs(2),
         stop.clone(),
     ));
+    if let Some(addr) = state.config.metrics_bind {
+        let metrics_app = Router::new()
+            .route("/metrics", get(api::health::metrics))
+            .with_state(state.clone());
+        let metrics_stop = stop.clone();
+        match TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!(%addr, "serving /metrics on its own listener");
+                tokio::spawn(async move {
+                    let _ = axum::serve(l, metrics_app)
+                        .with_graceful_shutdown(async move { metrics_stop.cancelled().await })
+                        .await;
+                });
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("NAS_SYNC_METRICS_BIND {addr}: {e}"),
+                ));
+            }
+        }
+    }
+    let listener_task = tokio::spawn(crate::realtime::listener::run(
+        state.pool.clone(),
+        state.hub.clone(),
+        state.registry.clone(),
+        stop.clone(),
+    ));
+    let odoo = state.config.odoo.worker.then(|| {
+        tokio::spawn(crate::odoo::worker::run_scheduler(
+            state.clone(),
+            stop.clone(),
+        ))
+    });
+    let state_hub = state.hub.clone();
+    let hub = state.hub.clone();
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    // Open WebSockets are told to go away as soon as shutdown starts.
+    let shutdown = async move {
+        shutdown.await;
+        state_hub.close_all();
+    };
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
+    // Upgraded sockets are not tracked by the server: let them send their close
+    // frames (bounded) before the process goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !hub.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.cancel();
     let _ = clock.await;
+    let _ = listener_task.await;
+    if let Some(odoo) = odoo {
+        let _ = odoo.await;
+    }
     result
 }
 

@@ -1,5 +1,5 @@
 //! The command line (CONTRACT section 1): `serve`, `migrate`, `user add`,
-//! `device list`, `device revoke`.
+//! `device list`, `device revoke`; and for operators `backup`, `restore`, `doctor`.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -33,6 +33,24 @@ pub enum Command {
     /// Manage devices.
     #[command(subcommand)]
     Device(DeviceCommand),
+    /// Write a backup of the database (pg_dump, custom format) to FILE.
+    Backup {
+        #[arg(long)]
+        output: std::path::PathBuf,
+    },
+    /// Restore a backup into DATABASE_URL; devices then resync (their old cursors
+    /// answer RESYNC_REQUIRED). Stop the server first.
+    Restore {
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Overwrite a database that already holds nas-sync data.
+        #[arg(long)]
+        replace: bool,
+    },
+    /// Check settings, database, migrations, clocks, the change feed and disk space.
+    Doctor,
+    /// Exit 0 when the local server answers /ready (for container health checks).
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,7 +97,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&config.log);
+    init_tracing(&config.log, config.log_json);
     match dispatch(cli.command, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -89,19 +107,63 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_tracing(filter: &str) {
+/// Logs to standard error, as text for people or as JSON lines for collectors.
+fn init_tracing(filter: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
         eprintln!("nas-sync: NAS_SYNC_LOG={filter:?} is not a valid filter ({e}); using 'info'");
         tracing_subscriber::EnvFilter::new("info")
     });
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().with_current_span(true).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
+        Command::Backup { output } => {
+            let bytes = crate::db::backup::backup(&config, &output)?;
+            println!("backup written to {} ({bytes} bytes)", output.display());
+            Ok(())
+        }
+        Command::Restore { input, replace } => {
+            crate::db::backup::restore(&config, &input, replace).await?;
+            println!(
+                "restored {}; devices will resync on their next pull (RESYNC_REQUIRED)",
+                input.display()
+            );
+            Ok(())
+        }
+        Command::Healthcheck => {
+            let mut addr = config.bind;
+            if addr.ip().is_unspecified() {
+                addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            crate::install_tls_provider();
+            let client = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(4))
+                .build()?;
+            let resp = client.get(format!("http://{addr}/ready")).send().await?;
+            if !resp.status().is_success() {
+                anyhow::bail!("/ready answered {}", resp.status());
+            }
+            println!("ready");
+            Ok(())
+        }
+        Command::Doctor => {
+            let checks = crate::doctor::run(&config).await;
+            let (text, healthy) = crate::doctor::render(&checks);
+            print!("{text}");
+            if healthy {
+                Ok(())
+            } else {
+                anyhow::bail!("doctor found problems")
+            }
+        }
         Command::Serve => serve(config).await,
         Command::Migrate => {
             crate::db::ensure_database(&config.database_url, config.db_connect_timeout).await?;

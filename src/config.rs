@@ -15,7 +15,14 @@ pub struct Config {
     /// `None`: generated on first start and kept in the database.
     pub jwt_secret: Option<String>,
     pub log: String,
+    /// `NAS_SYNC_LOG_FORMAT=json`: one JSON object per log line.
+    pub log_json: bool,
+    /// `NAS_SYNC_METRICS_BIND`: serve `/metrics` on this address instead (e.g. a
+    /// loopback port), apart from the API.
+    pub metrics_bind: Option<SocketAddr>,
     pub rate_limit: bool,
+    /// Per-device, per-route-family and login limits (`NAS_SYNC_RATE_LIMITS`).
+    pub rate_limits: crate::api::limits::LimitSettings,
     /// Largest accepted request body, after gzip decompression.
     pub body_limit: usize,
     pub request_timeout: Duration,
@@ -24,6 +31,44 @@ pub struct Config {
     /// How long the first database connection is retried (compose start order).
     pub db_connect_timeout: Duration,
     pub db_max_connections: u32,
+    pub odoo: OdooSettings,
+}
+
+/// How the Odoo mirror talks to Odoo and schedules its work.
+#[derive(Clone, Debug)]
+pub struct OdooSettings {
+    /// Run the mirror and write-back workers in this process.
+    pub worker: bool,
+    /// How often the scheduler looks for connections to serve.
+    pub tick: Duration,
+    pub call_timeout: Duration,
+    /// Least time between two calls to one Odoo.
+    pub call_delay: Duration,
+    /// Extra attempts of one call on a retryable fault.
+    pub call_retries: u32,
+    /// Attempts of a batch before it is `permanently_failed`.
+    pub max_attempts: i32,
+    /// First wait before a failed batch is tried again (doubles per attempt).
+    pub retry_delay: Duration,
+    /// Narrowest write_date window; a denser one is paged by id.
+    pub min_window: Duration,
+    /// How often deletions are reconciled by comparing id sets.
+    pub reconcile_interval: Duration,
+    /// Roles that read mirror tables.
+    pub read_roles: Vec<String>,
+    /// Per model, the roles that may write its mirror table (written back to Odoo).
+    pub write_roles: Vec<(String, Vec<String>)>,
+}
+
+impl OdooSettings {
+    /// The roles that may write `model`'s table (none: read-only).
+    pub fn write_roles_for(&self, model: &str) -> Vec<String> {
+        self.write_roles
+            .iter()
+            .find(|(m, _)| m == model)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
+    }
 }
 
 impl Config {
@@ -46,11 +91,22 @@ impl Config {
                 other => other,
             },
             log: get("NAS_SYNC_LOG")?.unwrap_or_else(|| "info".into()),
-            rate_limit: match get("NAS_SYNC_RATE_LIMIT")?.as_deref() {
-                None | Some("on") | Some("true") | Some("1") => true,
-                Some("off") | Some("false") | Some("0") => false,
-                Some(other) => bail!("NAS_SYNC_RATE_LIMIT must be 'on' or 'off', not '{other}'"),
+            log_json: match get("NAS_SYNC_LOG_FORMAT")?.as_deref() {
+                None | Some("text") => false,
+                Some("json") => true,
+                Some(other) => bail!("NAS_SYNC_LOG_FORMAT must be 'text' or 'json', not '{other}'"),
             },
+            metrics_bind: get("NAS_SYNC_METRICS_BIND")?
+                .map(|v| {
+                    v.parse().map_err(|e| {
+                        anyhow::anyhow!("NAS_SYNC_METRICS_BIND={v:?} is not valid: {e}")
+                    })
+                })
+                .transpose()?,
+            rate_limit: flag(&get, "NAS_SYNC_RATE_LIMIT")?,
+            rate_limits: crate::api::limits::LimitSettings::parse(
+                &get("NAS_SYNC_RATE_LIMITS")?.unwrap_or_default(),
+            )?,
             body_limit: parse(&get, "NAS_SYNC_BODY_LIMIT_BYTES", "33554432")?,
             request_timeout: Duration::from_secs(parse(
                 &get,
@@ -71,8 +127,75 @@ impl Config {
                 "60",
             )?),
             db_max_connections: parse(&get, "NAS_SYNC_DB_MAX_CONNECTIONS", "16")?,
+            odoo: OdooSettings {
+                worker: flag(&get, "NAS_SYNC_ODOO_WORKER")?,
+                tick: secs(&get, "NAS_SYNC_ODOO_TICK_SECS", "10")?,
+                call_timeout: secs(&get, "NAS_SYNC_ODOO_CALL_TIMEOUT_SECS", "120")?,
+                call_delay: Duration::from_millis(parse(
+                    &get,
+                    "NAS_SYNC_ODOO_CALL_DELAY_MS",
+                    "200",
+                )?),
+                call_retries: parse(&get, "NAS_SYNC_ODOO_CALL_RETRIES", "3")?,
+                max_attempts: parse(&get, "NAS_SYNC_ODOO_MAX_ATTEMPTS", "4")?,
+                retry_delay: secs(&get, "NAS_SYNC_ODOO_RETRY_DELAY_SECS", "10")?,
+                min_window: secs(&get, "NAS_SYNC_ODOO_MIN_WINDOW_SECS", "1")?,
+                reconcile_interval: secs(&get, "NAS_SYNC_ODOO_RECONCILE_SECS", "15")?,
+                read_roles: roles(
+                    &get("NAS_SYNC_ODOO_READ_ROLES")?.unwrap_or_else(|| "manager,store".into()),
+                )?,
+                write_roles: write_roles(
+                    &get("NAS_SYNC_ODOO_WRITE_ROLES")?
+                        .unwrap_or_else(|| "sale.order=manager;sale.order.line=manager".into()),
+                )?,
+            },
         })
     }
+}
+
+fn flag(get: &impl Fn(&str) -> anyhow::Result<Option<String>>, name: &str) -> anyhow::Result<bool> {
+    match get(name)?.as_deref() {
+        None | Some("on") | Some("true") | Some("1") => Ok(true),
+        Some("off") | Some("false") | Some("0") => Ok(false),
+        Some(other) => bail!("{name} must be 'on' or 'off', not '{other}'"),
+    }
+}
+
+fn secs(
+    get: &impl Fn(&str) -> anyhow::Result<Option<String>>,
+    name: &str,
+    default: &str,
+) -> anyhow::Result<Duration> {
+    Ok(Duration::from_secs(parse(get, name, default)?))
+}
+
+/// `manager,store` → the role names, checked.
+fn roles(list: &str) -> anyhow::Result<Vec<String>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(|r| match r {
+            "manager" | "store" => Ok(r.to_string()),
+            other => bail!("unknown role '{other}' (use manager or store)"),
+        })
+        .collect()
+}
+
+/// `sale.order=manager;sale.order.line=manager,store` → per model, its writer roles.
+fn write_roles(spec: &str) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    spec.split(';')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            let (model, list) = part.split_once('=').with_context(|| {
+                format!("NAS_SYNC_ODOO_WRITE_ROLES: '{part}' is not model=role,role")
+            })?;
+            Ok((
+                model.trim().to_string(),
+                roles(list).context("NAS_SYNC_ODOO_WRITE_ROLES")?,
+            ))
+        })
+        .collect()
 }
 
 /// `NAME` wins over `NAME_FILE`; a file's content is trimmed of its trailing newline.

@@ -43,6 +43,14 @@ pub enum AppError {
     RateLimited { retry_after_secs: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    #[error("Odoo refused the credentials: {0}")]
+    OdooAuthFailed(String),
+    #[error("Odoo unreachable: {0}")]
+    OdooUnreachable(String),
+    /// An Odoo mirror table whose first full mirror has not finished; details carry
+    /// the progress.
+    #[error("Odoo mirror not ready")]
+    SyncNotReady(Value),
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -71,6 +79,9 @@ impl AppError {
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OdooAuthFailed(_) => StatusCode::BAD_REQUEST,
+            OdooUnreachable(_) => StatusCode::BAD_GATEWAY,
+            SyncNotReady(_) => StatusCode::FORBIDDEN,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -95,6 +106,9 @@ impl AppError {
             UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
             RateLimited { .. } => "RATE_LIMITED",
             Unavailable(_) => "UNAVAILABLE",
+            OdooAuthFailed(_) => "ODOO_AUTH_FAILED",
+            OdooUnreachable(_) => "ODOO_UNREACHABLE",
+            SyncNotReady(_) => "SYNC_NOT_READY",
             Internal(_) => "INTERNAL",
         }
     }
@@ -118,6 +132,9 @@ impl AppError {
             UnsupportedMediaType(_) => "UnsupportedMediaType",
             RateLimited { .. } => "RateLimited",
             Unavailable(_) => "Unavailable",
+            OdooAuthFailed(_) => "OdooAuthFailed",
+            OdooUnreachable(_) => "OdooUnreachable",
+            SyncNotReady(_) => "SyncNotReady",
             Internal(_) => "Internal",
         }
     }
@@ -135,7 +152,12 @@ impl AppError {
             | NotFound(m)
             | PayloadTooLarge(m)
             | UnsupportedMediaType(m)
-            | Unavailable(m) => m.clone(),
+            | Unavailable(m)
+            | OdooAuthFailed(m)
+            | OdooUnreachable(m) => m.clone(),
+            SyncNotReady(_) => {
+                "The Odoo mirror of this table is still being built; retry when it is done.".into()
+            }
             Validation { field, message } => format!("Invalid value for '{field}': {message}"),
             UnknownTable(t) => format!("Unknown table '{t}'."),
             InvalidSyncToken(m) => format!("The sync cursor is not valid: {m}"),
@@ -152,6 +174,7 @@ impl AppError {
         match self {
             AppError::Validation { field, .. } => json!({ "field": field }),
             AppError::UnknownTable(t) => json!({ "table": t }),
+            AppError::SyncNotReady(progress) => progress.clone(),
             AppError::RateLimited { retry_after_secs } => {
                 json!({ "retry_after": retry_after_secs })
             }
@@ -173,6 +196,7 @@ impl AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
+        metrics::counter!("sync_errors_total", "code" => self.code()).increment(1);
         if status.is_server_error() {
             tracing::error!(code = self.code(), error = %self, "request failed");
         } else {

@@ -14,11 +14,23 @@ pub mod cli;
 pub mod config;
 /// Database creation, pool and migrations.
 pub mod db;
+/// `nas-sync doctor`: checks of a deployment, with fixes.
+pub mod doctor;
 /// The one error type.
 pub mod error;
+/// The Odoo mirror: client, mirror tables, batches, write-back, workers.
+pub mod odoo;
+/// WebSocket pokes: the LISTEN connection and the hub.
+pub mod realtime;
 /// The sync engine: registry, cursor, pull, push, rules.
 pub mod sync;
 
 pub use app::{AppState, launch, router};
+
+/// Installs ring as the process's TLS crypto provider (HTTPS to Odoo uses rustls);
+/// harmless when one is installed already. Every HTTP client needs it first.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 pub use config::Config;
 pub use error::AppError;

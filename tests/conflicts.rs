@@ -140,7 +140,7 @@ impl RuleApp {
             .expect("state");
         for (table, rule) in rules {
             assert_eq!(
-                state.registry.get(table).unwrap().rule.as_str(),
+                state.registry.current().get(table).unwrap().rule.as_str(),
                 *rule,
                 "registry did not load the rule"
             );

@@ -80,7 +80,8 @@ async fn delta_pull_queries_use_indexes_not_scans() {
         .map(|i| format!("'{i}'"))
         .collect::<Vec<_>>()
         .join(",");
-    let table = app.state.registry.get("kpi_data").unwrap();
+    let registry = app.state.registry.current();
+    let table = registry.get("kpi_data").unwrap();
     let rows = plan(&app.pool, &rows_sql(table), |s| {
         s.replace("$1", &format!("ARRAY[{list}]::uuid[]"))
             .replace("$2", "'default'")

@@ -34,7 +34,7 @@ async fn probes_and_documents() {
         .text()
         .await
         .unwrap();
-    assert!(m.contains("http_requests_total"), "{m}");
+    assert!(m.contains("sync_requests_total"), "{m}");
 }
 
 #[tokio::test]

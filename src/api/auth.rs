@@ -7,7 +7,7 @@ use super::extract;
 use super::middleware::client_ip;
 use crate::app::AppState;
 use crate::auth::service::{self, LoginRequest, RefreshRequest, TokenResponse};
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 
 /// Logs in a user on a device.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
@@ -20,17 +20,14 @@ pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Jso
     if let Some(limits) = &state.limits {
         limits.check_login(ip, &username)?;
     }
-    let result = service::login(
+    service::login(
         &state.pool,
         &state.keys,
         state.config.refresh_token_ttl,
         body,
     )
-    .await;
-    if let (Err(AppError::InvalidCredentials), Some(limits)) = (&result, &state.limits) {
-        limits.login_failed(ip, &username);
-    }
-    result.map(Json)
+    .await
+    .map(Json)
 }
 
 /// Exchanges a refresh token for a new pair (the old one stops working).

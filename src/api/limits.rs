@@ -1,90 +1,228 @@
-//! Rate limits (`NAS_SYNC_RATE_LIMIT=off` disables them): a generous per-address
-//! request budget against floods, and a strict budget of failed logins per address
-//! and username against password guessing. Successful logins cost nothing.
+//! Rate limits, all with governor's keyed GCRA limiters
+//! (`NAS_SYNC_RATE_LIMIT=off` disables them):
+//!
+//! - per device and route family, after the token is verified and before any
+//!   database work: pull 200/min, push 100/min, state 100/min, reset 10/hour,
+//!   WebSocket connects 60/min, everything else 300/min (the seed's defaults);
+//! - login attempts per username (10/min) and per address (30/min), so password
+//!   guessing is slow from one place and against one account from many;
+//! - a generous per-address budget on every request, against floods.
+//!
+//! Every limit is configurable with `NAS_SYNC_RATE_LIMITS`, e.g.
+//! `pull=300/m,reset=20/h`. A refusal is 429 `RATE_LIMITED` with `Retry-After`.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use anyhow::{Context, bail};
+use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::error::AppError;
 
+/// Route families limited per device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Pull,
+    Push,
+    State,
+    Reset,
+    Ws,
+    Other,
+}
+
+impl Family {
+    /// The family of an `/api/` path.
+    pub fn of(path: &str) -> Family {
+        match path {
+            "/api/v1/sync/pull" => Family::Pull,
+            "/api/v1/sync/push" => Family::Push,
+            "/api/v1/sync/state" | "/api/v1/sync/status" => Family::State,
+            "/api/v1/sync/reset" => Family::Reset,
+            "/api/v1/sync/ws" => Family::Ws,
+            _ => Family::Other,
+        }
+    }
+}
+
+/// One limit: `count` requests per `period_secs`, in bursts of up to `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub period_secs: u64,
+}
+
+impl Rate {
+    fn quota(self) -> Quota {
+        let count = NonZeroU32::new(self.count.max(1)).unwrap_or(NonZeroU32::MIN);
+        let period = std::time::Duration::from_secs(self.period_secs.max(1));
+        Quota::with_period(period / count.get())
+            .unwrap_or_else(|| Quota::per_second(count))
+            .allow_burst(count)
+    }
+
+    /// `200/m`, `10/h`, `500/s`.
+    fn parse(s: &str) -> anyhow::Result<Rate> {
+        let (count, unit) = s.split_once('/').context("expected N/s, N/m or N/h")?;
+        let count: u32 = count.trim().parse().context("the count is not a number")?;
+        if count == 0 {
+            bail!("a limit of 0 would refuse everything; use NAS_SYNC_RATE_LIMIT=off to disable");
+        }
+        let period_secs = match unit.trim() {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            other => bail!("unknown unit '{other}' (use s, m or h)"),
+        };
+        Ok(Rate { count, period_secs })
+    }
+}
+
+/// The configured limits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitSettings {
+    pub pull: Rate,
+    pub push: Rate,
+    pub state: Rate,
+    pub reset: Rate,
+    pub ws: Rate,
+    pub other: Rate,
+    pub login_user: Rate,
+    pub login_ip: Rate,
+    pub per_ip: Rate,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        let r = |count, period_secs| Rate { count, period_secs };
+        LimitSettings {
+            pull: r(200, 60),
+            push: r(100, 60),
+            state: r(100, 60),
+            reset: r(10, 3600),
+            ws: r(60, 60),
+            other: r(300, 60),
+            login_user: r(10, 60),
+            login_ip: r(30, 60),
+            per_ip: r(1000, 1),
+        }
+    }
+}
+
+impl LimitSettings {
+    /// Defaults overridden by `name=N/unit` pairs separated by commas.
+    pub fn parse(spec: &str) -> anyhow::Result<LimitSettings> {
+        let mut s = LimitSettings::default();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, rate) = part
+                .split_once('=')
+                .with_context(|| format!("NAS_SYNC_RATE_LIMITS: '{part}' is not name=N/unit"))?;
+            let rate =
+                Rate::parse(rate).with_context(|| format!("NAS_SYNC_RATE_LIMITS: '{part}'"))?;
+            let slot = match name.trim() {
+                "pull" => &mut s.pull,
+                "push" => &mut s.push,
+                "state" => &mut s.state,
+                "reset" => &mut s.reset,
+                "ws" => &mut s.ws,
+                "other" => &mut s.other,
+                "login_user" => &mut s.login_user,
+                "login_ip" => &mut s.login_ip,
+                "per_ip" => &mut s.per_ip,
+                other => bail!(
+                    "NAS_SYNC_RATE_LIMITS: unknown limit '{other}' (pull, push, state, reset, ws, other, login_user, login_ip, per_ip)"
+                ),
+            };
+            *slot = rate;
+        }
+        Ok(s)
+    }
+}
+
 pub struct Limits {
-    requests: DefaultKeyedRateLimiter<IpAddr>,
-    failed_logins: Mutex<HashMap<(IpAddr, String), (u32, Instant)>>,
-    max_failures: u32,
-    failure_window: Duration,
+    per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    families: HashMap<Family, DefaultKeyedRateLimiter<String>>,
+    login_user: DefaultKeyedRateLimiter<String>,
+    login_ip: DefaultKeyedRateLimiter<IpAddr>,
+    checks: AtomicU64,
+}
+
+/// A governor refusal as the contract's error.
+fn refused(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> AppError {
+    let wait = not_until.wait_time_from(DefaultClock::default().now());
+    AppError::RateLimited {
+        retry_after_secs: wait.as_secs().max(1),
+    }
 }
 
 impl Limits {
-    pub fn new(per_second: u32, burst: u32, max_failures: u32, failure_window: Duration) -> Self {
-        let per_second = NonZeroU32::new(per_second.max(1)).expect("nonzero");
-        let burst = NonZeroU32::new(burst.max(1)).expect("nonzero");
+    pub fn new(s: &LimitSettings) -> Limits {
+        let families = [
+            (Family::Pull, s.pull),
+            (Family::Push, s.push),
+            (Family::State, s.state),
+            (Family::Reset, s.reset),
+            (Family::Ws, s.ws),
+            (Family::Other, s.other),
+        ]
+        .into_iter()
+        .map(|(f, r)| (f, RateLimiter::keyed(r.quota())))
+        .collect();
         Limits {
-            requests: RateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
-            failed_logins: Mutex::new(HashMap::new()),
-            max_failures,
-            failure_window,
+            per_ip: RateLimiter::keyed(s.per_ip.quota()),
+            families,
+            login_user: RateLimiter::keyed(s.login_user.quota()),
+            login_ip: RateLimiter::keyed(s.login_ip.quota()),
+            checks: AtomicU64::new(0),
         }
     }
 
-    /// Production defaults: 500 requests/s per address (bursts of 1000), 10 failed
-    /// logins per address and username per 5 minutes.
-    pub fn production() -> Self {
-        Limits::new(500, 1000, 10, Duration::from_secs(300))
+    /// Forgets idle keys now and then, so memory follows active clients.
+    fn housekeeping(&self) {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.per_ip.retain_recent();
+            self.login_user.retain_recent();
+            self.login_ip.retain_recent();
+            for l in self.families.values() {
+                l.retain_recent();
+            }
+        }
     }
 
     /// Spends one request of `ip`'s budget.
     pub fn check_request(&self, ip: IpAddr) -> Result<(), AppError> {
-        self.requests.check_key(&ip).map_err(|not_until| {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(
-                &governor::clock::DefaultClock::default(),
-            ));
-            AppError::RateLimited {
-                retry_after_secs: wait.as_secs().max(1),
-            }
+        self.housekeeping();
+        self.per_ip.check_key(&ip).map_err(refused)
+    }
+
+    /// Spends one request of a device's budget for a route family.
+    pub fn check_device(
+        &self,
+        family: Family,
+        tenant: &str,
+        device_id: &str,
+    ) -> Result<(), AppError> {
+        let Some(limiter) = self.families.get(&family) else {
+            return Ok(());
+        };
+        let key = format!("{tenant}\u{0}{device_id}");
+        limiter.check_key(&key).map_err(|e| {
+            metrics::counter!("sync_rate_limited_total", "family" => format!("{family:?}").to_lowercase())
+                .increment(1);
+            refused(e)
         })
     }
 
-    /// Refuses a login attempt for `username` from an address with too many recent
-    /// failures.
+    /// Spends one login attempt of the address and of the username.
     pub fn check_login(&self, ip: IpAddr, username: &str) -> Result<(), AppError> {
-        let map = self.failed_logins.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((count, since)) = map.get(&(ip, key(username))) {
-            let elapsed = since.elapsed();
-            if *count >= self.max_failures && elapsed < self.failure_window {
-                let retry = (self.failure_window - elapsed).as_secs().max(1);
-                return Err(AppError::RateLimited {
-                    retry_after_secs: retry,
-                });
-            }
-        }
-        Ok(())
+        self.housekeeping();
+        self.login_ip.check_key(&ip).map_err(refused)?;
+        let user: String = username.to_lowercase().chars().take(129).collect();
+        self.login_user.check_key(&user).map_err(refused)
     }
-
-    /// Counts a failed login.
-    pub fn login_failed(&self, ip: IpAddr, username: &str) {
-        let mut map = self.failed_logins.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() > 100_000 {
-            let window = self.failure_window;
-            map.retain(|_, (_, since)| since.elapsed() < window);
-        }
-        let entry = map
-            .entry((ip, username.to_string()))
-            .or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= self.failure_window {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
-}
-
-/// Usernames are at most 128 characters; longer ones share one key.
-fn key(username: &str) -> String {
-    username.chars().take(129).collect()
 }
 
 #[cfg(test)]
@@ -92,27 +230,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn failed_logins_lock_out_after_the_limit() {
-        let l = Limits::new(10, 10, 3, Duration::from_secs(60));
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let other: IpAddr = "10.0.0.2".parse().unwrap();
-        for _ in 0..3 {
-            assert!(l.check_login(ip, "alice").is_ok());
-            l.login_failed(ip, "alice");
+    fn settings_parse_and_name_their_mistakes() {
+        let s = LimitSettings::parse("pull=5/m, reset=2/h,per_ip=10/s").unwrap();
+        assert_eq!(
+            s.pull,
+            Rate {
+                count: 5,
+                period_secs: 60
+            }
+        );
+        assert_eq!(
+            s.reset,
+            Rate {
+                count: 2,
+                period_secs: 3600
+            }
+        );
+        assert_eq!(s.push, LimitSettings::default().push);
+        for bad in ["pull=5", "pull=x/m", "pull=5/d", "nope=1/m", "pull=0/m"] {
+            assert!(LimitSettings::parse(bad).is_err(), "{bad}");
         }
-        assert!(matches!(
-            l.check_login(ip, "alice"),
-            Err(AppError::RateLimited { .. })
-        ));
-        assert!(l.check_login(other, "alice").is_ok());
-        assert!(l.check_login(ip, "bob").is_ok());
     }
 
     #[test]
-    fn request_budget_runs_out() {
-        let l = Limits::new(1, 5, 3, Duration::from_secs(60));
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        let ok = (0..10).filter(|_| l.check_request(ip).is_ok()).count();
-        assert_eq!(ok, 5);
+    fn a_device_budget_is_its_own() {
+        let s = LimitSettings::parse("pull=3/m").unwrap();
+        let l = Limits::new(&s);
+        let ok = (0..10)
+            .filter(|_| l.check_device(Family::Pull, "t", "a").is_ok())
+            .count();
+        assert_eq!(ok, 3);
+        assert!(l.check_device(Family::Pull, "t", "b").is_ok());
+        assert!(l.check_device(Family::Push, "t", "a").is_ok());
+        assert!(matches!(
+            l.check_device(Family::Pull, "t", "a"),
+            Err(AppError::RateLimited { retry_after_secs }) if retry_after_secs >= 1
+        ));
+    }
+
+    #[test]
+    fn login_attempts_are_limited_per_user_and_per_address() {
+        let s = LimitSettings::parse("login_user=3/m,login_ip=5/m").unwrap();
+        let l = Limits::new(&s);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        assert_eq!(
+            (0..5).filter(|_| l.check_login(a, "alice").is_ok()).count(),
+            3
+        );
+        // Another address cannot guess alice's password either.
+        assert!(l.check_login(b, "Alice").is_err());
+        // And the first address has spent its five attempts.
+        assert_eq!(
+            (0..5)
+                .filter(|i| l.check_login(a, &format!("u{i}")).is_ok())
+                .count(),
+            0
+        );
     }
 }

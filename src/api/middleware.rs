@@ -37,8 +37,13 @@ pub async fn timeout(State(state): State<AppState>, req: Request, next: Next) ->
     }
 }
 
+/// Routes too frequent and too dull to log (probes and scrapes).
+const QUIET: [&str; 3] = ["/health", "/ready", "/metrics"];
+
+/// Counts and times every request by route, and logs one line per request (not for
+/// probes) inside the request's span, which carries device and tenant once known.
 pub async fn record_metrics(req: Request, next: Next) -> Response {
-    let path = req
+    let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
@@ -46,11 +51,21 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let started = Instant::now();
     let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method.clone(), "path" => path.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "method" => method, "path" => path)
-        .record(started.elapsed().as_secs_f64());
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::counter!("sync_requests_total", "route" => route.clone(), "method" => method.clone(),
+        "status" => status.to_string())
+    .increment(1);
+    metrics::histogram!("sync_duration_seconds", "route" => route.clone())
+        .record(elapsed.as_secs_f64());
+    if !QUIET.contains(&route.as_str()) {
+        tracing::info!(
+            route,
+            status,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
     response
 }
 

@@ -1,11 +1,13 @@
 //! HTTP only: extractors that turn bad input into the contract's errors, one file
 //! per route family, middleware, and the OpenAPI document. Handlers parse and
-//! authorize, then hand over to `sync` or `auth`; they never build SQL.
+//! authorize, then hand over to `sync`, `auth` or `odoo`; they never build SQL.
 
 pub mod auth;
 pub mod extract;
 pub mod health;
 pub mod limits;
 pub mod middleware;
+pub mod odoo;
 pub mod openapi;
 pub mod sync;
+pub mod ws;

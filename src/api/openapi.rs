@@ -9,7 +9,9 @@ use utoipa::{Modify, OpenApi};
     paths(
         super::health::health, super::health::ready, super::health::metrics,
         super::auth::login, super::auth::refresh,
-        super::sync::pull, super::sync::push, super::sync::status, super::sync::state, super::sync::reset,
+        super::sync::pull, super::sync::push, super::sync::status, super::sync::state, super::sync::reset, super::ws::ws,
+        super::odoo::create, super::odoo::list, super::odoo::show, super::odoo::update, super::odoo::status, super::odoo::retry,
+        super::odoo::delete,
         openapi_json,
     ),
     modifiers(&BearerAuth),

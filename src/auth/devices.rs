@@ -60,6 +60,12 @@ pub async fn revoke(pool: &PgPool, tenant: &str, device_id: &str) -> sqlx::Resul
         > 0;
     if done {
         tracing::warn!(tenant, device_id, "device revoked");
+        // Every server process closes the device's open WebSockets.
+        sqlx::query("SELECT pg_notify('nas_sync_revoke', json_build_object('t', $1::text, 'd', $2::text)::text)")
+            .bind(tenant)
+            .bind(device_id)
+            .execute(pool)
+            .await?;
     }
     Ok(done)
 }

@@ -19,6 +19,8 @@ pub struct Principal {
     pub role: Role,
     pub store_id: Option<String>,
     pub device_id: String,
+    /// When the access token expires (Unix seconds); a WebSocket closes then.
+    pub expires_at: i64,
 }
 
 impl Principal {
@@ -61,6 +63,17 @@ impl FromRequestParts<AppState> for Principal {
             AppError::Unauthorized("Send 'Authorization: Bearer <access_token>'.".into())
         })?;
         let claims = state.keys.verify(&token)?;
+        let span = tracing::Span::current();
+        span.record("device", claims.device_id.as_str());
+        span.record("tenant", claims.tenant.as_str());
+        // Before any database work: the device's budget for this route family.
+        if let Some(limits) = &state.limits {
+            limits.check_device(
+                crate::api::limits::Family::of(parts.uri.path()),
+                &claims.tenant,
+                &claims.device_id,
+            )?;
+        }
         let role = Role::parse(&claims.role)
             .ok_or_else(|| AppError::Unauthorized("The access token is not valid.".into()))?;
         let bound: Option<(bool, Uuid)> = sqlx::query_as(
@@ -79,6 +92,7 @@ impl FromRequestParts<AppState> for Principal {
                 role,
                 store_id: claims.store_id,
                 device_id: claims.device_id,
+                expires_at: claims.exp,
             }),
             _ => Err(AppError::Unauthorized(
                 "The access token is no longer valid for this device.".into(),

@@ -1,6 +1,7 @@
 //! The database: creating it when missing, the connection pool (retrying the first
 //! connection so start order does not matter), and the migration runner.
 
+pub mod backup;
 pub mod migrate;
 
 use std::str::FromStr;

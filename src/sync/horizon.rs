@@ -53,7 +53,7 @@ pub async fn run_clock(pool: PgPool, every: Duration, shutdown: CancellationToke
             tracing::warn!(error = %e, "horizon clock tick failed");
         }
         if let Ok(lag) = horizon_lag_seconds(&pool).await {
-            metrics::gauge!("nas_sync_horizon_lag_seconds").set(lag);
+            metrics::gauge!("sync_horizon_lag_seconds").set(lag);
         }
         ticks += 1;
         if ticks % 1800 == 1

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::cursor::{Cursor, Position, scope_hash};
-use super::registry::Table;
+use super::registry::{Registry, Table};
 use crate::app::AppState;
 use crate::auth::{Principal, Role, devices};
 use crate::error::{AppError, AppResult};
@@ -52,17 +52,16 @@ pub struct PullResponse {
 
 /// The tables a request names, checked against the registry and the caller's role.
 pub fn resolve_tables<'a>(
-    state: &'a AppState,
+    registry: &'a Registry,
     who: &Principal,
     requested: Option<&[String]>,
 ) -> AppResult<Vec<&'a Table>> {
     match requested {
-        None => Ok(state.registry.readable_by(who.role).collect()),
+        None => Ok(registry.readable_by(who.role).collect()),
         Some(names) => {
             let mut out: Vec<&Table> = Vec::with_capacity(names.len());
             for name in names {
-                let table = state
-                    .registry
+                let table = registry
                     .get(name)
                     .ok_or_else(|| AppError::UnknownTable(name.clone()))?;
                 if !table.can_read(who.role) {
@@ -114,7 +113,33 @@ struct Entry {
 /// Serves one page of a pull.
 pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppResult<PullResponse> {
     who.check_device(req.device_id.as_deref())?;
-    let tables = resolve_tables(state, who, req.tables.as_deref())?;
+    // Tables added at run time (by another server process, too) must be known before
+    // a cursor moves past their first changes: a stale registry is reloaded first.
+    for _ in 0..3 {
+        match pull_once(state, who, &req).await {
+            Ok(Some(page)) => return Ok(page),
+            Ok(None) => {}
+            Err(AppError::UnknownTable(t)) if !state.registry_is_stale().await? => {
+                return Err(AppError::UnknownTable(t));
+            }
+            Err(AppError::UnknownTable(_)) => {}
+            Err(e) => return Err(e),
+        }
+        state.reload_registry().await?;
+    }
+    Err(AppError::Unavailable(
+        "The table registry keeps changing; retry shortly.".into(),
+    ))
+}
+
+/// One attempt; `None` when the registry changed since this process loaded it.
+async fn pull_once(
+    state: &AppState,
+    who: &Principal,
+    req: &PullRequest,
+) -> AppResult<Option<PullResponse>> {
+    let registry = state.registry.current();
+    let tables = resolve_tables(&registry, who, req.tables.as_deref())?;
     let limit = match req.limit {
         None => DEFAULT_LIMIT,
         Some(n) if n < 1 => return Err(AppError::validation("limit", "must be at least 1")),
@@ -125,7 +150,15 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
         Role::Store => who.store_id.as_deref(),
         Role::Manager => None,
     };
-    let scope = scope_hash(&who.tenant, store, &names);
+    // A full-table-set pull is scoped to "every readable table", so a table added
+    // later (all of whose changes are newer than any cursor) does not void cursors.
+    let scope = match req.tables {
+        None => scope_hash(&who.tenant, store, &["*", &registry.roles_version]),
+        Some(_) => {
+            crate::odoo::connections::check_ready(&state.pool, &who.tenant, &names).await?;
+            scope_hash(&who.tenant, store, &names)
+        }
+    };
     let legacy_since = match (&req.cursor, &req.last_sync_timestamp) {
         (None, Some(ts)) => Some(super::validate::parse_time(ts).ok_or_else(|| {
             AppError::validation("last_sync_timestamp", "must be an RFC 3339 timestamp")
@@ -143,14 +176,24 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
     // First statement: fixes the snapshot; statement_timestamp() precedes it.
-    let (epoch, horizon, next_xid, now): (String, i64, i64, DateTime<Utc>) = sqlx::query_as(
+    let (epoch, registry_version, horizon, next_xid, now): (
+        String,
+        Option<String>,
+        i64,
+        i64,
+        DateTime<Utc>,
+    ) = sqlx::query_as(
         "SELECT (SELECT value FROM server_meta WHERE key = 'epoch'),
+                (SELECT value FROM server_meta WHERE key = 'registry_version'),
                 pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
                 pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
                 statement_timestamp()",
     )
     .fetch_one(&mut *tx)
     .await?;
+    if registry_version.unwrap_or_default() != registry.version {
+        return Ok(None);
+    }
     let epoch =
         Uuid::parse_str(&epoch).map_err(|e| anyhow::anyhow!("bad epoch in server_meta: {e}"))?;
 
@@ -209,7 +252,7 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
     // Keyed by table too: ids are unique per table, not across tables.
     let mut docs: BTreeMap<(&str, Uuid), Value> = BTreeMap::new();
     for (table, ids) in &ids_by_table {
-        let Some(def) = state.registry.get(table) else {
+        let Some(def) = registry.get(table) else {
             continue;
         };
         let rows: Vec<(Uuid, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(rows_sql(def)))
@@ -259,15 +302,15 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
     devices::record_pull(&state.pool, &who.tenant, &who.device_id, &cursor).await?;
 
     let rows = page.len() as u64;
-    metrics::counter!("nas_sync_pull_rows_total").increment(rows);
+    metrics::counter!("sync_rows_pulled_total").increment(rows);
     tracing::info!(device_id = %who.device_id, tenant = %who.tenant, rows, has_more,
         full = req.cursor.is_none() && req.last_sync_timestamp.is_none(), "pull");
-    Ok(PullResponse {
+    Ok(Some(PullResponse {
         success: true,
         timestamp: now,
         cursor,
         has_more,
         changes,
         conflicts: None,
-    })
+    }))
 }

@@ -155,11 +155,19 @@ pub async fn push(state: &AppState, who: &Principal, req: PushRequest) -> AppRes
         ));
     }
     // Shape first: unknown tables and malformed lists fail the whole request.
+    let mut registry = state.registry.current();
+    // A table another server process added (an Odoo mirror table) since this one
+    // loaded the registry: read it again once.
+    if req.changes.keys().any(|name| registry.get(name).is_none())
+        && state.registry_is_stale().await?
+    {
+        state.reload_registry().await?;
+        registry = state.registry.current();
+    }
     let mut batches: Vec<(&Table, &Vec<Value>)> = Vec::new();
     let mut total = 0;
     for (name, rows) in &req.changes {
-        let table = state
-            .registry
+        let table = registry
             .get(name)
             .ok_or_else(|| AppError::UnknownTable(name.clone()))?;
         let rows = rows.as_array().ok_or_else(|| {
@@ -365,10 +373,15 @@ async fn run(
     tx.commit().await?;
 
     let stored: usize = response.applied.values().map(Vec::len).sum();
-    metrics::counter!("nas_sync_push_rows_total", "outcome" => "stored").increment(stored as u64);
-    metrics::counter!("nas_sync_push_rows_total", "outcome" => "error")
-        .increment(response.errors.len() as u64);
-    metrics::counter!("nas_sync_conflicts_total").increment(response.conflicts.len() as u64);
+    metrics::counter!("sync_rows_pushed_total").increment(stored as u64);
+    for c in &response.conflicts {
+        metrics::counter!("sync_conflicts_total", "table" => c.table.clone(),
+            "rule" => c.resolution.clone(), "winner" => c.winner.clone())
+        .increment(1);
+    }
+    for e in &response.errors {
+        metrics::counter!("sync_errors_total", "code" => e.code.clone()).increment(1);
+    }
     tracing::info!(device_id = %who.device_id, tenant = %who.tenant, push_id, stored,
         conflicts = response.conflicts.len(), errors = response.errors.len(), "push");
     Ok(response)
@@ -544,7 +557,8 @@ async fn check_references(
         {
             continue;
         }
-        let Some(parent) = state.registry.get(&parent_ref.parent) else {
+        let registry = state.registry.current();
+        let Some(parent) = registry.get(&parent_ref.parent) else {
             continue;
         };
         let store_filter = match (&parent.scope_column, who.role) {

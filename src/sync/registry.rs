@@ -4,6 +4,7 @@
 //! `sync_tables` and the catalog, so adding a synced table is one migration.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, bail};
 use sqlx::PgPool;
@@ -123,10 +124,42 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// The registry as the server sees it now: replaced whole when tables are added at
+/// run time (Odoo mirror tables); readers keep the snapshot they took.
+#[derive(Clone, Debug, Default)]
+pub struct RegistryHandle(Arc<RwLock<Arc<Registry>>>);
+
+impl RegistryHandle {
+    pub fn new(registry: Registry) -> RegistryHandle {
+        RegistryHandle(Arc::new(RwLock::new(Arc::new(registry))))
+    }
+
+    /// The current snapshot.
+    pub fn current(&self) -> Arc<Registry> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Installs a freshly loaded registry.
+    pub fn replace(&self, registry: Registry) {
+        let new = Arc::new(registry);
+        match self.0.write() {
+            Ok(mut g) => *g = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+}
+
 /// Every synced table, by name (each knows its `rank` in write order).
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     tables: BTreeMap<String, Table>,
+    /// `server_meta.registry_version` when loaded (empty before any run-time change).
+    pub version: String,
+    /// `server_meta.roles_version`: changes when an existing table's readers change.
+    pub roles_version: String,
 }
 
 /// A `sync_tables` row: name, rule, read roles, write roles, scope column, urgent.
@@ -144,12 +177,32 @@ impl Registry {
         self.tables.get(name)
     }
 
+    /// Every table, in parents-before-children order.
+    pub fn in_write_order(&self) -> Vec<&Table> {
+        let mut all: Vec<&Table> = self.tables.values().collect();
+        all.sort_by_key(|t| t.rank);
+        all
+    }
+
     pub fn readable_by(&self, role: Role) -> impl Iterator<Item = &Table> {
         self.tables.values().filter(move |t| t.can_read(role))
     }
 
     /// Reads the registry and the catalog.
     pub async fn load(pool: &PgPool) -> anyhow::Result<Registry> {
+        // Read first: a change racing with this load makes the next check reload again.
+        let version: Option<String> =
+            sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'registry_version'")
+                .fetch_optional(pool)
+                .await
+                .context("reading the registry version")?;
+        let version = version.unwrap_or_default();
+        let roles_version: Option<String> =
+            sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'roles_version'")
+                .fetch_optional(pool)
+                .await
+                .context("reading the roles version")?;
+        let roles_version = roles_version.unwrap_or_default();
         let rows: Vec<RegistryRow> = sqlx::query_as(
             "SELECT table_name, rule, read_roles, write_roles, scope_column, urgent FROM sync_tables",
         )
@@ -245,7 +298,11 @@ impl Registry {
                 t.rank = rank;
             }
         }
-        Ok(Registry { tables })
+        Ok(Registry {
+            tables,
+            version,
+            roles_version,
+        })
     }
 }
 

@@ -43,6 +43,7 @@ pub async fn status(state: &AppState, who: &Principal) -> AppResult<SyncStatus> 
         version: env!("CARGO_PKG_VERSION"),
         tables: state
             .registry
+            .current()
             .readable_by(who.role)
             .map(|t| t.name.clone())
             .collect(),

@@ -7,6 +7,8 @@
 //! with instructions. Tests never skip silently.
 #![allow(dead_code)]
 
+pub mod fake_odoo;
+
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
@@ -66,6 +68,7 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        nas_sync::install_tls_provider();
         let base = server_url().await;
         let admin = PgConnectOptions::from_str(&base).expect("valid TEST_DATABASE_URL");
         let name = format!("nas_test_{}", uuid::Uuid::new_v4().simple());
@@ -98,6 +101,9 @@ pub fn with_database(url: &str, name: &str) -> String {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if self.name.is_empty() {
+            return;
+        }
         let admin = self.admin.clone();
         let name = self.name.clone();
         // Drop from a thread of its own: Drop cannot await.
@@ -151,8 +157,27 @@ impl TestApp {
 
     /// Spawns with a config adjusted by `tweak`.
     pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        nas_sync::install_tls_provider();
         init_logs();
         let db = TestDb::new().await;
+        Self::spawn_on(db, tweak).await
+    }
+
+    /// Stops this server and starts a new one over the same database (a restart).
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        self.stop().await;
+        self.pool.close().await;
+        let placeholder = TestDb {
+            url: String::new(),
+            name: String::new(),
+            admin: self.db.admin.clone(),
+        };
+        let db = std::mem::replace(&mut self.db, placeholder);
+        Self::spawn_on(db, tweak).await
+    }
+
+    /// Spawns over an existing database.
+    pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = test_config(&db.url, false);
         tweak(&mut config);
         let state = AppState::prepare(config).await.expect("prepare app");
@@ -445,5 +470,64 @@ fn init_logs() {
             .with_env_filter(std::env::var("TEST_LOG").unwrap_or_default())
             .with_test_writer()
             .try_init();
+    }
+}
+
+/// The real `nas-sync serve` binary as a child process, over an existing database,
+/// ready to answer (what a second container or a deployment runs).
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub base: String,
+}
+
+impl ServerProcess {
+    /// Starts it on a free port with the test secret and `env` on top; waits for
+    /// `/ready`.
+    pub async fn start(
+        db_url: &str,
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+    ) -> ServerProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nas-sync"));
+        cmd.arg("serve")
+            .env("DATABASE_URL", db_url)
+            .env("NAS_SYNC_BIND", format!("127.0.0.1:{port}"))
+            .env("NAS_SYNC_JWT_SECRET", JWT_SECRET)
+            .env("NAS_SYNC_RATE_LIMIT", "off")
+            .env("NAS_SYNC_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start nas-sync serve");
+        let base = format!("http://127.0.0.1:{port}");
+        let start = std::time::Instant::now();
+        while reqwest::get(format!("{base}/ready"))
+            .await
+            .map(|r| r.status() != StatusCode::OK)
+            .unwrap_or(true)
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "nas-sync serve did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        ServerProcess { child, base }
+    }
+
+    /// Sends SIGTERM (a graceful stop) and waits for the process.
+    pub fn terminate(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
     }
 }

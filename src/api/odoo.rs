@@ -1,0 +1,107 @@
+//! `/api/v1/odoo/connections`: the manager-only routes of the Odoo mirror.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::extract;
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+use crate::odoo::connections::{self, ConnectionView, CreateConnection, UpdateConnection};
+
+fn parse_id(raw: &str) -> AppResult<Uuid> {
+    Uuid::parse_str(raw).map_err(|_| AppError::NotFound("No such Odoo connection.".into()))
+}
+
+/// Connects an Odoo database after checking the credentials with Odoo.
+#[utoipa::path(post, path = "/api/v1/odoo/connections", tag = "odoo", request_body = CreateConnection,
+    responses((status = 201, body = ConnectionView), (status = 400, description = "ODOO_AUTH_FAILED, VALIDATION_FAILED"),
+              (status = 403, description = "FORBIDDEN (not a manager)"), (status = 502, description = "ODOO_UNREACHABLE")),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    extract::Json(body): extract::Json<CreateConnection>,
+) -> AppResult<(StatusCode, Json<ConnectionView>)> {
+    let view = connections::create(&state, &who, body).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// The tenant's connections (never their keys).
+#[utoipa::path(get, path = "/api/v1/odoo/connections", tag = "odoo",
+    responses((status = 200, description = "{\"connections\": [...]}")), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, who: Principal) -> AppResult<Json<Value>> {
+    let list = connections::list(&state, &who).await?;
+    Ok(Json(json!({ "connections": list })))
+}
+
+/// One connection.
+#[utoipa::path(get, path = "/api/v1/odoo/connections/{id}", tag = "odoo",
+    responses((status = 200, body = ConnectionView), (status = 404, description = "NOT_FOUND")), security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<ConnectionView>> {
+    let conn = connections::get(&state, &who, parse_id(&id)?).await?;
+    Ok(Json(conn.view()))
+}
+
+/// Renews the API key (checked with Odoo first) or changes pacing settings.
+#[utoipa::path(patch, path = "/api/v1/odoo/connections/{id}", tag = "odoo", request_body = UpdateConnection,
+    responses((status = 200, body = ConnectionView), (status = 400, description = "ODOO_AUTH_FAILED, VALIDATION_FAILED"),
+              (status = 404, description = "NOT_FOUND"), (status = 502, description = "ODOO_UNREACHABLE")),
+    security(("bearer" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+    extract::Json(body): extract::Json<UpdateConnection>,
+) -> AppResult<Json<ConnectionView>> {
+    connections::update(&state, &who, parse_id(&id)?, body)
+        .await
+        .map(Json)
+}
+
+/// Progress of the mirror, per-model counts, failures and the write-back queue.
+#[utoipa::path(get, path = "/api/v1/odoo/connections/{id}/status", tag = "odoo",
+    responses((status = 200, description = "sync_status, progress, models, failed_batches, write_back"),
+              (status = 404, description = "NOT_FOUND")), security(("bearer" = [])))]
+pub async fn status(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    connections::status(&state, &who, parse_id(&id)?)
+        .await
+        .map(Json)
+}
+
+/// Queues permanently failed batches again.
+#[utoipa::path(post, path = "/api/v1/odoo/connections/{id}/retry", tag = "odoo",
+    responses((status = 200, description = "{\"batches_requeued\": n}"), (status = 404, description = "NOT_FOUND")),
+    security(("bearer" = [])))]
+pub async fn retry(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> AppResult<Json<Value>> {
+    connections::retry(&state, &who, parse_id(&id)?)
+        .await
+        .map(Json)
+}
+
+/// Deletes a connection; its mirrored rows become tombstones.
+#[utoipa::path(delete, path = "/api/v1/odoo/connections/{id}", tag = "odoo",
+    responses((status = 204), (status = 404, description = "NOT_FOUND")), security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(id): Path<String>,
+) -> AppResult<StatusCode> {
+    connections::delete(&state, &who, parse_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,141 @@
+//! The `LISTEN` connection of this server process: notifications of committed
+//! changes (channel `nas_sync`) and of revoked devices (`nas_sync_revoke`), handed to
+//! the hub. When the connection is lost (PostgreSQL restarted, a network cut) it
+//! reconnects with backoff and tells every socket to resync, since notifications sent
+//! meanwhile are gone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{Change, Hub, Outgoing};
+use crate::sync::registry::{RegistryHandle, quote_ident};
+
+/// The channel the change trigger notifies.
+pub const CHANNEL: &str = "nas_sync";
+/// The channel device revocations are announced on.
+pub const REVOKE_CHANNEL: &str = "nas_sync_revoke";
+
+#[derive(Deserialize)]
+struct Revoked {
+    #[serde(rename = "t")]
+    tenant: String,
+    #[serde(rename = "d")]
+    device: String,
+}
+
+/// Listens until `stop`.
+pub async fn run(pool: PgPool, hub: Arc<Hub>, registry: RegistryHandle, stop: CancellationToken) {
+    let mut backoff = Duration::from_millis(250);
+    let mut connected_before = false;
+    loop {
+        let listener = async {
+            let mut l = PgListener::connect_with(&pool).await?;
+            l.listen_all([CHANNEL, REVOKE_CHANNEL]).await?;
+            Ok::<_, sqlx::Error>(l)
+        };
+        let mut listener = tokio::select! {
+            _ = stop.cancelled() => return,
+            l = listener => match l {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(error = %e, ?backoff, "cannot LISTEN for changes; retrying");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(250);
+        if connected_before {
+            tracing::info!("change listener reconnected; telling every socket to resync");
+            hub.resync_all();
+        }
+        connected_before = true;
+        loop {
+            let next = tokio::select! {
+                _ = stop.cancelled() => return,
+                n = listener.try_recv() => n,
+            };
+            match next {
+                Ok(Some(n)) => handle(&pool, &hub, &registry, n.channel(), n.payload()).await,
+                Ok(None) => {
+                    tracing::warn!("change listener lost its connection; reconnecting");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "change listener failed; reconnecting");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn handle(pool: &PgPool, hub: &Hub, registry: &RegistryHandle, channel: &str, payload: &str) {
+    if hub.is_empty() {
+        return;
+    }
+    if channel == REVOKE_CHANNEL {
+        if let Ok(r) = serde_json::from_str::<Revoked>(payload) {
+            hub.revoke(&r.tenant, &r.device);
+        }
+        return;
+    }
+    let change: Change = match serde_json::from_str(payload) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, payload, "unreadable change notification");
+            return;
+        }
+    };
+    if let Some(id) = &change.id
+        && hub.anyone_sees(&change)
+        && let Some(record) = fetch(pool, registry, &change, id).await
+    {
+        hub.dispatch(
+            &change,
+            &Outgoing::Event {
+                table: change.table.clone(),
+                record,
+            },
+        );
+    }
+    hub.dispatch(&change, &Outgoing::Changed(change.table.clone()));
+}
+
+/// The row as a pull would send it.
+async fn fetch(
+    pool: &PgPool,
+    registry: &RegistryHandle,
+    change: &Change,
+    id: &str,
+) -> Option<Value> {
+    let registry = registry.current();
+    let table = registry.get(&change.table)?;
+    let id = uuid::Uuid::parse_str(id).ok()?;
+    let sql = format!(
+        "SELECT to_jsonb(t) - 'tenant_id' FROM {} t WHERE id = $1 AND tenant_id = $2",
+        quote_ident(&table.name)
+    );
+    match sqlx::query_scalar::<_, Value>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(&change.tenant)
+        .fetch_optional(pool)
+        .await
+    {
+        Ok(row) => row,
+        Err(e) => {
+            tracing::warn!(error = %e, table = %change.table, "could not read an urgent row");
+            None
+        }
+    }
+}
