@@ -239,6 +239,12 @@ pub async fn launch(
             }
         }
     }
+    let retention = tokio::spawn(crate::sync::retention::run(
+        state.pool.clone(),
+        state.config.retention,
+        Duration::from_secs(30 * 60),
+        stop.clone(),
+    ));
     let listener_task = tokio::spawn(crate::realtime::listener::run(
         state.pool.clone(),
         state.hub.clone(),
@@ -270,6 +276,7 @@ pub async fn launch(
     }
     stop.cancel();
     let _ = clock.await;
+    let _ = retention.await;
     let _ = listener_task.await;
     if let Some(odoo) = odoo {
         let _ = odoo.await;

@@ -31,6 +31,9 @@ pub struct Config {
     /// How long the first database connection is retried (compose start order).
     pub db_connect_timeout: Duration,
     pub db_max_connections: u32,
+    /// How long tombstones, row history and push answers are kept
+    /// (`NAS_SYNC_RETENTION_DAYS`, 90); zero keeps everything.
+    pub retention: Duration,
     pub odoo: OdooSettings,
 }
 
@@ -127,6 +130,9 @@ impl Config {
                 "60",
             )?),
             db_max_connections: parse(&get, "NAS_SYNC_DB_MAX_CONNECTIONS", "16")?,
+            retention: Duration::from_secs(
+                86_400 * parse::<u64>(&get, "NAS_SYNC_RETENTION_DAYS", "90")?,
+            ),
             odoo: OdooSettings {
                 worker: flag(&get, "NAS_SYNC_ODOO_WORKER")?,
                 tick: secs(&get, "NAS_SYNC_ODOO_TICK_SECS", "10")?,
@@ -252,6 +258,10 @@ mod tests {
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.log, "info");
         assert_eq!(c.request_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(c.retention, std::time::Duration::from_secs(90 * 86_400));
+        let off = cfg(&[("NAS_SYNC_RETENTION_DAYS", "0")]).unwrap();
+        assert!(off.retention.is_zero());
+        assert!(cfg(&[("NAS_SYNC_RETENTION_DAYS", "-1")]).is_err());
     }
 
     #[test]

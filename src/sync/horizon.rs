@@ -22,28 +22,10 @@ pub async fn tick(pool: &PgPool) -> sqlx::Result<()> {
     Ok(())
 }
 
-/// Drops horizon records and recorded push answers older than `keep` (older
-/// timestamps full-sync; a push retried after that long is applied as a new one).
-pub async fn prune(pool: &PgPool, keep: Duration) -> sqlx::Result<u64> {
-    let mut dropped = 0;
-    for sql in [
-        "DELETE FROM sync_horizons WHERE at < now() - make_interval(secs => $1)",
-        "DELETE FROM push_log WHERE created_at < now() - make_interval(secs => $1)",
-    ] {
-        dropped += sqlx::query(sql)
-            .bind(keep.as_secs_f64())
-            .execute(pool)
-            .await?
-            .rows_affected();
-    }
-    Ok(dropped)
-}
-
 /// Runs the horizon clock until `shutdown` fires.
 pub async fn run_clock(pool: PgPool, every: Duration, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -54,12 +36,6 @@ pub async fn run_clock(pool: PgPool, every: Duration, shutdown: CancellationToke
         }
         if let Ok(lag) = horizon_lag_seconds(&pool).await {
             metrics::gauge!("sync_horizon_lag_seconds").set(lag);
-        }
-        ticks += 1;
-        if ticks % 1800 == 1
-            && let Err(e) = prune(&pool, Duration::from_secs(90 * 86_400)).await
-        {
-            tracing::warn!(error = %e, "pruning horizon records failed");
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod horizon;
 pub mod pull;
 pub mod push;
 pub mod registry;
+pub mod retention;
 pub mod rules;
 pub mod status;
 pub mod validate;

@@ -176,8 +176,9 @@ async fn pull_once(
         .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await?;
     // First statement: fixes the snapshot; statement_timestamp() precedes it.
-    let (epoch, registry_version, horizon, next_xid, now): (
+    let (epoch, registry_version, retained_from, horizon, next_xid, now): (
         String,
+        Option<String>,
         Option<String>,
         i64,
         i64,
@@ -185,6 +186,7 @@ async fn pull_once(
     ) = sqlx::query_as(
         "SELECT (SELECT value FROM server_meta WHERE key = 'epoch'),
                 (SELECT value FROM server_meta WHERE key = 'registry_version'),
+                (SELECT value FROM server_meta WHERE key = 'retained_from'),
                 pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
                 pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
                 statement_timestamp()",
@@ -227,6 +229,19 @@ async fn pull_once(
         }
         (None, None) => Position::START,
     };
+    // Tombstones up to the floor were pruned (retention): an older position may have
+    // missed one. A full sync (no cursor, no timestamp) needs none of them.
+    let resumes = req.cursor.is_some() || legacy_since.is_some();
+    if resumes
+        && let Some(floor) = retained_from
+            .as_deref()
+            .and_then(super::retention::parse_floor)
+        && start < floor
+    {
+        return Err(AppError::ResyncRequired(
+            "the cursor is older than the retained history (NAS_SYNC_RETENTION_DAYS)".into(),
+        ));
+    }
 
     let entries: Vec<Entry> = sqlx::query_as(ENTRIES_SQL)
         .bind(&who.tenant)
