@@ -956,3 +956,126 @@ async fn several_queued_edits_of_one_row_in_one_push_are_not_conflicts() {
     );
     assert_eq!(db_version(&app, "team", &member).await, Some(3));
 }
+
+/// Large pushes go through the set-based path in chunks of 1,000 rows; every row must
+/// still get the answer it would get alone: new, updated, conflicting both ways,
+/// edited twice, malformed, and (forcing the row-by-row fallback) refused by a
+/// constraint or pointing at a missing parent.
+#[tokio::test]
+async fn a_large_mixed_push_gives_every_row_its_own_answer() {
+    let app = TestApp::spawn().await;
+    let m = app.manager("boss", "boss-phone").await;
+    let s = app.store("clerk", "s1", "clerk-phone").await;
+    let kpi = |id: &str, value: i64| json!({"id": id, "store_id": "s1", "metric": "sales", "value": value});
+    let existing: Vec<String> = (0..300).map(|_| id()).collect();
+    let rows: Vec<Value> = existing.iter().map(|i| kpi(i, 0)).collect();
+    push(&m, json!({"kpi_data": rows})).await;
+    // The store changes the first 100 after the manager's copy was taken.
+    let rows: Vec<Value> = existing[..100]
+        .iter()
+        .map(|i| json!({"id": i, "value": 1, "version": 1}))
+        .collect();
+    push(&s, json!({"kpi_data": rows})).await;
+
+    let fresh: Vec<String> = (0..1_197).map(|_| id()).collect();
+    let (unknown, mistyped) = (id(), id());
+    let mut rows: Vec<Value> = fresh.iter().map(|i| kpi(i, 5)).collect();
+    // Stale edits: 50 newer than the store's (client wins), 50 older (server wins).
+    for (n, i) in existing[..100].iter().enumerate() {
+        let when = if n < 50 {
+            now()
+        } else {
+            "2020-01-01T00:00:00Z".into()
+        };
+        rows.push(json!({"id": i, "value": 2, "version": 1, "updated_at": when}));
+    }
+    rows.extend(
+        existing[100..]
+            .iter()
+            .map(|i| json!({"id": i, "value": 3, "version": 1})),
+    );
+    rows.push(json!({"id": unknown, "store_id": "s1", "metric": "m", "colour": "red"}));
+    rows.push(json!({"id": mistyped, "store_id": "s1", "metric": "m", "value": "lots"}));
+    // The first new row again, edited on top of its own version 1 from this push.
+    rows.push(json!({"id": fresh[0], "value": 6, "version": 1}));
+    assert_eq!(rows.len(), 1_500);
+
+    let history_before = count_rows(&app, "sync_row_history").await;
+    let r = push(&m, json!({"kpi_data": rows})).await;
+    let mut errs = errors(&r);
+    errs.sort_by_key(|e| e.2.clone());
+    assert_eq!(
+        errs,
+        vec![
+            ("kpi_data".into(), json!(unknown), "UNKNOWN_FIELD".into()),
+            (
+                "kpi_data".into(),
+                json!(mistyped),
+                "VALIDATION_FAILED".into()
+            ),
+        ],
+        "{r}"
+    );
+    let conflicts = r["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 100);
+    let client_wins = conflicts.iter().filter(|c| c["winner"] == "client").count();
+    assert_eq!(client_wins, 50, "{conflicts:?}");
+    // 1,197 new + 1 second edit + 100 stale edits (kept or written) + 200 updates.
+    assert_eq!(applied_count(&r), 1_498);
+
+    assert_eq!(db_version(&app, "kpi_data", &fresh[0]).await, Some(2));
+    assert_eq!(db_version(&app, "kpi_data", &fresh[1_196]).await, Some(1));
+    assert_eq!(
+        db_version(&app, "kpi_data", &existing[0]).await,
+        Some(3),
+        "client won"
+    );
+    assert_eq!(
+        db_version(&app, "kpi_data", &existing[99]).await,
+        Some(2),
+        "server won"
+    );
+    assert_eq!(db_version(&app, "kpi_data", &existing[299]).await, Some(2));
+    assert_eq!(
+        db_row(&app, "kpi_data", &existing[99]).await.unwrap()["value"],
+        json!(1),
+        "the server's value stays"
+    );
+    assert_eq!(db_row(&app, "kpi_data", &unknown).await, None);
+    // One history entry per written version: 1,197 + 1 + 50 + 200.
+    assert_eq!(
+        count_rows(&app, "sync_row_history").await - history_before,
+        1_448
+    );
+
+    // A constraint PostgreSQL enforces, and a missing parent, among 500 children.
+    let form = with_form(&m, "Daily").await;
+    let subs: Vec<String> = (0..500).map(|_| id()).collect();
+    let mut rows: Vec<Value> = subs
+        .iter()
+        .map(|i| json!({"id": i, "form_id": form, "store_id": "s1", "status": "completed"}))
+        .collect();
+    rows[200]["status"] = json!("done");
+    rows[300]["form_id"] = json!(id());
+    let r = push(&m, json!({"submissions": rows})).await;
+    let mut errs = errors(&r);
+    errs.sort_by_key(|e| e.2.clone());
+    assert_eq!(
+        errs,
+        vec![
+            (
+                "submissions".into(),
+                json!(subs[300]),
+                "REFERENCE_MISSING".into()
+            ),
+            (
+                "submissions".into(),
+                json!(subs[200]),
+                "VALIDATION_FAILED".into()
+            ),
+        ],
+        "{r}"
+    );
+    assert_eq!(applied_count(&r), 498);
+    assert_eq!(count_rows(&app, "submissions").await, 498);
+}

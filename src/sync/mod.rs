@@ -7,6 +7,7 @@ pub mod cursor;
 pub mod horizon;
 pub mod pull;
 pub mod push;
+mod push_batch;
 pub mod registry;
 pub mod retention;
 pub mod rules;

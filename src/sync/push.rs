@@ -78,7 +78,7 @@ pub struct PushResponse {
 }
 
 /// What happened to one row.
-enum Outcome {
+pub(super) enum Outcome {
     /// Written by this push: the row as now stored.
     Written(Value),
     /// Left as it was (equal values, or the server won): the server row.
@@ -88,7 +88,7 @@ enum Outcome {
 }
 
 /// Why one row failed: a row-level error, or something that aborts the push.
-enum Failure {
+pub(super) enum Failure {
     Row(RowError),
     Fatal(AppError),
 }
@@ -133,15 +133,63 @@ impl From<sqlx::Error> for Failure {
 }
 
 /// Who pushes, and when the server received it.
-struct Ctx<'a> {
-    who: &'a Principal,
-    receipt: DateTime<Utc>,
+pub(super) struct Ctx<'a> {
+    pub who: &'a Principal,
+    pub receipt: DateTime<Utc>,
 }
 
 /// Versions this push wrote, by (table, id): a device's queue may hold several edits
 /// of one row, all based on the version it last pulled; its own earlier edit in the
 /// same push is not a conflict.
-type Written = HashMap<(String, Uuid), i64>;
+pub(super) type Written = HashMap<(String, Uuid), i64>;
+
+/// One row's result: what happened, and the conflict it met, if any.
+pub(super) type Done = (Outcome, Option<ConflictReport>);
+
+/// The push answer being assembled, row by row, in the order rows were sent.
+struct Report<'a> {
+    applied: &'a mut BTreeMap<String, Vec<Value>>,
+    conflicts: &'a mut Vec<ConflictReport>,
+    errors: &'a mut Vec<RowErrorReport>,
+    written: &'a mut Written,
+}
+
+impl Report<'_> {
+    fn record(&mut self, table: &Table, raw: &Value, result: Result<Done, RowError>) {
+        let (outcome, conflict) = match result {
+            Ok(done) => done,
+            Err(e) => {
+                self.errors.push(RowErrorReport {
+                    table: table.name.clone(),
+                    record_id: validate::raw_id(raw),
+                    code: e.code.to_string(),
+                    message: e.message,
+                });
+                return;
+            }
+        };
+        self.conflicts.extend(conflict);
+        let row = match outcome {
+            Outcome::Written(row) => {
+                if let (Some(id), Some(v)) = (
+                    row.get("id")
+                        .and_then(Value::as_str)
+                        .and_then(|s| Uuid::parse_str(s).ok()),
+                    row.get("version").and_then(Value::as_i64),
+                ) {
+                    self.written.insert((table.name.clone(), id), v);
+                }
+                row
+            }
+            Outcome::Kept(row) => row,
+            Outcome::Nothing => return,
+        };
+        self.applied
+            .entry(table.name.clone())
+            .or_default()
+            .push(row);
+    }
+}
 
 /// Applies a push.
 pub async fn push(state: &AppState, who: &Principal, req: PushRequest) -> AppResult<PushResponse> {
@@ -290,49 +338,69 @@ async fn run(
     let mut conflicts = Vec::new();
     let mut errors = Vec::new();
     let mut written = Written::new();
+    let mut report = Report {
+        applied: &mut applied,
+        conflicts: &mut conflicts,
+        errors: &mut errors,
+        written: &mut written,
+    };
     for (table, rows) in batches {
-        for raw in rows.iter() {
-            sqlx::query("SAVEPOINT push_row").execute(&mut *tx).await?;
-            match apply_row(&mut tx, ctx, state, table, raw, &mut conflicts, &written).await {
-                Ok(outcome) => {
-                    sqlx::query("RELEASE SAVEPOINT push_row")
+        for chunk in super::push_batch::chunks(table, rows) {
+            // Many rows go through a few set-based statements; anything unusual in
+            // the chunk (a row PostgreSQL refuses, a reference it cannot check in
+            // bulk) sends the whole chunk down the row-by-row path instead.
+            if chunk.len() > 1 {
+                sqlx::query("SAVEPOINT push_chunk")
+                    .execute(&mut *tx)
+                    .await?;
+                let bulk = super::push_batch::apply_chunk(
+                    &mut tx,
+                    ctx,
+                    state,
+                    table,
+                    chunk,
+                    report.written,
+                )
+                .await?;
+                if let Some(results) = bulk {
+                    sqlx::query("RELEASE SAVEPOINT push_chunk")
                         .execute(&mut *tx)
                         .await?;
-                    let row = match outcome {
-                        Outcome::Written(row) => {
-                            if let (Some(id), Some(v)) = (
-                                row.get("id")
-                                    .and_then(Value::as_str)
-                                    .and_then(|s| Uuid::parse_str(s).ok()),
-                                row.get("version").and_then(Value::as_i64),
-                            ) {
-                                written.insert((table.name.clone(), id), v);
-                            }
-                            Some(row)
-                        }
-                        Outcome::Kept(row) => Some(row),
-                        Outcome::Nothing => None,
-                    };
-                    if let Some(row) = row {
-                        applied.entry(table.name.clone()).or_default().push(row);
+                    for (raw, result) in chunk.iter().zip(results) {
+                        report.record(table, raw, result);
                     }
+                    continue;
                 }
-                Err(Failure::Row(e)) => {
-                    // Released too, so failing rows do not nest savepoints.
-                    sqlx::query("ROLLBACK TO SAVEPOINT push_row")
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("RELEASE SAVEPOINT push_row")
-                        .execute(&mut *tx)
-                        .await?;
-                    errors.push(RowErrorReport {
-                        table: table.name.clone(),
-                        record_id: validate::raw_id(raw),
-                        code: e.code.to_string(),
-                        message: e.message,
-                    });
-                }
-                Err(Failure::Fatal(e)) => return Err(e),
+                sqlx::query("ROLLBACK TO SAVEPOINT push_chunk")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("RELEASE SAVEPOINT push_chunk")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for raw in chunk.iter() {
+                sqlx::query("SAVEPOINT push_row").execute(&mut *tx).await?;
+                let result = match apply_row(&mut tx, ctx, state, table, raw, report.written).await
+                {
+                    Ok(done) => {
+                        sqlx::query("RELEASE SAVEPOINT push_row")
+                            .execute(&mut *tx)
+                            .await?;
+                        Ok(done)
+                    }
+                    Err(Failure::Row(e)) => {
+                        // Released too, so failing rows do not nest savepoints.
+                        sqlx::query("ROLLBACK TO SAVEPOINT push_row")
+                            .execute(&mut *tx)
+                            .await?;
+                        sqlx::query("RELEASE SAVEPOINT push_row")
+                            .execute(&mut *tx)
+                            .await?;
+                        Err(e)
+                    }
+                    Err(Failure::Fatal(e)) => return Err(e),
+                };
+                report.record(table, raw, result);
             }
         }
     }
@@ -387,26 +455,17 @@ async fn run(
     Ok(response)
 }
 
-/// Applies one row; conflicts found are appended to `conflicts`.
+/// Applies one row on its own: lock, checks, plan, write.
 async fn apply_row(
     conn: &mut PgConnection,
     ctx: &Ctx<'_>,
     state: &AppState,
     table: &Table,
     raw: &Value,
-    conflicts: &mut Vec<ConflictReport>,
     written: &Written,
-) -> Result<Outcome, Failure> {
+) -> Result<Done, Failure> {
     let who = ctx.who;
-    if !table.can_write(who.role) {
-        return Err(RowError::forbidden(format!(
-            "the role '{}' may not write {}",
-            who.role.as_str(),
-            table.name
-        ))
-        .into());
-    }
-    let mut row = validate::pushed_row(table, raw, &who.tenant)?;
+    let mut row = checked_row(table, who, raw)?;
 
     let sql = format!(
         "SELECT tenant_id, to_jsonb(t) - 'tenant_id' FROM {} t WHERE id = $1 FOR UPDATE",
@@ -416,69 +475,145 @@ async fn apply_row(
         .bind(row.id)
         .fetch_optional(&mut *conn)
         .await?;
-    if let Some((tenant, _)) = &existing
-        && tenant != &who.tenant
-    {
-        // Ids are global; say nothing about the other owner's row.
-        return Err(RowError::forbidden("this id cannot be used; generate a new one").into());
-    }
-    let server = existing.map(|(_, doc)| doc);
+    let server = owned_by_caller(who, existing)?;
     check_scope(table, who, server.as_ref(), &mut row)?;
     check_references(conn, state, table, who, server.as_ref(), &row).await?;
 
+    match plan(table, &row, server, written)? {
+        Plan::Nothing => Ok((Outcome::Nothing, None)),
+        Plan::Keep(server) => Ok((Outcome::Kept(server), None)),
+        Plan::Insert => Ok((
+            Outcome::Written(insert(conn, table, who, ctx.receipt, &row).await?),
+            None,
+        )),
+        Plan::Update(server) => Ok((
+            Outcome::Written(update(conn, table, ctx.receipt, &row, &server).await?),
+            None,
+        )),
+        Plan::Conflict(server) => {
+            let server_role: Option<String> = sqlx::query_scalar(
+                "SELECT origin_role FROM sync_changes WHERE table_name = $1 AND row_id = $2",
+            )
+            .bind(&table.name)
+            .bind(row.id)
+            .fetch_optional(&mut *conn)
+            .await?
+            .flatten();
+            let (report, winner) = settle(table, ctx, &row, raw, &server, server_role.as_deref());
+            let outcome = match winner {
+                Winner::Client => {
+                    Outcome::Written(update(conn, table, ctx.receipt, &row, &server).await?)
+                }
+                Winner::Server => Outcome::Kept(server),
+            };
+            Ok((outcome, Some(report)))
+        }
+    }
+}
+
+/// The role may write the table and the row is well formed.
+pub(super) fn checked_row(
+    table: &Table,
+    who: &Principal,
+    raw: &Value,
+) -> Result<PushedRow, RowError> {
+    if !table.can_write(who.role) {
+        return Err(RowError::forbidden(format!(
+            "the role '{}' may not write {}",
+            who.role.as_str(),
+            table.name
+        )));
+    }
+    validate::pushed_row(table, raw, &who.tenant)
+}
+
+/// The server row, if any, provided it belongs to the caller's tenant.
+pub(super) fn owned_by_caller(
+    who: &Principal,
+    existing: Option<(String, Value)>,
+) -> Result<Option<Value>, RowError> {
+    match existing {
+        // Ids are global; say nothing about the other owner's row.
+        Some((tenant, _)) if tenant != who.tenant => Err(RowError::forbidden(
+            "this id cannot be used; generate a new one",
+        )),
+        other => Ok(other.map(|(_, doc)| doc)),
+    }
+}
+
+/// What a checked row calls for, given the server's copy.
+pub(super) enum Plan {
+    /// Deleting a row the server never had.
+    Nothing,
+    /// Same values as stored: the server row.
+    Keep(Value),
+    Insert,
+    /// Based on the latest version (or this push's own earlier edit): the server row.
+    Update(Value),
+    /// Changed on the server since the device saw it, and the values differ.
+    Conflict(Value),
+}
+
+pub(super) fn plan(
+    table: &Table,
+    row: &PushedRow,
+    server: Option<Value>,
+    written: &Written,
+) -> Result<Plan, RowError> {
     let Some(server) = server else {
         if row.deleted == Some(true) {
-            return Ok(Outcome::Nothing);
+            return Ok(Plan::Nothing);
         }
         if let Some(missing) = table
             .data_columns()
             .find(|c| !c.nullable && !c.has_default && !row.values.contains_key(&c.name))
         {
-            return Err(RowError::validation(format!("'{}' is required", missing.name)).into());
+            return Err(RowError::validation(format!(
+                "'{}' is required",
+                missing.name
+            )));
         }
-        return Ok(Outcome::Written(
-            insert(conn, table, who, ctx.receipt, &row).await?,
-        ));
+        return Ok(Plan::Insert);
     };
-
     let differs = row.values.iter().any(|(k, v)| {
-        let kind = &table.column(k).expect("validated column").kind;
-        !validate::same_value(kind, Some(v), server.get(k))
+        table
+            .column(k)
+            .is_none_or(|c| !validate::same_value(&c.kind, Some(v), server.get(k)))
     }) || row
         .deleted
         .is_some_and(|d| Some(d) != server.get("deleted").and_then(Value::as_bool));
     if !differs {
-        return Ok(Outcome::Kept(server));
+        return Ok(Plan::Keep(server));
     }
     let server_version = server.get("version").and_then(Value::as_i64).unwrap_or(0);
     let own_earlier_edit = written.get(&(table.name.clone(), row.id)) == Some(&server_version);
     if row.base_version >= server_version || own_earlier_edit {
-        return Ok(Outcome::Written(
-            update(conn, table, ctx.receipt, &row, &server).await?,
-        ));
+        return Ok(Plan::Update(server));
     }
+    Ok(Plan::Conflict(server))
+}
 
-    // The row changed on the server since the device last saw it, and values differ.
-    let server_role: Option<String> = sqlx::query_scalar(
-        "SELECT origin_role FROM sync_changes WHERE table_name = $1 AND row_id = $2",
-    )
-    .bind(&table.name)
-    .bind(row.id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .flatten();
+/// Settles a conflict by the table's rule; the report names the winner.
+pub(super) fn settle(
+    table: &Table,
+    ctx: &Ctx<'_>,
+    row: &PushedRow,
+    raw: &Value,
+    server: &Value,
+    server_role: Option<&str>,
+) -> (ConflictReport, Winner) {
     let sides = Sides {
         client_time: rules::cap_device_time(row.updated_at, ctx.receipt),
-        client_role: who.role,
+        client_role: ctx.who.role,
         server_time: server
             .get("updated_at")
             .and_then(Value::as_str)
             .and_then(validate::parse_time)
             .unwrap_or(DateTime::<Utc>::MIN_UTC),
-        server_role: server_role.as_deref().and_then(Role::parse),
+        server_role: server_role.and_then(Role::parse),
     };
     let winner = rules::decide(table.rule, &sides);
-    conflicts.push(ConflictReport {
+    let report = ConflictReport {
         table: table.name.clone(),
         record_id: row.id,
         client_data: raw.clone(),
@@ -489,17 +624,12 @@ async fn apply_row(
             Winner::Client => "client",
         }
         .to_string(),
-    });
-    match winner {
-        Winner::Client => Ok(Outcome::Written(
-            update(conn, table, ctx.receipt, &row, &server).await?,
-        )),
-        Winner::Server => Ok(Outcome::Kept(server)),
-    }
+    };
+    (report, winner)
 }
 
 /// Store devices write only their store's rows; the store column never changes.
-fn check_scope(
+pub(super) fn check_scope(
     table: &Table,
     who: &Principal,
     server: Option<&Value>,
@@ -547,27 +677,17 @@ async fn check_references(
     row: &PushedRow,
 ) -> Result<(), Failure> {
     for parent_ref in &table.parents {
-        let Some(Value::String(target)) = row.values.get(&parent_ref.column) else {
+        let Some(target) = reference_to_check(parent_ref, server, row) else {
             continue;
         };
-        if server
-            .and_then(|s| s.get(&parent_ref.column))
-            .and_then(Value::as_str)
-            == Some(target.as_str())
-        {
-            continue;
-        }
         let registry = state.registry.current();
         let Some(parent) = registry.get(&parent_ref.parent) else {
             continue;
         };
-        let store_filter = match (&parent.scope_column, who.role) {
-            (Some(col), Role::Store) => format!(" AND p.{} = $3", quote_ident(col)),
-            _ => " AND ($3::text IS NULL OR $3::text IS NOT NULL)".to_string(),
-        };
         let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM {} p WHERE p.id = $1::uuid AND p.tenant_id = $2{store_filter})",
-            parent.ident()
+            "SELECT EXISTS (SELECT 1 FROM {} p WHERE p.id = $1::uuid AND p.tenant_id = $2{})",
+            parent.ident(),
+            parent_store_filter(parent, who)
         );
         let found: bool = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
             .bind(target)
@@ -576,25 +696,85 @@ async fn check_references(
             .fetch_one(&mut *conn)
             .await?;
         if !found {
-            return Err(RowError::new(
-                "REFERENCE_MISSING",
-                format!(
-                    "'{}' refers to a {} row that does not exist",
-                    parent_ref.column, parent.name
-                ),
-            )
-            .into());
+            return Err(reference_missing(&parent_ref.column, &parent.name).into());
         }
     }
     Ok(())
 }
 
-fn column_list(names: &[&str]) -> String {
+/// The parent id a row sets in `parent_ref`'s column, unless it is the one stored.
+pub(super) fn reference_to_check<'r>(
+    parent_ref: &super::registry::ParentRef,
+    server: Option<&Value>,
+    row: &'r PushedRow,
+) -> Option<&'r str> {
+    let Some(Value::String(target)) = row.values.get(&parent_ref.column) else {
+        return None;
+    };
+    let stored = server
+        .and_then(|s| s.get(&parent_ref.column))
+        .and_then(Value::as_str);
+    (stored != Some(target.as_str())).then_some(target.as_str())
+}
+
+/// Store devices may only point at their own store's rows of a store-scoped parent.
+/// Binds the store as `$3` (always bound, so the statement's parameters stay fixed).
+pub(super) fn parent_store_filter(parent: &Table, who: &Principal) -> String {
+    match (&parent.scope_column, who.role) {
+        (Some(col), Role::Store) => format!(" AND p.{} = $3", quote_ident(col)),
+        _ => " AND ($3::text IS NULL OR $3::text IS NOT NULL)".to_string(),
+    }
+}
+
+/// The error for a reference to a row that is not there (or not the caller's).
+pub(super) fn reference_missing(column: &str, parent: &str) -> RowError {
+    RowError::new(
+        "REFERENCE_MISSING",
+        format!("'{column}' refers to a {parent} row that does not exist"),
+    )
+}
+
+pub(super) fn column_list(names: &[&str]) -> String {
     names
         .iter()
         .map(|n| quote_ident(n))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The document a new row is inserted from.
+pub(super) fn insert_doc(
+    row: &PushedRow,
+    who: &Principal,
+    receipt: DateTime<Utc>,
+) -> Map<String, Value> {
+    let mut doc: Map<String, Value> = row.values.clone();
+    doc.insert("id".into(), json!(row.id));
+    doc.insert("tenant_id".into(), json!(who.tenant));
+    doc.insert(
+        "updated_at".into(),
+        json!(rules::cap_device_time(row.updated_at, receipt)),
+    );
+    doc.insert("deleted".into(), json!(row.deleted.unwrap_or(false)));
+    doc
+}
+
+/// The columns an update sets, and their values.
+pub(super) fn update_doc(
+    row: &PushedRow,
+    receipt: DateTime<Utc>,
+    server: &Value,
+) -> Map<String, Value> {
+    let mut doc: Map<String, Value> = row.values.clone();
+    doc.insert(
+        "updated_at".into(),
+        json!(rules::cap_device_time(row.updated_at, receipt)),
+    );
+    let deleted = row
+        .deleted
+        .or_else(|| server.get("deleted").and_then(Value::as_bool));
+    doc.insert("deleted".into(), json!(deleted.unwrap_or(false)));
+    doc
 }
 
 async fn insert(
@@ -604,14 +784,7 @@ async fn insert(
     receipt: DateTime<Utc>,
     row: &PushedRow,
 ) -> Result<Value, sqlx::Error> {
-    let mut doc: Map<String, Value> = row.values.clone();
-    doc.insert("id".into(), json!(row.id));
-    doc.insert("tenant_id".into(), json!(who.tenant));
-    doc.insert(
-        "updated_at".into(),
-        json!(rules::cap_device_time(row.updated_at, receipt)),
-    );
-    doc.insert("deleted".into(), json!(row.deleted.unwrap_or(false)));
+    let doc = insert_doc(row, who, receipt);
     let names: Vec<&str> = doc.keys().map(String::as_str).collect();
     let cols = column_list(&names);
     let t = table.ident();
@@ -632,15 +805,7 @@ async fn update(
     row: &PushedRow,
     server: &Value,
 ) -> Result<Value, sqlx::Error> {
-    let mut doc: Map<String, Value> = row.values.clone();
-    doc.insert(
-        "updated_at".into(),
-        json!(rules::cap_device_time(row.updated_at, receipt)),
-    );
-    let deleted = row
-        .deleted
-        .or_else(|| server.get("deleted").and_then(Value::as_bool));
-    doc.insert("deleted".into(), json!(deleted.unwrap_or(false)));
+    let doc = update_doc(row, receipt, server);
     let names: Vec<&str> = doc.keys().map(String::as_str).collect();
     let cols = column_list(&names);
     let t = table.ident();

@@ -1,0 +1,347 @@
+//! The set-based push path: a chunk of one table's rows in a handful of statements
+//! (lock and read the server rows, check references, read the conflicting rows'
+//! origins, write the inserts and the updates) instead of four or five round trips
+//! per row. Decisions are the row-by-row path's own (`push::plan`, `push::settle`),
+//! so both give the same answer.
+//!
+//! It declines (`Ok(None)`) whatever it cannot settle in bulk: a row PostgreSQL
+//! refuses (a constraint, a trigger) or a reference that is not a UUID. The caller then
+//! rolls the chunk back and applies its rows one by one, each under its own savepoint,
+//! which names the failing row.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::push::{
+    ConflictReport, Ctx, Done, Failure, Outcome, Plan, Written, check_scope, checked_row,
+    column_list, insert_doc, owned_by_caller, parent_store_filter, plan, reference_missing,
+    reference_to_check, settle, update_doc,
+};
+use super::registry::Table;
+use super::rules::Winner;
+use super::validate::{PushedRow, RowError};
+use crate::app::AppState;
+use crate::error::AppResult;
+
+/// Most rows in one chunk (one set of statements).
+const MAX_CHUNK: usize = 1_000;
+
+/// Splits a table's rows into chunks that can be applied in bulk: no id twice in a
+/// chunk (a later edit of a row must see the earlier one), at most `MAX_CHUNK` rows.
+/// A table that refers to itself goes row by row (a child may need a parent sent
+/// just before it in the same chunk).
+pub(super) fn chunks<'a>(table: &Table, rows: &'a [Value]) -> Vec<&'a [Value]> {
+    if table.parents.iter().any(|p| p.parent == table.name) {
+        return rows.chunks(1).collect();
+    }
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut seen: HashSet<&str> = HashSet::new();
+    for (i, row) in rows.iter().enumerate() {
+        let id = row.get("id").and_then(Value::as_str);
+        let repeated = id.is_some_and(|id| !seen.insert(id));
+        if repeated || i - start == MAX_CHUNK {
+            out.push(&rows[start..i]);
+            start = i;
+            seen.clear();
+            if let Some(id) = id {
+                seen.insert(id);
+            }
+        }
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
+}
+
+/// A row of the chunk on its way through.
+enum Step {
+    Failed(RowError),
+    /// Well formed and writable by the role.
+    Valid(PushedRow),
+    /// Owned by the caller and in its store; with the server row, if any.
+    Checked(PushedRow, Option<Value>),
+    /// Decided; a settled conflict's report rides along.
+    Planned(PushedRow, Plan, Option<ConflictReport>),
+}
+
+impl Step {
+    fn take(&mut self) -> Step {
+        std::mem::replace(self, Step::Failed(RowError::validation("")))
+    }
+}
+
+/// Applies `chunk` in bulk; `None` when it must go row by row (see the module doc).
+pub(super) async fn apply_chunk(
+    conn: &mut sqlx::PgConnection,
+    ctx: &Ctx<'_>,
+    state: &AppState,
+    table: &Table,
+    chunk: &[Value],
+    written: &Written,
+) -> AppResult<Option<Vec<Result<Done, RowError>>>> {
+    let who = ctx.who;
+    let mut steps: Vec<Step> = chunk
+        .iter()
+        .map(|raw| match checked_row(table, who, raw) {
+            Ok(row) => Step::Valid(row),
+            Err(e) => Step::Failed(e),
+        })
+        .collect();
+
+    // Lock the server rows in id order (concurrent pushes then never deadlock on them).
+    let ids: Vec<Uuid> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Valid(row) => Some(row.id),
+            _ => None,
+        })
+        .collect();
+    let sql = format!(
+        "SELECT id, tenant_id, to_jsonb(t) - 'tenant_id' FROM {} t
+         WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        table.ident()
+    );
+    let mut existing: HashMap<Uuid, (String, Value)> =
+        sqlx::query_as::<_, (Uuid, String, Value)>(sqlx::AssertSqlSafe(sql))
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|(id, tenant, doc)| (id, (tenant, doc)))
+            .collect();
+    for step in steps.iter_mut() {
+        *step = match step.take() {
+            Step::Valid(mut row) => {
+                let server = owned_by_caller(who, existing.remove(&row.id)).and_then(|server| {
+                    check_scope(table, who, server.as_ref(), &mut row).map(|()| server)
+                });
+                match server {
+                    Ok(server) => Step::Checked(row, server),
+                    Err(e) => Step::Failed(e),
+                }
+            }
+            other => other,
+        };
+    }
+
+    if !check_references(conn, ctx, state, table, &mut steps).await? {
+        return Ok(None);
+    }
+    for step in steps.iter_mut() {
+        *step = match step.take() {
+            Step::Checked(row, server) => match plan(table, &row, server, written) {
+                Ok(p) => Step::Planned(row, p, None),
+                Err(e) => Step::Failed(e),
+            },
+            other => other,
+        };
+    }
+    settle_conflicts(conn, ctx, table, chunk, &mut steps).await?;
+
+    let Some(mut stored) = write(conn, ctx, table, &steps).await? else {
+        return Ok(None);
+    };
+    let results = steps
+        .into_iter()
+        .map(|step| match step {
+            Step::Planned(_, Plan::Nothing, report) => Ok((Outcome::Nothing, report)),
+            Step::Planned(_, Plan::Keep(server), report) => Ok((Outcome::Kept(server), report)),
+            Step::Planned(row, _, report) => match stored.remove(&row.id) {
+                Some(doc) => Ok((Outcome::Written(doc), report)),
+                None => Err(RowError::validation("the row was not written")),
+            },
+            Step::Failed(e) => Err(e),
+            Step::Valid(_) | Step::Checked(..) => {
+                Err(RowError::validation("the row was not decided"))
+            }
+        })
+        .collect();
+    Ok(Some(results))
+}
+
+/// Checks every reference the chunk sets, one query per parent column. `false` when a
+/// reference cannot be checked in bulk.
+async fn check_references(
+    conn: &mut sqlx::PgConnection,
+    ctx: &Ctx<'_>,
+    state: &AppState,
+    table: &Table,
+    steps: &mut [Step],
+) -> AppResult<bool> {
+    let who = ctx.who;
+    let registry = state.registry.current();
+    for parent_ref in &table.parents {
+        let Some(parent) = registry.get(&parent_ref.parent) else {
+            continue;
+        };
+        let mut wanted: Vec<(usize, Uuid)> = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let Step::Checked(row, server) = step else {
+                continue;
+            };
+            let Some(target) = reference_to_check(parent_ref, server.as_ref(), row) else {
+                continue;
+            };
+            match Uuid::parse_str(target) {
+                Ok(id) => wanted.push((i, id)),
+                Err(_) => return Ok(false),
+            }
+        }
+        if wanted.is_empty() {
+            continue;
+        }
+        let targets: Vec<Uuid> = wanted.iter().map(|(_, id)| *id).collect();
+        let sql = format!(
+            "SELECT p.id FROM {} p WHERE p.id = ANY($1) AND p.tenant_id = $2{}",
+            parent.ident(),
+            parent_store_filter(parent, who)
+        );
+        let found: HashSet<Uuid> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(&targets)
+            .bind(&who.tenant)
+            .bind(who.store_id.as_deref())
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+        for (i, id) in wanted {
+            if !found.contains(&id) {
+                steps[i] = Step::Failed(reference_missing(&parent_ref.column, &parent.name));
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Settles the chunk's conflicts by the table's rule, reading who last wrote each
+/// conflicting row in one query.
+async fn settle_conflicts(
+    conn: &mut sqlx::PgConnection,
+    ctx: &Ctx<'_>,
+    table: &Table,
+    chunk: &[Value],
+    steps: &mut [Step],
+) -> AppResult<()> {
+    let conflicting: Vec<Uuid> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Planned(row, Plan::Conflict(_), _) => Some(row.id),
+            _ => None,
+        })
+        .collect();
+    if conflicting.is_empty() {
+        return Ok(());
+    }
+    let roles: HashMap<Uuid, Option<String>> = sqlx::query_as(
+        "SELECT row_id, origin_role FROM sync_changes WHERE table_name = $1 AND row_id = ANY($2)",
+    )
+    .bind(&table.name)
+    .bind(&conflicting)
+    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .collect();
+    for (step, raw) in steps.iter_mut().zip(chunk) {
+        *step = match step.take() {
+            Step::Planned(row, Plan::Conflict(server), None) => {
+                let role = roles.get(&row.id).cloned().flatten();
+                let (report, winner) = settle(table, ctx, &row, raw, &server, role.as_deref());
+                let plan = match winner {
+                    Winner::Client => Plan::Update(server),
+                    Winner::Server => Plan::Keep(server),
+                };
+                Step::Planned(row, plan, Some(report))
+            }
+            other => other,
+        };
+    }
+    Ok(())
+}
+
+/// Writes the planned inserts and updates, one statement per set of columns sent
+/// (rows of one device usually share one). The stored rows, by id; `None` when
+/// PostgreSQL refused a row.
+async fn write(
+    conn: &mut sqlx::PgConnection,
+    ctx: &Ctx<'_>,
+    table: &Table,
+    steps: &[Step],
+) -> AppResult<Option<HashMap<Uuid, Value>>> {
+    let mut inserts: BTreeMap<Vec<String>, Vec<Value>> = BTreeMap::new();
+    let mut updates: BTreeMap<Vec<String>, Vec<Value>> = BTreeMap::new();
+    for step in steps {
+        let (doc, groups) = match step {
+            Step::Planned(row, Plan::Insert, _) => {
+                (insert_doc(row, ctx.who, ctx.receipt), &mut inserts)
+            }
+            Step::Planned(row, Plan::Update(server), _) => {
+                let mut doc = update_doc(row, ctx.receipt, server);
+                let names: Vec<String> = doc.keys().cloned().collect();
+                doc.insert("id".into(), Value::String(row.id.to_string()));
+                updates.entry(names).or_default().push(Value::Object(doc));
+                continue;
+            }
+            _ => continue,
+        };
+        let names: Vec<String> = doc.keys().cloned().collect();
+        groups.entry(names).or_default().push(Value::Object(doc));
+    }
+    let t = table.ident();
+    let mut stored = HashMap::new();
+    for (names, docs) in inserts {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let cols = column_list(&names);
+        let sql = format!(
+            "INSERT INTO {t} AS t ({cols})
+             SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, $1)
+             RETURNING t.id, to_jsonb(t) - 'tenant_id'"
+        );
+        if !run_write(conn, sql, docs, &mut stored).await? {
+            return Ok(None);
+        }
+    }
+    for (names, docs) in updates {
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let cols = column_list(&names);
+        let from_r = names
+            .iter()
+            .map(|n| format!("r.{}", super::registry::quote_ident(n)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "UPDATE {t} AS t SET ({cols}) = ROW({from_r})
+             FROM jsonb_populate_recordset(NULL::{t}, $1) AS r
+             WHERE t.id = r.id
+             RETURNING t.id, to_jsonb(t) - 'tenant_id'"
+        );
+        if !run_write(conn, sql, docs, &mut stored).await? {
+            return Ok(None);
+        }
+    }
+    Ok(Some(stored))
+}
+
+/// Runs one bulk write; `false` when PostgreSQL refused one of its rows.
+async fn run_write(
+    conn: &mut sqlx::PgConnection,
+    sql: String,
+    docs: Vec<Value>,
+    stored: &mut HashMap<Uuid, Value>,
+) -> AppResult<bool> {
+    let rows: Result<Vec<(Uuid, Value)>, sqlx::Error> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(Value::Array(docs))
+        .fetch_all(&mut *conn)
+        .await;
+    match rows.map_err(Failure::from) {
+        Ok(rows) => {
+            stored.extend(rows);
+            Ok(true)
+        }
+        Err(Failure::Row(_)) => Ok(false),
+        Err(Failure::Fatal(e)) => Err(e),
+    }
+}
