@@ -43,6 +43,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// `None` when rate limiting is off.
     pub limits: Option<Arc<Limits>>,
+    /// Pull bookkeeping, written once a second.
+    pub pull_ledger: Arc<crate::auth::devices::PullLedger>,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
             registry,
             odoo_wakeup: Arc::new(tokio::sync::Notify::new()),
             metrics: metrics_handle(),
+            pull_ledger: Arc::default(),
         })
     }
 }
@@ -239,6 +242,12 @@ pub async fn launch(
             }
         }
     }
+    let ledger = tokio::spawn(
+        state
+            .pull_ledger
+            .clone()
+            .run(state.pool.clone(), stop.clone()),
+    );
     let retention = tokio::spawn(crate::sync::retention::run(
         state.pool.clone(),
         state.config.retention,
@@ -277,6 +286,7 @@ pub async fn launch(
     stop.cancel();
     let _ = clock.await;
     let _ = retention.await;
+    let _ = ledger.await;
     let _ = listener_task.await;
     if let Some(odoo) = odoo {
         let _ = odoo.await;

@@ -863,6 +863,21 @@ async fn device_state_status_and_reset() {
 
     dev.pull_page(None).await;
     dev.pull_page(None).await;
+    // Pull bookkeeping is written in batches, within about a second, without any
+    // request asking for it (the operator's `devices list` reads the table).
+    let mut written = (0, None);
+    for _ in 0..50 {
+        written = sqlx::query_as("SELECT sync_count, cursor FROM devices WHERE device_id = $1")
+            .bind(&dev.device_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if written.0 == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(written, (2i64, dev.cursor.clone()));
     let (s, after) = dev.get(&state_path).await;
     assert_eq!(s, StatusCode::OK, "{after}");
     assert_eq!(after["sync_count"], json!(2), "{after}");

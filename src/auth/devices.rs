@@ -1,6 +1,9 @@
 //! Devices: bound to a user at login, revocable by the operator, carrying their
 //! per-device sync state (last pull and push, cursor, sync count).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
@@ -83,21 +86,113 @@ pub async fn reset_state(pool: &PgPool, tenant: &str, device_id: &str) -> sqlx::
     Ok(())
 }
 
-/// Records a finished pull.
-pub async fn record_pull(
-    pool: &PgPool,
-    tenant: &str,
-    device_id: &str,
-    cursor: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE devices SET last_pull_at = now(), cursor = $3, sync_count = sync_count + 1
-         WHERE tenant_id = $1 AND device_id = $2",
-    )
-    .bind(tenant)
-    .bind(device_id)
-    .bind(cursor)
-    .execute(pool)
-    .await?;
-    Ok(())
+/// Pull bookkeeping waiting to be written: per device, the latest cursor, when it was
+/// issued, and how many pulls. One statement a second writes it all (`flush`), so
+/// a fleet's pulls cost no write each; the state and status routes flush first, and a
+/// push answers with the pending cursor. A crash loses at most a second of this
+/// bookkeeping, never data: cursors live on the devices.
+#[derive(Debug, Default)]
+pub struct PullLedger {
+    pending: Mutex<HashMap<(String, String), Pending>>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    cursor: String,
+    at: DateTime<Utc>,
+    pulls: i64,
+}
+
+impl PullLedger {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Pending>> {
+        // The map stays consistent whatever panicked while holding it.
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes a finished pull.
+    pub fn record(&self, tenant: &str, device_id: &str, cursor: String) {
+        let at = Utc::now();
+        let mut pending = self.entries();
+        let entry = pending
+            .entry((tenant.to_string(), device_id.to_string()))
+            .or_insert_with(|| Pending {
+                cursor: String::new(),
+                at,
+                pulls: 0,
+            });
+        entry.cursor = cursor;
+        entry.at = at;
+        entry.pulls += 1;
+    }
+
+    /// The cursor of a pull not written yet.
+    pub fn pending_cursor(&self, tenant: &str, device_id: &str) -> Option<String> {
+        self.entries()
+            .get(&(tenant.to_string(), device_id.to_string()))
+            .map(|p| p.cursor.clone())
+    }
+
+    /// Writes what is pending in one statement; on failure it stays pending.
+    pub async fn flush(&self, pool: &PgPool) -> sqlx::Result<()> {
+        let batch: Vec<((String, String), Pending)> =
+            std::mem::take(&mut *self.entries()).into_iter().collect();
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tenants: Vec<&str> = batch.iter().map(|((t, _), _)| t.as_str()).collect();
+        let device_ids: Vec<&str> = batch.iter().map(|((_, d), _)| d.as_str()).collect();
+        let cursors: Vec<&str> = batch.iter().map(|(_, p)| p.cursor.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = batch.iter().map(|(_, p)| p.at).collect();
+        let pulls: Vec<i64> = batch.iter().map(|(_, p)| p.pulls).collect();
+        let written = sqlx::query(
+            "UPDATE devices d
+             SET last_pull_at = v.at, cursor = v.cursor, sync_count = d.sync_count + v.pulls
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[])
+                  AS v(tenant, device, cursor, at, pulls)
+             WHERE d.tenant_id = v.tenant AND d.device_id = v.device",
+        )
+        .bind(&tenants)
+        .bind(&device_ids)
+        .bind(&cursors)
+        .bind(&times)
+        .bind(&pulls)
+        .execute(pool)
+        .await;
+        if let Err(e) = written {
+            // Put it back under anything newer recorded meanwhile.
+            let mut pending = self.entries();
+            for (key, old) in batch {
+                match pending.get_mut(&key) {
+                    Some(newer) => newer.pulls += old.pulls,
+                    None => {
+                        pending.insert(key, old);
+                    }
+                }
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Flushes every second until `shutdown`, then once more.
+    pub async fn run(
+        self: std::sync::Arc<Self>,
+        pool: PgPool,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stopping = tokio::select! {
+                _ = shutdown.cancelled() => true,
+                _ = interval.tick() => false,
+            };
+            if let Err(e) = self.flush(&pool).await {
+                tracing::warn!(error = %e, "writing pull bookkeeping failed; will retry");
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
 }

@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::cursor::{Cursor, Position, scope_hash};
 use super::registry::{Registry, Table};
 use crate::app::AppState;
-use crate::auth::{Principal, Role, devices};
+use crate::auth::{Principal, Role};
 use crate::error::{AppError, AppResult};
 
 pub const DEFAULT_LIMIT: i64 = 500;
@@ -44,10 +45,11 @@ pub struct PullResponse {
     pub timestamp: DateTime<Utc>,
     pub cursor: String,
     pub has_more: bool,
+    /// Rows as PostgreSQL rendered them (`to_jsonb`), passed through unparsed.
     #[schema(value_type = Object)]
-    pub changes: BTreeMap<String, Vec<Value>>,
+    pub changes: BTreeMap<String, Vec<Box<RawValue>>>,
     #[schema(value_type = Option<Object>)]
-    pub conflicts: Option<Value>,
+    pub conflicts: Option<serde_json::Value>,
 }
 
 /// The tables a request names, checked against the registry and the caller's role.
@@ -79,35 +81,67 @@ pub fn resolve_tables<'a>(
     }
 }
 
-/// The change-log page: entries after the cursor, below the horizon, in order.
-/// Binds: tenant, cursor xid (text), cursor seq, horizon (text), tables, store, limit.
-pub const ENTRIES_SQL: &str =
-    "SELECT table_name, row_id, xid::text::bigint AS xid, seq, version, updated_at
-     FROM sync_changes
-     WHERE tenant_id = $1
-       AND (xid, seq) > ($2::text::xid8, $3)
-       AND xid < $4::text::xid8
-       AND table_name = ANY($5)
-       AND ($6::text IS NULL OR store_id IS NULL OR store_id = $6)
-     ORDER BY xid, seq
-     LIMIT $7";
-
-/// The rows of one table for a page. Binds: ids, tenant.
-pub fn rows_sql(table: &Table) -> String {
+/// A whole page in one statement, so one snapshot covers it without an explicit
+/// transaction: the server's bookkeeping (epoch, registry version, retention floor),
+/// the horizon `pg_snapshot_xmin`, the change-log entries after the cursor and below
+/// the horizon through the `(tenant_id, xid, seq)` index, and each entry's row, read by
+/// primary key and rendered as JSON text by PostgreSQL. Always at least one row (the
+/// bookkeeping); entry columns are NULL when the page is empty.
+///
+/// Binds: tenant, cursor xid (text), cursor seq, tables, store, limit.
+pub fn page_sql(tables: &[&Table]) -> String {
+    let mut docs = String::from("CASE e.table_name");
+    for t in tables {
+        docs.push_str(&format!(
+            " WHEN '{}' THEN (SELECT (to_jsonb(r) - 'tenant_id')::text FROM {} r
+                              WHERE r.id = e.row_id AND r.tenant_id = $1)",
+            t.name.replace('\'', "''"),
+            t.ident()
+        ));
+    }
+    docs.push_str(" END");
     format!(
-        "SELECT t.id, to_jsonb(t) - 'tenant_id' FROM {} t WHERE t.id = ANY($1) AND t.tenant_id = $2",
-        table.ident()
+        "WITH meta AS (
+             SELECT (SELECT value FROM server_meta WHERE key = 'epoch') AS epoch,
+                    (SELECT value FROM server_meta WHERE key = 'registry_version') AS registry_version,
+                    (SELECT value FROM server_meta WHERE key = 'retained_from') AS retained_from,
+                    pg_snapshot_xmin(pg_current_snapshot()) AS horizon,
+                    pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
+                    statement_timestamp() AS now),
+         e AS (
+             SELECT table_name, row_id, xid, seq, version, updated_at
+             FROM sync_changes
+             WHERE tenant_id = $1
+               AND (xid, seq) > ($2::text::xid8, $3)
+               AND xid < (SELECT horizon FROM meta)
+               AND table_name = ANY($4)
+               AND ($5::text IS NULL OR store_id IS NULL OR store_id = $5)
+             ORDER BY xid, seq
+             LIMIT $6)
+         SELECT m.epoch, m.registry_version, m.retained_from, m.horizon::text::bigint AS horizon,
+                m.next_xid, m.now, e.table_name, e.row_id, e.xid::text::bigint AS xid, e.seq,
+                e.version, e.updated_at, {docs} AS doc
+         FROM meta m LEFT JOIN e ON true
+         ORDER BY e.xid, e.seq"
     )
 }
 
+/// One row of the page statement.
 #[derive(sqlx::FromRow)]
-struct Entry {
-    table_name: String,
-    row_id: Uuid,
-    xid: i64,
-    seq: i64,
-    version: i64,
-    updated_at: DateTime<Utc>,
+struct PageRow {
+    epoch: String,
+    registry_version: Option<String>,
+    retained_from: Option<String>,
+    horizon: i64,
+    next_xid: i64,
+    now: DateTime<Utc>,
+    table_name: Option<String>,
+    row_id: Option<Uuid>,
+    xid: Option<i64>,
+    seq: Option<i64>,
+    version: Option<i64>,
+    updated_at: Option<DateTime<Utc>>,
+    doc: Option<String>,
 }
 
 /// Serves one page of a pull.
@@ -171,69 +205,67 @@ async fn pull_once(
         .map(|c| Cursor::decode(c, &state.keys))
         .transpose()?;
 
-    let mut tx = state
-        .pool
-        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .await?;
-    // First statement: fixes the snapshot; statement_timestamp() precedes it.
-    let (epoch, registry_version, retained_from, horizon, next_xid, now): (
-        String,
-        Option<String>,
-        Option<String>,
-        i64,
-        i64,
-        DateTime<Utc>,
-    ) = sqlx::query_as(
-        "SELECT (SELECT value FROM server_meta WHERE key = 'epoch'),
-                (SELECT value FROM server_meta WHERE key = 'registry_version'),
-                (SELECT value FROM server_meta WHERE key = 'retained_from'),
-                pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
-                pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
-                statement_timestamp()",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    if registry_version.unwrap_or_default() != registry.version {
-        return Ok(None);
-    }
-    let epoch =
-        Uuid::parse_str(&epoch).map_err(|e| anyhow::anyhow!("bad epoch in server_meta: {e}"))?;
-
-    let start = match (cursor, legacy_since) {
-        (Some(c), _) => {
-            if c.epoch != epoch {
-                return Err(AppError::ResyncRequired(
-                    "the database was restored or reset".into(),
-                ));
-            }
-            if c.position.xid >= next_xid as u64 && c.position.xid != 0 {
-                return Err(AppError::ResyncRequired(
-                    "the cursor is ahead of the database".into(),
-                ));
-            }
-            if c.scope != scope {
-                return Err(AppError::ResyncRequired(
-                    "the cursor was issued for another set of tables".into(),
-                ));
-            }
-            c.position
-        }
-        (None, Some(since)) => {
-            let h: Option<i64> = sqlx::query_scalar(
+    // Legacy pulls start at the horizon recorded at or before their time. A mark is a
+    // fact about the past, so reading it outside the page's snapshot is safe.
+    let since_mark = match legacy_since {
+        Some(since) => Some(
+            sqlx::query_scalar::<_, i64>(
                 "SELECT horizon::text::bigint FROM sync_horizons WHERE at <= $1 ORDER BY at DESC LIMIT 1",
             )
             .bind(since)
-            .fetch_optional(&mut *tx)
-            .await?;
-            h.map_or(Position::START, |h| Position::before_xid(h as u64))
-        }
-        (None, None) => Position::START,
+            .fetch_optional(&state.pool)
+            .await?
+            .map_or(Position::START, |h| Position::before_xid(h as u64)),
+        ),
+        None => None,
     };
+    let start = cursor
+        .as_ref()
+        .map(|c| c.position)
+        .or(since_mark)
+        .unwrap_or(Position::START);
+
+    let page: Vec<PageRow> = sqlx::query_as(sqlx::AssertSqlSafe(page_sql(&tables)))
+        .bind(&who.tenant)
+        .bind(start.xid.to_string())
+        .bind(start.seq)
+        .bind(&names)
+        .bind(store)
+        .bind(limit + 1)
+        .fetch_all(&state.pool)
+        .await?;
+    let Some(meta) = page.first() else {
+        return Err(anyhow::anyhow!("the page statement returned no row").into());
+    };
+    if meta.registry_version.as_deref().unwrap_or_default() != registry.version {
+        return Ok(None);
+    }
+    let (horizon, now) = (meta.horizon, meta.now);
+    let epoch = Uuid::parse_str(&meta.epoch)
+        .map_err(|e| anyhow::anyhow!("bad epoch in server_meta: {e}"))?;
+    if let Some(c) = &cursor {
+        if c.epoch != epoch {
+            return Err(AppError::ResyncRequired(
+                "the database was restored or reset".into(),
+            ));
+        }
+        if c.position.xid >= meta.next_xid as u64 && c.position.xid != 0 {
+            return Err(AppError::ResyncRequired(
+                "the cursor is ahead of the database".into(),
+            ));
+        }
+        if c.scope != scope {
+            return Err(AppError::ResyncRequired(
+                "the cursor was issued for another set of tables".into(),
+            ));
+        }
+    }
     // Tombstones up to the floor were pruned (retention): an older position may have
     // missed one. A full sync (no cursor, no timestamp) needs none of them.
-    let resumes = req.cursor.is_some() || legacy_since.is_some();
+    let resumes = cursor.is_some() || legacy_since.is_some();
     if resumes
-        && let Some(floor) = retained_from
+        && let Some(floor) = meta
+            .retained_from
             .as_deref()
             .and_then(super::retention::parse_floor)
         && start < floor
@@ -243,70 +275,42 @@ async fn pull_once(
         ));
     }
 
-    let entries: Vec<Entry> = sqlx::query_as(ENTRIES_SQL)
-        .bind(&who.tenant)
-        .bind(start.xid.to_string())
-        .bind(start.seq)
-        .bind(horizon.to_string())
-        .bind(&names)
-        .bind(store)
-        .bind(limit + 1)
-        .fetch_all(&mut *tx)
-        .await?;
-
+    let entries: Vec<&PageRow> = page.iter().filter(|r| r.table_name.is_some()).collect();
     let has_more = entries.len() as i64 > limit;
-    let page = &entries[..entries.len().min(limit as usize)];
+    let entries = &entries[..entries.len().min(limit as usize)];
 
-    let mut ids_by_table: BTreeMap<&str, Vec<Uuid>> = BTreeMap::new();
-    for e in page {
-        ids_by_table
-            .entry(e.table_name.as_str())
-            .or_default()
-            .push(e.row_id);
-    }
-    // Keyed by table too: ids are unique per table, not across tables.
-    let mut docs: BTreeMap<(&str, Uuid), Value> = BTreeMap::new();
-    for (table, ids) in &ids_by_table {
-        let Some(def) = registry.get(table) else {
+    let mut changes: BTreeMap<String, Vec<Box<RawValue>>> =
+        names.iter().map(|n| (n.to_string(), Vec::new())).collect();
+    let mut last = None;
+    for e in entries {
+        let (Some(table), Some(row_id), Some(xid), Some(seq)) =
+            (&e.table_name, e.row_id, e.xid, e.seq)
+        else {
             continue;
         };
-        let rows: Vec<(Uuid, Value)> = sqlx::query_as(sqlx::AssertSqlSafe(rows_sql(def)))
-            .bind(ids)
-            .bind(&who.tenant)
-            .fetch_all(&mut *tx)
-            .await?;
-        docs.extend(rows.into_iter().map(|(id, doc)| ((*table, id), doc)));
-    }
-    tx.commit().await?;
-
-    let mut changes: BTreeMap<String, Vec<Value>> =
-        names.iter().map(|n| (n.to_string(), Vec::new())).collect();
-    for e in page {
-        // A row deleted outside the API (hard DELETE) is gone: send its tombstone.
-        let row = docs.remove(&(e.table_name.as_str(), e.row_id)).unwrap_or_else(|| {
-            json!({ "id": e.row_id, "version": e.version, "updated_at": e.updated_at, "deleted": true })
+        last = Some(Position {
+            xid: xid as u64,
+            seq,
         });
-        if let Some(list) = changes.get_mut(&e.table_name) {
+        let row = match &e.doc {
+            Some(doc) => RawValue::from_string(doc.clone()).map_err(anyhow::Error::from)?,
+            // A row deleted outside the API (hard DELETE) is gone: send its tombstone.
+            None => serde_json::value::to_raw_value(&json!({
+                "id": row_id, "version": e.version, "updated_at": e.updated_at, "deleted": true
+            }))
+            .map_err(anyhow::Error::from)?,
+        };
+        if let Some(list) = changes.get_mut(table) {
             list.push(row);
         }
     }
 
-    let position = match page.last() {
-        Some(e) if has_more => Position {
-            xid: e.xid as u64,
-            seq: e.seq,
-        },
+    let position = match last {
+        Some(last) if has_more => last,
         // Caught up: every later entry belongs to a transaction at or above the horizon.
-        last => {
-            let caught_up = Position::before_xid(horizon as u64);
-            let last = last
-                .map(|e| Position {
-                    xid: e.xid as u64,
-                    seq: e.seq,
-                })
-                .unwrap_or(start);
-            caught_up.max(last).max(start)
-        }
+        last => Position::before_xid(horizon as u64)
+            .max(last.unwrap_or(start))
+            .max(start),
     };
     let cursor = Cursor {
         epoch,
@@ -314,9 +318,11 @@ async fn pull_once(
         scope,
     }
     .encode(&state.keys);
-    devices::record_pull(&state.pool, &who.tenant, &who.device_id, &cursor).await?;
+    state
+        .pull_ledger
+        .record(&who.tenant, &who.device_id, cursor.clone());
 
-    let rows = page.len() as u64;
+    let rows = entries.len() as u64;
     metrics::counter!("sync_rows_pulled_total").increment(rows);
     tracing::info!(device_id = %who.device_id, tenant = %who.tenant, rows, has_more,
         full = req.cursor.is_none() && req.last_sync_timestamp.is_none(), "pull");

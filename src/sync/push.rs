@@ -420,6 +420,10 @@ async fn run(
     .fetch_optional(&mut *tx)
     .await?
     .flatten();
+    let cursor = state
+        .pull_ledger
+        .pending_cursor(&who.tenant, &who.device_id)
+        .or(cursor);
 
     let response = PushResponse {
         success: errors.is_empty(),

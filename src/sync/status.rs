@@ -24,6 +24,7 @@ pub struct SyncStatus {
 }
 
 pub async fn status(state: &AppState, who: &Principal) -> AppResult<SyncStatus> {
+    state.pull_ledger.flush(&state.pool).await?;
     let rows: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT device_id, greatest(last_pull_at, last_push_at)
          FROM devices WHERE tenant_id = $1 AND revoked_at IS NULL",
@@ -68,6 +69,7 @@ pub async fn device_state(
     device_id: Option<&str>,
 ) -> AppResult<DeviceState> {
     who.check_device(device_id)?;
+    state.pull_ledger.flush(&state.pool).await?;
     let d = devices::get(&state.pool, &who.tenant, &who.device_id)
         .await?
         .ok_or_else(|| AppError::NotFound("Unknown device.".into()))?;
@@ -86,6 +88,8 @@ pub async fn reset(
     device_id: Option<&str>,
 ) -> AppResult<DeviceState> {
     who.check_device(device_id)?;
+    // Pulls made before the reset must not be written over it.
+    state.pull_ledger.flush(&state.pool).await?;
     devices::reset_state(&state.pool, &who.tenant, &who.device_id).await?;
     tracing::info!(device_id = %who.device_id, tenant = %who.tenant, "sync state reset");
     device_state(state, who, None).await
