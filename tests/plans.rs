@@ -1,6 +1,6 @@
 //! Invariant 5, cost follows change: the pull's queries are index-driven on a table of
 //! tens of thousands of rows, so a delta of a hundred changes never scans the tables.
-//! (Timings are measured by `examples/bench_pull.rs`, never asserted here.)
+//! (Timings are measured by `scripts/bench.sh`, never asserted here.)
 mod common;
 use common::*;
 

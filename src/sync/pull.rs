@@ -275,16 +275,20 @@ async fn pull_once(
         ));
     }
 
-    let entries: Vec<&PageRow> = page.iter().filter(|r| r.table_name.is_some()).collect();
+    let mut entries: Vec<PageRow> = page
+        .into_iter()
+        .filter(|r| r.table_name.is_some())
+        .collect();
     let has_more = entries.len() as i64 > limit;
-    let entries = &entries[..entries.len().min(limit as usize)];
+    entries.truncate(limit as usize);
 
     let mut changes: BTreeMap<String, Vec<Box<RawValue>>> =
         names.iter().map(|n| (n.to_string(), Vec::new())).collect();
     let mut last = None;
+    let rows = entries.len() as u64;
     for e in entries {
         let (Some(table), Some(row_id), Some(xid), Some(seq)) =
-            (&e.table_name, e.row_id, e.xid, e.seq)
+            (e.table_name, e.row_id, e.xid, e.seq)
         else {
             continue;
         };
@@ -292,15 +296,16 @@ async fn pull_once(
             xid: xid as u64,
             seq,
         });
-        let row = match &e.doc {
-            Some(doc) => RawValue::from_string(doc.clone()).map_err(anyhow::Error::from)?,
+        let row = match e.doc {
+            // Moved, not copied: a 5,000-row page is megabytes of text.
+            Some(doc) => RawValue::from_string(doc).map_err(anyhow::Error::from)?,
             // A row deleted outside the API (hard DELETE) is gone: send its tombstone.
             None => serde_json::value::to_raw_value(&json!({
                 "id": row_id, "version": e.version, "updated_at": e.updated_at, "deleted": true
             }))
             .map_err(anyhow::Error::from)?,
         };
-        if let Some(list) = changes.get_mut(table) {
+        if let Some(list) = changes.get_mut(&table) {
             list.push(row);
         }
     }
@@ -322,7 +327,6 @@ async fn pull_once(
         .pull_ledger
         .record(&who.tenant, &who.device_id, cursor.clone());
 
-    let rows = entries.len() as u64;
     metrics::counter!("sync_rows_pulled_total").increment(rows);
     tracing::info!(device_id = %who.device_id, tenant = %who.tenant, rows, has_more,
         full = req.cursor.is_none() && req.last_sync_timestamp.is_none(), "pull");

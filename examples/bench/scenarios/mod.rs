@@ -1,0 +1,45 @@
+//! The six scenarios of issue 6, one module each. Every scenario loads what it needs,
+//! measures nas-sync over HTTP and its baseline in the same run, and returns table
+//! rows plus details for the JSON.
+
+mod a_initial_sync;
+mod b_delta_pull;
+mod c_push;
+mod d_concurrent;
+mod e_fleet;
+mod f_history;
+
+use serde_json::Value;
+
+use crate::Ctx;
+use crate::report::Row;
+
+/// What a scenario produced.
+pub struct Outcome {
+    pub rows: Vec<Row>,
+    pub details: Value,
+}
+
+pub fn title(s: char) -> &'static str {
+    match s {
+        'a' => "initial sync of a large table, in pages",
+        'b' => "delta pull of 100 changed rows: 10k-row vs 1M-row tenant",
+        'c' => "one push of 10,000 rows (half new, half updates)",
+        'd' => "200 devices doing empty delta pulls at once",
+        'e' => "500 devices syncing every 30 s: server CPU and memory",
+        'f' => "pull and push with 10M vs 10k change-history entries",
+        _ => "unknown",
+    }
+}
+
+pub async fn run(s: char, ctx: &mut Ctx) -> anyhow::Result<Outcome> {
+    match s {
+        'a' => a_initial_sync::run(ctx).await,
+        'b' => b_delta_pull::run(ctx).await,
+        'c' => c_push::run(ctx).await,
+        'd' => d_concurrent::run(ctx).await,
+        'e' => e_fleet::run(ctx).await,
+        'f' => f_history::run(ctx).await,
+        _ => anyhow::bail!("unknown scenario {s}"),
+    }
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The performance benchmark (issue 6), one command: makes sure the local PostgreSQL
+# runs (as .ci/run does), builds the release server and the bench tool, and runs every
+# scenario against the real server binary over HTTP, each next to its baseline.
+#
+#   ./scripts/bench.sh                 # full run, about 20 minutes on 2 cores
+#   ./scripts/bench.sh --quick         # smaller sizes, about 2 minutes
+#   ./scripts/bench.sh --only a,c --out target/bench/ac.json [--keep]
+#
+# BENCH_DATABASE_URL names a PostgreSQL server where the user may create databases
+# (default postgres://postgres:postgres@127.0.0.1:5432/postgres); the tool creates
+# nas_bench_<random> there and drops it afterwards (unless --keep). The table goes to
+# stdout, progress to stderr, JSON to --out (default target/bench/results.json).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export BENCH_DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres:postgres@127.0.0.1:5432/postgres}"
+
+# PostgreSQL: only the local default server is started and given its password here.
+case "$BENCH_DATABASE_URL" in
+  *@127.0.0.1:5432/*|*@localhost:5432/*)
+    if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+      echo "== starting PostgreSQL" >&2
+      version=$(ls /etc/postgresql | sort -n | tail -n 1)
+      pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2
+      for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+    fi
+    pg_isready -h 127.0.0.1 -p 5432 >&2
+    # Local connections may require a password: give the postgres role the one the
+    # default URL uses.
+    if command -v runuser >/dev/null; then
+      runuser -u postgres -- psql -q -c "ALTER ROLE postgres PASSWORD 'postgres'" >&2 \
+        || psql -q -h 127.0.0.1 -U postgres -c "ALTER ROLE postgres PASSWORD 'postgres'" >&2
+    else
+      su postgres -c "psql -q -c \"ALTER ROLE postgres PASSWORD 'postgres'\"" >&2
+    fi
+    ;;
+esac
+
+echo "== building (release)" >&2
+cargo build --release --bin nas-sync --example bench >&2
+
+exec target/release/examples/bench "$@"
