@@ -276,6 +276,13 @@ pub async fn launch(
         shutdown.await;
         state_hub.close_all();
     };
+    // No Nagle delay: a response written in several pieces (headers, then a gzip
+    // stream) would otherwise wait for the client's delayed ACK, about 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;

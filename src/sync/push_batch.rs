@@ -272,7 +272,7 @@ async fn write(
     steps: &[Step],
 ) -> AppResult<Option<HashMap<Uuid, Value>>> {
     let mut inserts: BTreeMap<Vec<String>, Vec<Value>> = BTreeMap::new();
-    let mut updates: BTreeMap<Vec<String>, Vec<Value>> = BTreeMap::new();
+    let mut updates: BTreeMap<Vec<String>, (Vec<Value>, Vec<Uuid>)> = BTreeMap::new();
     for step in steps {
         let (doc, groups) = match step {
             Step::Planned(row, Plan::Insert, _) => {
@@ -282,7 +282,9 @@ async fn write(
                 let mut doc = update_doc(row, ctx.receipt, server);
                 let names: Vec<String> = doc.keys().cloned().collect();
                 doc.insert("id".into(), Value::String(row.id.to_string()));
-                updates.entry(names).or_default().push(Value::Object(doc));
+                let group = updates.entry(names).or_default();
+                group.0.push(Value::Object(doc));
+                group.1.push(row.id);
                 continue;
             }
             _ => continue,
@@ -300,11 +302,11 @@ async fn write(
              SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, $1)
              RETURNING t.id, to_jsonb(t) - 'tenant_id'"
         );
-        if !run_write(conn, sql, docs, &mut stored).await? {
+        if !run_write(conn, sql, docs, None, &mut stored).await? {
             return Ok(None);
         }
     }
-    for (names, docs) in updates {
+    for (names, (docs, ids)) in updates {
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let cols = column_list(&names);
         let from_r = names
@@ -312,13 +314,15 @@ async fn write(
             .map(|n| format!("r.{}", super::registry::quote_ident(n)))
             .collect::<Vec<_>>()
             .join(", ");
+        // `t.id = ANY($2)` lets the planner reach the rows by primary key: it cannot
+        // see how many rows the recordset holds, and would scan the table instead.
         let sql = format!(
             "UPDATE {t} AS t SET ({cols}) = ROW({from_r})
              FROM jsonb_populate_recordset(NULL::{t}, $1) AS r
-             WHERE t.id = r.id
+             WHERE t.id = ANY($2) AND t.id = r.id
              RETURNING t.id, to_jsonb(t) - 'tenant_id'"
         );
-        if !run_write(conn, sql, docs, &mut stored).await? {
+        if !run_write(conn, sql, docs, Some(ids), &mut stored).await? {
             return Ok(None);
         }
     }
@@ -330,12 +334,14 @@ async fn run_write(
     conn: &mut sqlx::PgConnection,
     sql: String,
     docs: Vec<Value>,
+    ids: Option<Vec<Uuid>>,
     stored: &mut HashMap<Uuid, Value>,
 ) -> AppResult<bool> {
-    let rows: Result<Vec<(Uuid, Value)>, sqlx::Error> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(Value::Array(docs))
-        .fetch_all(&mut *conn)
-        .await;
+    let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(Value::Array(docs));
+    if let Some(ids) = ids {
+        query = query.bind(ids);
+    }
+    let rows: Result<Vec<(Uuid, Value)>, sqlx::Error> = query.fetch_all(&mut *conn).await;
     match rows.map_err(Failure::from) {
         Ok(rows) => {
             stored.extend(rows);
