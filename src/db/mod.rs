@@ -108,3 +108,16 @@ pub async fn pool(config: &Config) -> anyhow::Result<PgPool> {
         .await
         .context("opening the database pool")
 }
+
+/// Sets one `server_meta` value (inside the caller's transaction).
+pub async fn set_meta(conn: &mut sqlx::PgConnection, key: &str, value: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO server_meta (key, value) VALUES ($1, $2)
+         ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+    )
+    .bind(key)
+    .bind(value)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

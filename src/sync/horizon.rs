@@ -102,13 +102,7 @@ pub async fn check_epoch(pool: &PgPool) -> anyhow::Result<()> {
         }
     }
     if let Some(f) = fingerprint {
-        sqlx::query(
-            "INSERT INTO server_meta (key, value) VALUES ('fingerprint', $1)
-             ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-        )
-        .bind(f)
-        .execute(&mut *tx)
-        .await?;
+        crate::db::set_meta(&mut tx, "fingerprint", &f).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -139,14 +139,9 @@ async fn prune_tombstones(
                 .flatten()
                 .filter_map(|v| parse_floor(v).map(|p| (p, v)))
                 .max_by_key(|(p, _)| *p)
-                .map(|(_, v)| v.to_string());
-            sqlx::query(
-                "INSERT INTO server_meta (key, value) VALUES ('retained_from', $1)
-                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-            )
-            .bind(floor)
-            .execute(&mut *tx)
-            .await?;
+                .map(|(_, v)| v.to_string())
+                .unwrap_or_else(|| newest.clone());
+            crate::db::set_meta(&mut tx, "retained_from", &floor).await?;
         }
         tx.commit().await?;
         total += removed as u64;
