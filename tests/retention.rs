@@ -65,6 +65,7 @@ async fn old_tombstones_and_versions_go_and_older_cursors_must_resync() {
         .await;
     reader.sync_down().await;
     let before_deletes = reader.cursor.clone().expect("cursor");
+    let time_before_deletes = now();
 
     // One soft delete through the API, one hard delete by an administrator.
     writer
@@ -119,6 +120,14 @@ async fn old_tombstones_and_versions_go_and_older_cursors_must_resync() {
     assert_eq!(prune(&app).await, Pruned::default());
 
     // A cursor from before the deletions could have missed them: resync.
+    // So is an older client's timestamp from before them.
+    let (s, b) = reader
+        .post(
+            "/api/v1/sync/pull",
+            &json!({"device_id": reader.device_id, "last_sync_timestamp": time_before_deletes}),
+        )
+        .await;
+    assert_error(s, &b, 409, "RESYNC_REQUIRED");
     let (s, b) = pull_with(&reader, Some(&before_deletes)).await;
     assert_error(s, &b, 409, "RESYNC_REQUIRED");
     assert!(

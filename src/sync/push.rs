@@ -147,14 +147,15 @@ pub(super) type Written = HashMap<(String, Uuid), i64>;
 pub(super) type Done = (Outcome, Option<ConflictReport>);
 
 /// The push answer being assembled, row by row, in the order rows were sent.
-struct Report<'a> {
-    applied: &'a mut BTreeMap<String, Vec<Value>>,
-    conflicts: &'a mut Vec<ConflictReport>,
-    errors: &'a mut Vec<RowErrorReport>,
-    written: &'a mut Written,
+#[derive(Default)]
+struct Report {
+    applied: BTreeMap<String, Vec<Value>>,
+    conflicts: Vec<ConflictReport>,
+    errors: Vec<RowErrorReport>,
+    written: Written,
 }
 
-impl Report<'_> {
+impl Report {
     fn record(&mut self, table: &Table, raw: &Value, result: Result<Done, RowError>) {
         let (outcome, conflict) = match result {
             Ok(done) => done,
@@ -334,16 +335,7 @@ async fn run(
     if stop_on_error {
         sqlx::query("SAVEPOINT push_all").execute(&mut *tx).await?;
     }
-    let mut applied: BTreeMap<String, Vec<Value>> = BTreeMap::new();
-    let mut conflicts = Vec::new();
-    let mut errors = Vec::new();
-    let mut written = Written::new();
-    let mut report = Report {
-        applied: &mut applied,
-        conflicts: &mut conflicts,
-        errors: &mut errors,
-        written: &mut written,
-    };
+    let mut report = Report::default();
     for (table, rows) in batches {
         for chunk in super::push_batch::chunks(table, rows) {
             // Many rows go through a few set-based statements; anything unusual in
@@ -359,7 +351,7 @@ async fn run(
                     state,
                     table,
                     chunk,
-                    report.written,
+                    &report.written,
                 )
                 .await?;
                 if let Some(results) = bulk {
@@ -380,7 +372,7 @@ async fn run(
             }
             for raw in chunk.iter() {
                 sqlx::query("SAVEPOINT push_row").execute(&mut *tx).await?;
-                let result = match apply_row(&mut tx, ctx, state, table, raw, report.written).await
+                let result = match apply_row(&mut tx, ctx, state, table, raw, &report.written).await
                 {
                     Ok(done) => {
                         sqlx::query("RELEASE SAVEPOINT push_row")
@@ -404,6 +396,12 @@ async fn run(
             }
         }
     }
+    let Report {
+        mut applied,
+        mut conflicts,
+        errors,
+        ..
+    } = report;
     if stop_on_error && !errors.is_empty() {
         sqlx::query("ROLLBACK TO SAVEPOINT push_all")
             .execute(&mut *tx)
