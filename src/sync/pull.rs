@@ -1,11 +1,11 @@
 //! Pull: what changed since the device's cursor, each row once in its latest state.
 //!
-//! One REPEATABLE READ, read-only transaction: its first statement fixes the snapshot
-//! and reads the horizon `pg_snapshot_xmin(pg_current_snapshot())`; every transaction
-//! below it has finished, so reading the change log in `(xid, seq)` order up to it
-//! never skips a row whose writer commits later. The rows themselves are read in the
-//! same snapshot, so they match the log entries. Cost follows the number of changes:
-//! the log is read through its `(tenant_id, xid, seq)` index, rows by primary key.
+//! A page is one SQL statement (`page_sql`), so one snapshot covers all of it. It reads
+//! the horizon `pg_snapshot_xmin(pg_current_snapshot())`; every transaction below it
+//! has finished, so reading the change log in `(xid, seq)` order up to it never skips a
+//! row whose writer commits later. The rows are read in the same statement, so they
+//! match the log entries. Cost follows the number of changes: the log is read through
+//! its `(tenant_id, xid, seq)` index, rows by primary key.
 
 use std::collections::BTreeMap;
 
