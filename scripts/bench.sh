@@ -17,23 +17,7 @@ export BENCH_DATABASE_URL="${BENCH_DATABASE_URL:-postgres://postgres:postgres@12
 
 # PostgreSQL: only the local default server is started and given its password here.
 case "$BENCH_DATABASE_URL" in
-  *@127.0.0.1:5432/*|*@localhost:5432/*)
-    if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
-      echo "== starting PostgreSQL" >&2
-      version=$(ls /etc/postgresql | sort -n | tail -n 1)
-      pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2
-      for _ in $(seq 1 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
-    fi
-    pg_isready -h 127.0.0.1 -p 5432 >&2
-    # Local connections may require a password: give the postgres role the one the
-    # default URL uses.
-    if command -v runuser >/dev/null; then
-      runuser -u postgres -- psql -q -c "ALTER ROLE postgres PASSWORD 'postgres'" >&2 \
-        || psql -q -h 127.0.0.1 -U postgres -c "ALTER ROLE postgres PASSWORD 'postgres'" >&2
-    else
-      su postgres -c "psql -q -c \"ALTER ROLE postgres PASSWORD 'postgres'\"" >&2
-    fi
-    ;;
+  *@127.0.0.1:5432/*|*@localhost:5432/*) ./scripts/pg-local.sh ;;
 esac
 
 echo "== building (release)" >&2

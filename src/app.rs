@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::Request;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
@@ -26,25 +26,25 @@ use crate::api::{self, limits::Limits, middleware};
 use crate::auth::token::{self, Keys};
 use crate::config::Config;
 use crate::error::AppError;
+use crate::odoo::OdooCtx;
 use crate::sync::registry::RegistryHandle;
-use crate::sync::{Registry, horizon};
+use crate::sync::{Registry, SyncCtx, horizon};
 
-/// What every handler can reach.
+/// What every handler can reach. The domains get only their own context (`SyncCtx`,
+/// `OdooCtx`, through `FromRef`); the rest (metrics, the WebSocket hub, rate limits)
+/// belongs to the web layer. `pool` and `keys` are the same handles the contexts hold.
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: PgPool,
     pub config: Arc<Config>,
+    pub pool: PgPool,
     pub keys: Arc<Keys>,
-    pub registry: RegistryHandle,
-    /// Wakes the Odoo scheduler (a connection was created or retried).
-    pub odoo_wakeup: Arc<tokio::sync::Notify>,
+    pub sync: SyncCtx,
+    pub odoo: OdooCtx,
     /// The open WebSockets of this process.
     pub hub: Arc<crate::realtime::Hub>,
     pub metrics: PrometheusHandle,
     /// `None` when rate limiting is off.
     pub limits: Option<Arc<Limits>>,
-    /// Pull bookkeeping, written once a second.
-    pub pull_ledger: Arc<crate::auth::devices::PullLedger>,
 }
 
 impl AppState {
@@ -58,41 +58,45 @@ impl AppState {
 
     /// Builds the state over an already migrated database.
     pub async fn from_pool(config: Config, pool: PgPool) -> anyhow::Result<AppState> {
-        let registry = Registry::load(&pool).await?;
+        let registry = RegistryHandle::new(Registry::load(&pool).await?);
         let secret = token::load_secret(&pool, config.jwt_secret.as_deref()).await?;
-        let keys = Keys::new(&secret, config.access_token_ttl);
-        let registry = RegistryHandle::new(registry);
+        let keys = Arc::new(Keys::new(&secret, config.access_token_ttl));
+        let sync = SyncCtx {
+            pool: pool.clone(),
+            registry: registry.clone(),
+            keys: keys.clone(),
+            pull_ledger: Arc::default(),
+        };
+        let odoo = OdooCtx {
+            pool: pool.clone(),
+            registry: registry.clone(),
+            settings: Arc::new(config.odoo.clone()),
+            wakeup: Arc::new(tokio::sync::Notify::new()),
+        };
         Ok(AppState {
-            hub: crate::realtime::Hub::new(registry.clone()),
-            pool,
+            hub: crate::realtime::Hub::new(registry),
             limits: config
                 .rate_limit
                 .then(|| Arc::new(Limits::new(&config.rate_limits))),
             config: Arc::new(config),
-            keys: Arc::new(keys),
-            registry,
-            odoo_wakeup: Arc::new(tokio::sync::Notify::new()),
+            pool,
+            keys,
+            sync,
+            odoo,
             metrics: metrics_handle(),
-            pull_ledger: Arc::default(),
         })
     }
 }
 
-impl AppState {
-    /// Whether another process (or this one) changed the registry since it was loaded.
-    pub async fn registry_is_stale(&self) -> sqlx::Result<bool> {
-        let stored: Option<String> =
-            sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'registry_version'")
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(stored.unwrap_or_default() != self.registry.current().version)
+impl FromRef<AppState> for SyncCtx {
+    fn from_ref(state: &AppState) -> SyncCtx {
+        state.sync.clone()
     }
+}
 
-    /// Reads the registry again (tables were added or widened).
-    pub async fn reload_registry(&self) -> anyhow::Result<()> {
-        let registry = Registry::load(&self.pool).await?;
-        self.registry.replace(registry);
-        Ok(())
+impl FromRef<AppState> for OdooCtx {
+    fn from_ref(state: &AppState) -> OdooCtx {
+        state.odoo.clone()
     }
 }
 
@@ -109,7 +113,7 @@ fn metrics_handle() -> PrometheusHandle {
                         10.0,
                     ],
                 )
-                .map(|b| b.build_recorder())
+                .map(PrometheusBuilder::build_recorder)
                 .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
@@ -202,10 +206,18 @@ pub fn router(state: AppState) -> Router {
         )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-        .layer(CatchPanicLayer::custom(|_| {
-            tracing::error!("a request handler panicked");
-            AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
-        }))
+        .layer(CatchPanicLayer::custom(
+            |panic: Box<dyn std::any::Any + Send>| {
+                // Logged once, with the panic's message, by the error's response.
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(ToString::to_string)
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                AppError::Internal(anyhow::anyhow!("a request handler panicked: {what}"))
+                    .into_response()
+            },
+        ))
         .with_state(state)
 }
 
@@ -246,6 +258,7 @@ pub async fn launch(
     }
     let ledger = tokio::spawn(
         state
+            .sync
             .pull_ledger
             .clone()
             .run(state.pool.clone(), stop.clone()),
@@ -259,12 +272,12 @@ pub async fn launch(
     let listener_task = tokio::spawn(crate::realtime::listener::run(
         state.pool.clone(),
         state.hub.clone(),
-        state.registry.clone(),
+        state.sync.registry.clone(),
         stop.clone(),
     ));
     let odoo = state.config.odoo.worker.then(|| {
         tokio::spawn(crate::odoo::worker::run_scheduler(
-            state.clone(),
+            state.odoo.clone(),
             stop.clone(),
         ))
     });

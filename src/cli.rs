@@ -1,4 +1,4 @@
-//! The command line (CONTRACT section 1): `serve`, `migrate`, `user add`,
+//! The command line (docs/contract.md §1): `serve`, `migrate`, `user add`,
 //! `device list`, `device revoke`; and for operators `backup`, `restore`, `doctor`.
 
 use std::io::BufRead;

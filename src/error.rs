@@ -51,8 +51,26 @@ pub enum AppError {
     /// the progress.
     #[error("Odoo mirror not ready")]
     SyncNotReady(Value),
+    /// PostgreSQL cannot be reached (pool timeout, closed pool, socket error).
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(sqlx::Error),
+    /// A deadlock or serialization failure: the whole operation may be retried.
+    #[error("database contention: {0}")]
+    Contention(sqlx::Error),
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
+}
+
+/// How one error is rendered: the one place each variant is described.
+struct Rendered {
+    status: StatusCode,
+    /// The stable machine-readable code.
+    code: &'static str,
+    /// The `error` field: the code's name in CamelCase.
+    name: &'static str,
+    /// The sentence sent to clients; never carries internals.
+    message: String,
+    details: Value,
 }
 
 impl AppError {
@@ -64,143 +82,171 @@ impl AppError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    /// The error table: status, code, name, message and details of every variant.
+    fn render(&self) -> Rendered {
         use AppError::*;
+        use StatusCode as S;
+        let r = |status, code, name, message: &str| Rendered {
+            status,
+            code,
+            name,
+            message: message.to_string(),
+            details: json!({}),
+        };
         match self {
-            Unauthorized(_) | InvalidCredentials | TokenExpired | DeviceRevoked => {
-                StatusCode::UNAUTHORIZED
-            }
-            Forbidden(_) => StatusCode::FORBIDDEN,
-            NotFound(_) => StatusCode::NOT_FOUND,
-            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Validation { .. } | UnknownTable(_) | InvalidSyncToken(_) => StatusCode::BAD_REQUEST,
-            ResyncRequired(_) | Conflict { .. } => StatusCode::CONFLICT,
-            PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            OdooAuthFailed(_) => StatusCode::BAD_REQUEST,
-            OdooUnreachable(_) => StatusCode::BAD_GATEWAY,
-            SyncNotReady(_) => StatusCode::FORBIDDEN,
-            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Unauthorized(m) => r(S::UNAUTHORIZED, "UNAUTHORIZED", "Unauthorized", m),
+            InvalidCredentials => r(
+                S::UNAUTHORIZED,
+                "INVALID_CREDENTIALS",
+                "InvalidCredentials",
+                "Invalid username or password.",
+            ),
+            TokenExpired => r(
+                S::UNAUTHORIZED,
+                "TOKEN_EXPIRED",
+                "TokenExpired",
+                "The access token has expired; refresh it.",
+            ),
+            DeviceRevoked => r(
+                S::UNAUTHORIZED,
+                "DEVICE_REVOKED",
+                "DeviceRevoked",
+                "This device has been revoked.",
+            ),
+            Forbidden(m) => r(S::FORBIDDEN, "FORBIDDEN", "Forbidden", m),
+            NotFound(m) => r(S::NOT_FOUND, "NOT_FOUND", "NotFound", m),
+            MethodNotAllowed => r(
+                S::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                "MethodNotAllowed",
+                "This route does not accept that method.",
+            ),
+            Validation { field, message } => Rendered {
+                details: json!({ "field": field }),
+                ..r(
+                    S::BAD_REQUEST,
+                    "VALIDATION_FAILED",
+                    "ValidationFailed",
+                    &format!("Invalid value for '{field}': {message}"),
+                )
+            },
+            UnknownTable(t) => Rendered {
+                details: json!({ "table": t }),
+                ..r(
+                    S::BAD_REQUEST,
+                    "UNKNOWN_TABLE",
+                    "UnknownTable",
+                    &format!("Unknown table '{t}'."),
+                )
+            },
+            InvalidSyncToken(m) => r(
+                S::BAD_REQUEST,
+                "INVALID_SYNC_TOKEN",
+                "InvalidSyncToken",
+                &format!("The sync cursor is not valid: {m}"),
+            ),
+            ResyncRequired(m) => r(
+                S::CONFLICT,
+                "RESYNC_REQUIRED",
+                "ResyncRequired",
+                &format!("The cursor can no longer be served ({m}); pull again without a cursor."),
+            ),
+            Conflict { code, message } => r(S::CONFLICT, code, "Conflict", message),
+            PayloadTooLarge(m) => r(
+                S::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                "PayloadTooLarge",
+                m,
+            ),
+            UnsupportedMediaType(m) => r(
+                S::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "UnsupportedMediaType",
+                m,
+            ),
+            RateLimited { retry_after_secs } => Rendered {
+                details: json!({ "retry_after": retry_after_secs }),
+                ..r(
+                    S::TOO_MANY_REQUESTS,
+                    "RATE_LIMITED",
+                    "RateLimited",
+                    "Too many requests; retry later.",
+                )
+            },
+            Unavailable(m) => r(S::SERVICE_UNAVAILABLE, "UNAVAILABLE", "Unavailable", m),
+            DatabaseUnavailable(_) => r(
+                S::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "Unavailable",
+                "The database is unavailable; retry shortly.",
+            ),
+            Contention(_) => r(
+                S::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "Unavailable",
+                "The database was busy with conflicting writes; retry shortly.",
+            ),
+            OdooAuthFailed(m) => r(S::BAD_REQUEST, "ODOO_AUTH_FAILED", "OdooAuthFailed", m),
+            OdooUnreachable(m) => r(S::BAD_GATEWAY, "ODOO_UNREACHABLE", "OdooUnreachable", m),
+            SyncNotReady(progress) => Rendered {
+                details: progress.clone(),
+                ..r(
+                    S::FORBIDDEN,
+                    "SYNC_NOT_READY",
+                    "SyncNotReady",
+                    "The Odoo mirror of this table is still being built; retry when it is done.",
+                )
+            },
+            Internal(_) => r(
+                S::INTERNAL_SERVER_ERROR,
+                "INTERNAL",
+                "Internal",
+                "An internal error occurred.",
+            ),
         }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.render().status
     }
 
     /// The stable machine-readable code.
     pub fn code(&self) -> &'static str {
-        use AppError::*;
-        match self {
-            Unauthorized(_) => "UNAUTHORIZED",
-            InvalidCredentials => "INVALID_CREDENTIALS",
-            TokenExpired => "TOKEN_EXPIRED",
-            DeviceRevoked => "DEVICE_REVOKED",
-            Forbidden(_) => "FORBIDDEN",
-            NotFound(_) => "NOT_FOUND",
-            MethodNotAllowed => "METHOD_NOT_ALLOWED",
-            Validation { .. } => "VALIDATION_FAILED",
-            UnknownTable(_) => "UNKNOWN_TABLE",
-            InvalidSyncToken(_) => "INVALID_SYNC_TOKEN",
-            ResyncRequired(_) => "RESYNC_REQUIRED",
-            Conflict { code, .. } => code,
-            PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
-            UnsupportedMediaType(_) => "UNSUPPORTED_MEDIA_TYPE",
-            RateLimited { .. } => "RATE_LIMITED",
-            Unavailable(_) => "UNAVAILABLE",
-            OdooAuthFailed(_) => "ODOO_AUTH_FAILED",
-            OdooUnreachable(_) => "ODOO_UNREACHABLE",
-            SyncNotReady(_) => "SYNC_NOT_READY",
-            Internal(_) => "INTERNAL",
-        }
-    }
-
-    fn name(&self) -> &'static str {
-        use AppError::*;
-        match self {
-            Unauthorized(_) => "Unauthorized",
-            InvalidCredentials => "InvalidCredentials",
-            TokenExpired => "TokenExpired",
-            DeviceRevoked => "DeviceRevoked",
-            Forbidden(_) => "Forbidden",
-            NotFound(_) => "NotFound",
-            MethodNotAllowed => "MethodNotAllowed",
-            Validation { .. } => "ValidationFailed",
-            UnknownTable(_) => "UnknownTable",
-            InvalidSyncToken(_) => "InvalidSyncToken",
-            ResyncRequired(_) => "ResyncRequired",
-            Conflict { .. } => "Conflict",
-            PayloadTooLarge(_) => "PayloadTooLarge",
-            UnsupportedMediaType(_) => "UnsupportedMediaType",
-            RateLimited { .. } => "RateLimited",
-            Unavailable(_) => "Unavailable",
-            OdooAuthFailed(_) => "OdooAuthFailed",
-            OdooUnreachable(_) => "OdooUnreachable",
-            SyncNotReady(_) => "SyncNotReady",
-            Internal(_) => "Internal",
-        }
+        self.render().code
     }
 
     /// The sentence sent to clients; never carries internals.
     pub fn message(&self) -> String {
-        use AppError::*;
-        match self {
-            Unauthorized(m) => m.clone(),
-            InvalidCredentials => "Invalid username or password.".into(),
-            TokenExpired => "The access token has expired; refresh it.".into(),
-            DeviceRevoked => "This device has been revoked.".into(),
-            MethodNotAllowed => "This route does not accept that method.".into(),
-            Forbidden(m)
-            | NotFound(m)
-            | PayloadTooLarge(m)
-            | UnsupportedMediaType(m)
-            | Unavailable(m)
-            | OdooAuthFailed(m)
-            | OdooUnreachable(m) => m.clone(),
-            SyncNotReady(_) => {
-                "The Odoo mirror of this table is still being built; retry when it is done.".into()
-            }
-            Validation { field, message } => format!("Invalid value for '{field}': {message}"),
-            UnknownTable(t) => format!("Unknown table '{t}'."),
-            InvalidSyncToken(m) => format!("The sync cursor is not valid: {m}"),
-            ResyncRequired(m) => {
-                format!("The cursor can no longer be served ({m}); pull again without a cursor.")
-            }
-            Conflict { message, .. } => message.clone(),
-            RateLimited { .. } => "Too many requests; retry later.".into(),
-            Internal(_) => "An internal error occurred.".into(),
-        }
+        self.render().message
     }
 
-    fn details(&self) -> Value {
-        match self {
-            AppError::Validation { field, .. } => json!({ "field": field }),
-            AppError::UnknownTable(t) => json!({ "table": t }),
-            AppError::SyncNotReady(progress) => progress.clone(),
-            AppError::RateLimited { retry_after_secs } => {
-                json!({ "retry_after": retry_after_secs })
-            }
-            _ => json!({}),
-        }
+    /// Whether retrying the whole operation may succeed (a deadlock or a
+    /// serialization failure between concurrent transactions).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AppError::Contention(_))
     }
 
     /// The contract's JSON body for this error.
     pub fn body(&self) -> Value {
+        let r = self.render();
         json!({
-            "error": self.name(),
-            "code": self.code(),
-            "message": self.message(),
-            "details": self.details(),
+            "error": r.name,
+            "code": r.code,
+            "message": r.message,
+            "details": r.details,
         })
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        metrics::counter!("sync_errors_total", "code" => self.code()).increment(1);
+        let (status, code) = (self.status(), self.code());
+        metrics::counter!("sync_errors_total", "code" => code).increment(1);
+        // The one place a failure is logged, with its cause.
         if status.is_server_error() {
-            tracing::error!(code = self.code(), error = %self, "request failed");
+            tracing::error!(code, error = %self, "request failed");
         } else {
-            tracing::debug!(code = self.code(), error = %self, "request rejected");
+            tracing::debug!(code, error = %self, "request rejected");
         }
         let mut response = (status, axum::Json(self.body())).into_response();
         if let AppError::RateLimited { retry_after_secs } = self
@@ -213,11 +259,15 @@ impl IntoResponse for AppError {
 }
 
 impl From<sqlx::Error> for AppError {
+    /// Sorts database failures by what the caller can do about them: wait for the
+    /// database, retry a contended transaction, or nothing (internal).
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::error!(error = %e, "database unavailable");
-                AppError::Unavailable("The database is unavailable; retry shortly.".into())
+                AppError::DatabaseUnavailable(e)
+            }
+            sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "40P01" || c == "40001") => {
+                AppError::Contention(e)
             }
             _ => AppError::Internal(anyhow::Error::new(e)),
         }
@@ -225,3 +275,43 @@ impl From<sqlx::Error> for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_body_has_the_contract_shape() {
+        let errors = [
+            AppError::validation("limit", "must be at least 1"),
+            AppError::UnknownTable("nope".into()),
+            AppError::RateLimited {
+                retry_after_secs: 7,
+            },
+            AppError::Internal(anyhow::anyhow!("secret detail")),
+            AppError::Contention(sqlx::Error::PoolTimedOut),
+        ];
+        for e in &errors {
+            let body = e.body();
+            for key in ["error", "code", "message", "details"] {
+                assert!(body.get(key).is_some(), "{key} missing in {body}");
+            }
+            assert_eq!(body["code"], e.code());
+        }
+        assert_eq!(errors[0].body()["details"]["field"], "limit");
+        assert_eq!(errors[1].status(), StatusCode::BAD_REQUEST);
+        assert_eq!(errors[2].body()["details"]["retry_after"], 7);
+        assert!(!errors[3].message().contains("secret"));
+        assert_eq!(errors[4].status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(errors[4].is_retryable() && !errors[3].is_retryable());
+    }
+
+    #[test]
+    fn pool_exhaustion_is_unavailable_not_internal() {
+        let e = AppError::from(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE")
+        );
+    }
+}

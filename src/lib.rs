@@ -6,7 +6,7 @@
 pub mod api;
 /// Shared state, router and launcher.
 pub mod app;
-/// Passwords, tokens, users, devices and the `Principal` extractor.
+/// Passwords, tokens, users, devices and the caller's identity (`Principal`).
 pub mod auth;
 /// The command line.
 pub mod cli;

@@ -19,7 +19,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_nas-sync");
 /// Runs `nas-sync ARGS` against `url`, with `stdin` as standard input.
 async fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let url = url.to_string();
-    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
     let stdin = stdin.map(str::to_string);
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new(BIN);
@@ -482,7 +482,7 @@ async fn device_list_and_revoke() {
         if line.contains(&before) || line.contains(&after) {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
         line.contains(&before) || line.contains(&chrono::Utc::now().format("%Y-%m-%d").to_string()),

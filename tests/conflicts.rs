@@ -140,7 +140,14 @@ impl RuleApp {
             .expect("state");
         for (table, rule) in rules {
             assert_eq!(
-                state.registry.current().get(table).unwrap().rule.as_str(),
+                state
+                    .sync
+                    .registry
+                    .current()
+                    .get(table)
+                    .unwrap()
+                    .rule
+                    .as_str(),
                 *rule,
                 "registry did not load the rule"
             );

@@ -1144,7 +1144,14 @@ async fn a_second_server_process_learns_mirror_tables_added_by_the_first() {
     let mut config_b = common::test_config(&app.db.url, false);
     fast(&mut config_b);
     let state_b = nas_sync::AppState::prepare(config_b).await.unwrap();
-    assert!(state_b.registry.current().get("odoo_res_partner").is_none());
+    assert!(
+        state_b
+            .sync
+            .registry
+            .current()
+            .get("odoo_res_partner")
+            .is_none()
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base_b = format!("http://{}", listener.local_addr().unwrap());
     let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();

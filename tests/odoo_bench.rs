@@ -119,7 +119,7 @@ async fn first_mirror_throughput_by_batch_size() {
     }
     let out = json!({
         "command": "cargo test --release --test odoo_bench -- --ignored --nocapture",
-        "machine": format!("{} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)),
+        "machine": format!("{} cores", std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(0)),
         "results": results,
     });
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("odoo_bench.json");

@@ -41,7 +41,7 @@ async fn delta_pull_queries_use_indexes_not_scans() {
         .await
         .unwrap();
     sqlx::query("ANALYZE").execute(&app.pool).await.unwrap();
-    let registry = app.state.registry.current();
+    let registry = app.state.sync.registry.current();
     let tables = vec![
         registry.get("kpi_data").unwrap(),
         registry.get("forms").unwrap(),

@@ -875,7 +875,7 @@ async fn device_state_status_and_reset() {
         if written.0 == 2 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(written, (2i64, dev.cursor.clone()));
     let (s, after) = dev.get(&state_path).await;

@@ -199,7 +199,7 @@ async fn a_revoked_device_is_disconnected_and_bad_tokens_cannot_connect() {
             .unwrap_err();
         match err {
             tokio_tungstenite::tungstenite::Error::Http(resp) => {
-                assert_eq!(resp.status().as_u16(), 401)
+                assert_eq!(resp.status().as_u16(), 401);
             }
             other => panic!("expected 401, got {other}"),
         }

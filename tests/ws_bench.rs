@@ -141,7 +141,7 @@ async fn thousand_sockets_latency_and_memory() {
     );
     let out = json!({
         "command": "cargo test --release --test ws_bench -- --ignored --nocapture",
-        "machine": format!("{} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)),
+        "machine": format!("{} cores", std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(0)),
         "sockets": sockets, "rounds": rounds, "p50_ms": p50, "p99_ms": p99, "max_ms": max,
         "rss_idle_kib": rss_before, "rss_sockets_kib": rss_after, "kib_per_socket": per_socket_kib,
     });

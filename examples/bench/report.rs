@@ -103,7 +103,7 @@ pub fn fmt_num(v: f64) -> String {
     }
     let a = v.abs();
     if a >= 1000.0 {
-        let s = format!("{:.0}", a);
+        let s = format!("{a:.0}");
         let mut out = String::new();
         for (i, c) in s.chars().enumerate() {
             if i > 0 && (s.len() - i) % 3 == 0 {
@@ -144,7 +144,7 @@ pub fn machine() -> Value {
     json!({
         "cpu_model": model,
         "cpus": cpus,
-        "available_parallelism": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "available_parallelism": std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(0),
         "memory_gib": (mem_kib as f64 / 1024.0 / 1024.0 * 10.0).round() / 10.0,
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
     })

@@ -9,5 +9,6 @@ pub mod limits;
 pub mod middleware;
 pub mod odoo;
 pub mod openapi;
+pub mod principal;
 pub mod sync;
 pub mod ws;

@@ -7,9 +7,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::extract;
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
+use crate::odoo::OdooCtx;
 use crate::odoo::connections::{self, ConnectionView, CreateConnection, UpdateConnection};
 
 fn parse_id(raw: &str) -> AppResult<Uuid> {
@@ -22,19 +22,19 @@ fn parse_id(raw: &str) -> AppResult<Uuid> {
               (status = 403, description = "FORBIDDEN (not a manager)"), (status = 502, description = "ODOO_UNREACHABLE")),
     security(("bearer" = [])))]
 pub async fn create(
-    State(state): State<AppState>,
+    State(ctx): State<OdooCtx>,
     who: Principal,
     extract::Json(body): extract::Json<CreateConnection>,
 ) -> AppResult<(StatusCode, Json<ConnectionView>)> {
-    let view = connections::create(&state, &who, body).await?;
+    let view = connections::create(&ctx, &who, body).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
 /// The tenant's connections (never their keys).
 #[utoipa::path(get, path = "/api/v1/odoo/connections", tag = "odoo",
     responses((status = 200, description = "{\"connections\": [...]}")), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, who: Principal) -> AppResult<Json<Value>> {
-    let list = connections::list(&state, &who).await?;
+pub async fn list(State(ctx): State<OdooCtx>, who: Principal) -> AppResult<Json<Value>> {
+    let list = connections::list(&ctx, &who).await?;
     Ok(Json(json!({ "connections": list })))
 }
 
@@ -42,11 +42,11 @@ pub async fn list(State(state): State<AppState>, who: Principal) -> AppResult<Js
 #[utoipa::path(get, path = "/api/v1/odoo/connections/{id}", tag = "odoo",
     responses((status = 200, body = ConnectionView), (status = 404, description = "NOT_FOUND")), security(("bearer" = [])))]
 pub async fn show(
-    State(state): State<AppState>,
+    State(ctx): State<OdooCtx>,
     who: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<ConnectionView>> {
-    let conn = connections::get(&state, &who, parse_id(&id)?).await?;
+    let conn = connections::get(&ctx, &who, parse_id(&id)?).await?;
     Ok(Json(conn.view()))
 }
 
@@ -56,12 +56,12 @@ pub async fn show(
               (status = 404, description = "NOT_FOUND"), (status = 502, description = "ODOO_UNREACHABLE")),
     security(("bearer" = [])))]
 pub async fn update(
-    State(state): State<AppState>,
+    State(ctx): State<OdooCtx>,
     who: Principal,
     Path(id): Path<String>,
     extract::Json(body): extract::Json<UpdateConnection>,
 ) -> AppResult<Json<ConnectionView>> {
-    connections::update(&state, &who, parse_id(&id)?, body)
+    connections::update(&ctx, &who, parse_id(&id)?, body)
         .await
         .map(Json)
 }
@@ -71,11 +71,11 @@ pub async fn update(
     responses((status = 200, description = "sync_status, progress, models, failed_batches, write_back"),
               (status = 404, description = "NOT_FOUND")), security(("bearer" = [])))]
 pub async fn status(
-    State(state): State<AppState>,
+    State(ctx): State<OdooCtx>,
     who: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<Value>> {
-    connections::status(&state, &who, parse_id(&id)?)
+    connections::status(&ctx, &who, parse_id(&id)?)
         .await
         .map(Json)
 }
@@ -85,11 +85,11 @@ pub async fn status(
     responses((status = 200, description = "{\"batches_requeued\": n}"), (status = 404, description = "NOT_FOUND")),
     security(("bearer" = [])))]
 pub async fn retry(
-    State(state): State<AppState>,
+    State(ctx): State<OdooCtx>,
     who: Principal,
     Path(id): Path<String>,
 ) -> AppResult<Json<Value>> {
-    connections::retry(&state, &who, parse_id(&id)?)
+    connections::retry(&ctx, &who, parse_id(&id)?)
         .await
         .map(Json)
 }
@@ -98,10 +98,10 @@ pub async fn retry(
 #[utoipa::path(delete, path = "/api/v1/odoo/connections/{id}", tag = "odoo",
     responses((status = 204), (status = 404, description = "NOT_FOUND")), security(("bearer" = [])))]
 pub async fn delete(
-    State(state): State<AppState>,
+    State(ctx): State<OdooCtx>,
     who: Principal,
     Path(id): Path<String>,
 ) -> AppResult<StatusCode> {
-    connections::delete(&state, &who, parse_id(&id)?).await?;
+    connections::delete(&ctx, &who, parse_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

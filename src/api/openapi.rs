@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "nas-sync", description = "Delta-sync server for offline-first apps (CONTRACT.md)."),
+    info(title = "nas-sync", description = "Delta-sync server for offline-first apps (docs/contract.md)."),
     paths(
         super::health::health, super::health::ready, super::health::metrics,
         super::auth::login, super::auth::refresh,

@@ -5,9 +5,9 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use super::extract;
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::AppResult;
+use crate::sync::SyncCtx;
 use crate::sync::pull::{self, PullRequest, PullResponse};
 use crate::sync::push::{self, PushRequest, PushResponse};
 use crate::sync::status::{self, DeviceState, SyncStatus};
@@ -18,11 +18,11 @@ use crate::sync::status::{self, DeviceState, SyncStatus};
               (status = 403, description = "FORBIDDEN"), (status = 409, description = "RESYNC_REQUIRED")),
     security(("bearer" = [])))]
 pub async fn pull(
-    State(state): State<AppState>,
+    State(ctx): State<SyncCtx>,
     who: Principal,
     extract::Json(body): extract::Json<PullRequest>,
 ) -> AppResult<Json<PullResponse>> {
-    pull::pull(&state, &who, body).await.map(Json)
+    pull::pull(&ctx, &who, body).await.map(Json)
 }
 
 /// Applies a device's changes, row by row, in one transaction.
@@ -31,18 +31,18 @@ pub async fn pull(
               (status = 409, description = "PUSH_ID_REUSED"), (status = 413, description = "PAYLOAD_TOO_LARGE")),
     security(("bearer" = [])))]
 pub async fn push(
-    State(state): State<AppState>,
+    State(ctx): State<SyncCtx>,
     who: Principal,
     extract::Json(body): extract::Json<PushRequest>,
 ) -> AppResult<Json<PushResponse>> {
-    push::push(&state, &who, body).await.map(Json)
+    push::push(&ctx, &who, body).await.map(Json)
 }
 
 /// The tenant's sync status.
 #[utoipa::path(get, path = "/api/v1/sync/status", tag = "sync",
     responses((status = 200, body = SyncStatus)), security(("bearer" = [])))]
-pub async fn status(State(state): State<AppState>, who: Principal) -> AppResult<Json<SyncStatus>> {
-    status::status(&state, &who).await.map(Json)
+pub async fn status(State(ctx): State<SyncCtx>, who: Principal) -> AppResult<Json<SyncStatus>> {
+    status::status(&ctx, &who).await.map(Json)
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -54,11 +54,11 @@ pub struct DeviceQuery {
 #[utoipa::path(get, path = "/api/v1/sync/state", tag = "sync", params(DeviceQuery),
     responses((status = 200, body = DeviceState), (status = 403, description = "FORBIDDEN")), security(("bearer" = [])))]
 pub async fn state(
-    State(state): State<AppState>,
+    State(ctx): State<SyncCtx>,
     who: Principal,
     extract::Query(q): extract::Query<DeviceQuery>,
 ) -> AppResult<Json<DeviceState>> {
-    status::device_state(&state, &who, q.device_id.as_deref())
+    status::device_state(&ctx, &who, q.device_id.as_deref())
         .await
         .map(Json)
 }
@@ -67,11 +67,11 @@ pub async fn state(
 #[utoipa::path(post, path = "/api/v1/sync/reset", tag = "sync", params(DeviceQuery),
     responses((status = 200, body = DeviceState), (status = 403, description = "FORBIDDEN")), security(("bearer" = [])))]
 pub async fn reset(
-    State(state): State<AppState>,
+    State(ctx): State<SyncCtx>,
     who: Principal,
     extract::Query(q): extract::Query<DeviceQuery>,
 ) -> AppResult<Json<DeviceState>> {
-    status::reset(&state, &who, q.device_id.as_deref())
+    status::reset(&ctx, &who, q.device_id.as_deref())
         .await
         .map(Json)
 }

@@ -1,5 +1,5 @@
 //! `GET /api/v1/sync/ws`: the WebSocket a device keeps open to hear about changes
-//! (CONTRACT section 6). Authenticated like every route (header, or
+//! (docs/contract.md §6). Authenticated like every route (header, or
 //! `?access_token=` for clients that cannot set headers), before the upgrade.
 //!
 //! The socket task coalesces: a change after a quiet spell is sent at once; changes

@@ -106,7 +106,9 @@ struct Pending {
 impl PullLedger {
     fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Pending>> {
         // The map stays consistent whatever panicked while holding it.
-        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Notes a finished pull.

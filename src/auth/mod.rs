@@ -1,5 +1,5 @@
-//! Authentication: password hashes, access and refresh tokens, the `Principal`
-//! extractor every `/api/` route uses, users and devices.
+//! Authentication: password hashes, access and refresh tokens, the `Principal` (the
+//! caller's identity; its HTTP extractor lives in `api::principal`), users and devices.
 
 pub mod devices;
 pub mod password;
@@ -38,7 +38,7 @@ impl Role {
     }
 }
 
-/// A `device_id` is 3 to 128 characters of `[A-Za-z0-9._:-]` (CONTRACT section 3).
+/// A `device_id` is 3 to 128 characters of `[A-Za-z0-9._:-]` (docs/contract.md §3).
 pub fn valid_device_id(id: &str) -> bool {
     (3..=128).contains(&id.len())
         && id

@@ -20,7 +20,7 @@ pub async fn hash(password: String) -> anyhow::Result<String> {
 fn hashing_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     SLOTS.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
         tokio::sync::Semaphore::new(cores)
     })
 }

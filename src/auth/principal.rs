@@ -1,13 +1,10 @@
-//! The `Principal` extractor: who is calling, from which device. Verifies the bearer
-//! token and checks on every request that the device is still bound and not revoked.
+//! `Principal`: who is calling, from which device, with which role and store. The
+//! web layer builds it from a verified bearer token (`api::principal`); the domains
+//! take it as the caller's identity and never see the request it came from.
 
-use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
-use axum::http::request::Parts;
 use uuid::Uuid;
 
 use super::Role;
-use crate::app::AppState;
 use crate::error::AppError;
 
 /// An authenticated caller.
@@ -31,72 +28,6 @@ impl Principal {
                 "device_id does not match the device this token was issued to.".into(),
             )),
             _ => Ok(()),
-        }
-    }
-}
-
-/// The bearer token of a request: the `Authorization` header, or `access_token` in the
-/// query string for clients that cannot set headers (WebSocket upgrades).
-fn bearer(parts: &Parts) -> Option<String> {
-    if let Some(h) = parts.headers.get(AUTHORIZATION) {
-        let v = h.to_str().ok()?;
-        let (scheme, token) = v.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| token.trim().to_string());
-    }
-    parts
-        .uri
-        .query()?
-        .split('&')
-        .find_map(|kv| kv.strip_prefix("access_token=").map(|t| t.to_string()))
-}
-
-impl FromRequestParts<AppState> for Principal {
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or_else(|| {
-            AppError::Unauthorized("Send 'Authorization: Bearer <access_token>'.".into())
-        })?;
-        let claims = state.keys.verify(&token)?;
-        let span = tracing::Span::current();
-        span.record("device", claims.device_id.as_str());
-        span.record("tenant", claims.tenant.as_str());
-        // Before any database work: the device's budget for this route family.
-        if let Some(limits) = &state.limits {
-            limits.check_device(
-                crate::api::limits::Family::of(parts.uri.path()),
-                &claims.tenant,
-                &claims.device_id,
-            )?;
-        }
-        let role = Role::parse(&claims.role)
-            .ok_or_else(|| AppError::Unauthorized("The access token is not valid.".into()))?;
-        let bound: Option<(bool, Uuid)> = sqlx::query_as(
-            "SELECT revoked_at IS NOT NULL, user_id FROM devices WHERE tenant_id = $1 AND device_id = $2",
-        )
-        .bind(&claims.tenant)
-        .bind(&claims.device_id)
-        .fetch_optional(&state.pool)
-        .await?;
-        match bound {
-            Some((true, _)) => Err(AppError::DeviceRevoked),
-            Some((false, user)) if user == claims.sub => Ok(Principal {
-                user_id: claims.sub,
-                username: claims.username,
-                tenant: claims.tenant,
-                role,
-                store_id: claims.store_id,
-                device_id: claims.device_id,
-                expires_at: claims.exp,
-            }),
-            _ => Err(AppError::Unauthorized(
-                "The access token is no longer valid for this device.".into(),
-            )),
         }
     }
 }

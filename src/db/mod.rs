@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod migrate;
+pub mod sql;
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -76,7 +77,7 @@ async fn try_create(opts: &PgConnectOptions, name: &str) -> Result<bool, sqlx::E
             .fetch_one(&mut admin)
             .await?;
     if !exists {
-        let sql = format!("CREATE DATABASE \"{}\"", name.replace('"', "\"\""));
+        let sql = format!("CREATE DATABASE {}", sql::Ident(name));
         match sqlx::query(sqlx::AssertSqlSafe(sql))
             .execute(&mut admin)
             .await

@@ -36,7 +36,7 @@ impl OdooError {
             .and_then(|v| v.as_str())
             .map(str::to_string)
             .unwrap_or_else(|| {
-                match err.get("code").and_then(|c| c.as_i64()) {
+                match err.get("code").and_then(serde_json::Value::as_i64) {
                     Some(100) => "odoo.http.SessionExpiredException",
                     Some(404) => "werkzeug.exceptions.NotFound",
                     _ => "odoo.exceptions.UnknownError",

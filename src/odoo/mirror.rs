@@ -18,7 +18,7 @@ use super::client::{OdooClient, format_odoo_time};
 use super::connections::Connection;
 use super::fault::OdooError;
 use super::schema::{self, FieldSpec};
-use crate::sync::registry::quote_ident;
+use crate::db::sql::Ident;
 
 /// A model of a connection, as stored in `odoo_model_state`.
 #[derive(Clone, Debug)]
@@ -282,8 +282,12 @@ pub async fn upsert(
             schema::to_row(&model.fields, r).map_err(anyhow::Error::msg)?,
         ));
     }
-    let t = quote_ident(&model.table);
-    let cols: Vec<String> = model.fields.iter().map(|f| quote_ident(&f.name)).collect();
+    let t = Ident(&model.table);
+    let cols: Vec<String> = model
+        .fields
+        .iter()
+        .map(|f| Ident(&f.name).to_string())
+        .collect();
     let col_list = cols.join(", ");
     let r_list = cols
         .iter()
@@ -353,7 +357,7 @@ pub async fn tombstone(
     let sql = format!(
         "UPDATE {} SET deleted = true
          WHERE odoo_connection_id = $1 AND tenant_id = $2 AND odoo_id = ANY($3) AND NOT deleted",
-        quote_ident(&model.table)
+        Ident(&model.table)
     );
     Ok(sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(connection.id)

@@ -1,6 +1,7 @@
 //! The Odoo mirror: a live copy of chosen Odoo models in PostgreSQL, synced to devices
 //! through the normal pull, with device edits written back.
 //!
+//! - `OdooCtx`: the pool, registry, settings and wake-up the rest uses.
 //! - `client` and `fault`: JSON-RPC and JSON-2, retries, pacing, Odoo's clock.
 //! - `models` and `schema`: which fields each model's table holds, and the DDL.
 //! - `connections`: the manager routes' logic, readiness (`SYNC_NOT_READY`).
@@ -11,6 +12,7 @@
 
 pub mod client;
 pub mod connections;
+mod ctx;
 pub mod fault;
 pub mod mirror;
 pub mod models;
@@ -18,3 +20,5 @@ pub mod outbox;
 pub mod reconcile;
 pub mod schema;
 pub mod worker;
+
+pub use ctx::OdooCtx;

@@ -15,13 +15,13 @@ use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::OdooCtx;
 use super::client::{OdooClient, format_odoo_time};
 use super::connections::Connection;
 use super::fault::OdooError;
 use super::mirror::{self, ModelState};
 use super::schema::{self, FieldSpec, FieldType};
-use crate::app::AppState;
-use crate::sync::registry::quote_ident;
+use crate::db::sql::Ident;
 
 /// Whether a create of `model` was sent without a known outcome.
 pub async fn has_unresolved_create(
@@ -60,12 +60,12 @@ enum Outcome {
 
 /// Sends the next due write-back of a connection; false when none is due.
 pub async fn send_next(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     client: &OdooClient,
     models: &[ModelState],
 ) -> anyhow::Result<bool> {
-    let order: Vec<String> = state
+    let order: Vec<String> = ctx
         .registry
         .current()
         .in_write_order()
@@ -79,14 +79,14 @@ pub async fn send_next(
     )
     .bind(conn.id)
     .bind(&order)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&ctx.pool)
     .await?;
     let Some(entry) = entry else {
         return Ok(false);
     };
     let Some(model) = models.iter().find(|m| m.model == entry.model) else {
         finish(
-            &state.pool,
+            &ctx.pool,
             &entry,
             "failed",
             Some("this model is no longer mirrored"),
@@ -96,18 +96,18 @@ pub async fn send_next(
     };
     let row: Option<Value> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT to_jsonb(t) FROM {} t WHERE id = $1 AND tenant_id = $2",
-        quote_ident(&entry.table_name)
+        Ident(&entry.table_name)
     )))
     .bind(entry.row_id)
     .bind(&conn.tenant_id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&ctx.pool)
     .await?;
     let Some(row) = row else {
-        finish(&state.pool, &entry, "done", None).await?;
+        finish(&ctx.pool, &entry, "done", None).await?;
         return Ok(true);
     };
-    let outcome = send(state, conn, client, model, &entry, &row).await?;
-    let settings = &state.config.odoo;
+    let outcome = send(ctx, conn, client, model, &entry, &row).await?;
+    let settings = &ctx.settings;
     match outcome {
         Outcome::Sent => {
             tracing::info!(connection = %conn.id, table = %entry.table_name, row = %entry.row_id, "written back to Odoo");
@@ -116,7 +116,7 @@ pub async fn send_next(
             // The parent is on its way (maybe waiting out a backoff itself); a
             // refused parent refuses its children in `build_vals`.
             let wait = f64::from(1u32 << entry.attempts.clamp(0, 6) as u32).min(60.0);
-            reschedule(&state.pool, &entry, &why, wait).await?;
+            reschedule(&ctx.pool, &entry, &why, wait).await?;
         }
         Outcome::Retry(why) => {
             let wait = (settings.retry_delay.as_secs_f64()
@@ -124,19 +124,19 @@ pub async fn send_next(
             .clamp(1.0, 300.0);
             tracing::warn!(connection = %conn.id, table = %entry.table_name, row = %entry.row_id, error = %why,
                 "write-back to Odoo failed; retrying");
-            reschedule(&state.pool, &entry, &why, wait).await?;
+            reschedule(&ctx.pool, &entry, &why, wait).await?;
         }
         Outcome::Refused(why) => {
             tracing::warn!(connection = %conn.id, table = %entry.table_name, row = %entry.row_id, error = %why,
                 "Odoo refused a device's write");
-            refuse(state, conn, client, model, &entry, &row, &why).await?;
+            refuse(ctx, conn, client, model, &entry, &row, &why).await?;
         }
     }
     Ok(true)
 }
 
 async fn send(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     client: &OdooClient,
     model: &ModelState,
@@ -144,7 +144,7 @@ async fn send(
     row: &Value,
 ) -> anyhow::Result<Outcome> {
     let odoo_id = row.get("odoo_id").and_then(Value::as_i64);
-    let vals = match build_vals(state, conn, model, row, odoo_id.is_none()).await? {
+    let vals = match build_vals(ctx, conn, model, row, odoo_id.is_none()).await? {
         Ok(v) => v,
         Err(outcome) => return Ok(outcome),
     };
@@ -159,16 +159,16 @@ async fn send(
             {
                 return Ok(classify(e));
             }
-            mark_synced(&state.pool, conn, entry, version, None).await?;
+            mark_synced(&ctx.pool, conn, entry, version, None).await?;
             Ok(Outcome::Sent)
         }
         None => {
             if let Some(sent_at) = entry.create_sent_at {
-                match find_created(state, conn, client, model, row, &vals, sent_at).await {
+                match find_created(ctx, conn, client, model, row, &vals, sent_at).await {
                     Ok(Some(found)) => {
                         tracing::info!(connection = %conn.id, row = %entry.row_id, odoo_id = found,
                             "a create whose answer was lost is in Odoo; linked, not created again");
-                        mark_synced(&state.pool, conn, entry, version, Some(found)).await?;
+                        mark_synced(&ctx.pool, conn, entry, version, Some(found)).await?;
                         return Ok(Outcome::Sent);
                     }
                     Ok(None) => {}
@@ -182,11 +182,11 @@ async fn send(
             .bind(&entry.table_name)
             .bind(entry.row_id)
             .bind(sent_at)
-            .execute(&state.pool)
+            .execute(&ctx.pool)
             .await?;
             match client.create(&model.model, vals).await {
                 Ok(id) => {
-                    mark_synced(&state.pool, conn, entry, version, Some(id)).await?;
+                    mark_synced(&ctx.pool, conn, entry, version, Some(id)).await?;
                     Ok(Outcome::Sent)
                 }
                 Err(e) => Ok(classify(e)),
@@ -220,7 +220,7 @@ fn to_odoo(f: &FieldSpec, v: &Value) -> Value {
 /// The values to send: writable fields (for an update, only those that differ from
 /// Odoo's last copy), with companion uuids resolved to parents' Odoo ids.
 async fn build_vals(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     model: &ModelState,
     row: &Value,
@@ -241,11 +241,11 @@ async fn build_vals(
             let found: Option<(Option<i64>, String)> =
                 sqlx::query_as(sqlx::AssertSqlSafe(format!(
                     "SELECT odoo_id, odoo_sync_status FROM {} WHERE id = $1 AND tenant_id = $2",
-                    quote_ident(&schema::table_name(target))
+                    Ident(&schema::table_name(target))
                 )))
                 .bind(parent)
                 .bind(&conn.tenant_id)
-                .fetch_optional(&state.pool)
+                .fetch_optional(&ctx.pool)
                 .await?;
             match found {
                 Some((Some(id), _)) => v = json!(id),
@@ -292,7 +292,7 @@ async fn build_vals(
 
 /// Looks in Odoo for a record an earlier, unanswered create made.
 async fn find_created(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     client: &OdooClient,
     model: &ModelState,
@@ -337,7 +337,7 @@ async fn find_created(
             Some(20),
         )
         .await?;
-    let table = quote_ident(&model.table);
+    let table = Ident(&model.table);
     for id in found
         .iter()
         .filter_map(|r| r.get("id").and_then(Value::as_i64))
@@ -350,7 +350,7 @@ async fn find_created(
         .bind(conn.id)
         .bind(id)
         .bind(&model.table)
-        .fetch_optional(&state.pool)
+        .fetch_optional(&ctx.pool)
         .await
         .map_err(|e| OdooError::Protocol(format!("database: {e}")))?;
         match taken {
@@ -363,7 +363,7 @@ async fn find_created(
                     "UPDATE {table} SET deleted = true, odoo_id = NULL WHERE id = $1"
                 )))
                 .bind(other)
-                .execute(&state.pool)
+                .execute(&ctx.pool)
                 .await
                 .map_err(|e| OdooError::Protocol(format!("database: {e}")))?;
                 return Ok(Some(id));
@@ -391,7 +391,7 @@ async fn mark_synced(
                 odoo_sync_status = CASE WHEN version = $4 THEN 'synced' ELSE odoo_sync_status END,
                 odoo_sync_error = CASE WHEN version = $4 THEN NULL ELSE odoo_sync_error END
          WHERE id = $1 AND tenant_id = $2 AND (version = $4 OR $3::bigint IS NOT NULL)",
-        quote_ident(&entry.table_name)
+        Ident(&entry.table_name)
     )))
     .bind(entry.row_id)
     .bind(&conn.tenant_id)
@@ -457,7 +457,7 @@ async fn finish(
 
 /// Odoo said no: the row shows the reason (and, for an update, Odoo's values again).
 async fn refuse(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     client: &OdooClient,
     model: &ModelState,
@@ -481,11 +481,11 @@ async fn refuse(
         }
         None => Vec::new(),
     };
-    let table = quote_ident(&entry.table_name);
+    let table = Ident(&entry.table_name);
     let mark = format!(
         "UPDATE {table} SET odoo_sync_status = 'failed', odoo_sync_error = $3 WHERE id = $1 AND tenant_id = $2"
     );
-    let mut tx = state.pool.begin().await?;
+    let mut tx = ctx.pool.begin().await?;
     if !mirror::lock_connection(&mut tx, conn.id).await? {
         return Ok(());
     }

@@ -11,12 +11,12 @@ use std::collections::BTreeSet;
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use super::OdooCtx;
 use super::client::{OdooClient, format_odoo_time};
 use super::connections::Connection;
 use super::mirror::{self, ModelState};
 use super::outbox;
-use crate::app::AppState;
-use crate::sync::registry::quote_ident;
+use crate::db::sql::Ident;
 
 /// Ids read per call.
 const ID_PAGE: i64 = 5000;
@@ -32,22 +32,22 @@ fn range_domain(model: &ModelState) -> Vec<Value> {
 
 /// Reconciles every model whose interval has passed.
 pub async fn run_due(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     client: &OdooClient,
     models: &[ModelState],
 ) -> anyhow::Result<()> {
-    let interval = chrono::Duration::from_std(state.config.odoo.reconcile_interval)?;
+    let interval = chrono::Duration::from_std(ctx.settings.reconcile_interval)?;
     for model in models {
         if model.planned_until.is_none()
             || model
                 .last_reconciled_at
                 .is_some_and(|t| Utc::now() - t < interval)
-            || outbox::has_unresolved_create(&state.pool, conn.id, &model.model).await?
+            || outbox::has_unresolved_create(&ctx.pool, conn.id, &model.model).await?
         {
             continue;
         }
-        if let Err(e) = reconcile(state, conn, client, model).await {
+        if let Err(e) = reconcile(ctx, conn, client, model).await {
             tracing::warn!(connection = %conn.id, model = %model.model, error = %format!("{e:#}"),
                 "reconciling deletions failed; retried at the next interval");
         }
@@ -56,7 +56,7 @@ pub async fn run_due(
         )
         .bind(conn.id)
         .bind(&model.model)
-        .execute(&state.pool)
+        .execute(&ctx.pool)
         .await?;
     }
     Ok(())
@@ -64,19 +64,19 @@ pub async fn run_due(
 
 /// Compares one model's id sets and applies the difference.
 pub async fn reconcile(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     client: &OdooClient,
     model: &ModelState,
 ) -> anyhow::Result<()> {
-    let table = quote_ident(&model.table);
+    let table = Ident(&model.table);
     let local: Vec<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT odoo_id FROM {table}
          WHERE odoo_connection_id = $1 AND tenant_id = $2 AND NOT deleted AND odoo_id IS NOT NULL"
     )))
     .bind(conn.id)
     .bind(&conn.tenant_id)
-    .fetch_all(&state.pool)
+    .fetch_all(&ctx.pool)
     .await?;
     let remote_count = client
         .search_count(&model.model, Value::Array(range_domain(model)))
@@ -144,7 +144,7 @@ pub async fn reconcile(
                 .await?,
         );
     }
-    let mut tx = state.pool.begin().await?;
+    let mut tx = ctx.pool.begin().await?;
     if !mirror::lock_connection(&mut tx, conn.id).await? {
         return Ok(());
     }

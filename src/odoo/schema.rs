@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use sqlx::PgPool;
 
 use super::models;
-use crate::sync::registry::quote_ident;
+use crate::db::sql::Ident;
 
 /// Columns every mirror table has besides the mirrored fields.
 pub const MIRROR_COLUMNS: [&str; 10] = [
@@ -215,7 +215,7 @@ pub async fn ensure_table(
     mirrored: &[String],
 ) -> anyhow::Result<bool> {
     let table = table_name(model);
-    let t = quote_ident(&table);
+    let t = Ident(&table);
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('nas_sync.odoo_schema'))")
         .execute(&mut *tx)
@@ -242,7 +242,7 @@ pub async fn ensure_table(
         .await?;
         sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE UNIQUE INDEX {} ON {t} (odoo_connection_id, odoo_id)",
-            quote_ident(&format!("{table}_odoo_id"))
+            Ident(&format!("{table}_odoo_id"))
         )))
         .execute(&mut *tx)
         .await?;
@@ -253,7 +253,7 @@ pub async fn ensure_table(
         if !existing.contains(&f.name) {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "ALTER TABLE {t} ADD COLUMN {} {}",
-                quote_ident(&f.name),
+                Ident(&f.name),
                 f.ty.sql_type()
             )))
             .execute(&mut *tx)
@@ -280,8 +280,8 @@ pub async fn ensure_table(
         {
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "ALTER TABLE {t} ADD COLUMN {} uuid REFERENCES {}(id)",
-                quote_ident(&companion),
-                quote_ident(&target_table)
+                Ident(&companion),
+                Ident(&target_table)
             )))
             .execute(&mut *tx)
             .await?;
@@ -303,7 +303,7 @@ pub async fn ensure_table(
                 .await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "CREATE TRIGGER {} AFTER INSERT OR UPDATE ON {t} FOR EACH ROW EXECUTE FUNCTION odoo_enqueue('{model}')",
-                quote_ident(&format!("{table}_odoo_enqueue")),
+                Ident(&format!("{table}_odoo_enqueue")),
             )))
             .execute(&mut *tx)
             .await?;
@@ -339,7 +339,7 @@ pub async fn ensure_table(
         let columns = columns_of(&mut tx, &table).await?;
         // A default model's writable fields, whatever this connection's Odoo has (the
         // trigger is shared by every connection mirroring the model).
-        let curated = super::models::curated_writable(model).unwrap_or_default();
+        let curated = models::curated_writable(model).unwrap_or_default();
         let names = fields
             .iter()
             .filter(|f| f.writable)
@@ -359,7 +359,7 @@ pub async fn ensure_table(
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE OR REPLACE TRIGGER {} BEFORE INSERT OR UPDATE ON {t}
          FOR EACH ROW EXECUTE FUNCTION odoo_guard('{model}', '{}')",
-        quote_ident(&format!("{table}_odoo_guard")),
+        Ident(&format!("{table}_odoo_guard")),
         writable.join(",")
     )))
     .execute(&mut *tx)
@@ -429,7 +429,7 @@ pub fn convert(f: &FieldSpec, v: Value) -> Result<Value, String> {
             other => return Err(format!("expected a many2one, got {other}")),
         },
         One2many | Many2many => match v {
-            Value::Array(ids) if ids.iter().all(|i| i.is_i64()) => Value::Array(ids),
+            Value::Array(ids) if ids.iter().all(Value::is_i64) => Value::Array(ids),
             other => return Err(format!("expected a list of ids, got {other}")),
         },
         Datetime => match v {

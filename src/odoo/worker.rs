@@ -19,12 +19,12 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use super::OdooCtx;
 use super::client::OdooClient;
 use super::connections::{self, Connection};
 use super::fault::OdooError;
 use super::mirror::{self, Batch, ModelState};
 use super::{outbox, reconcile};
-use crate::app::AppState;
 
 /// How long a lease lasts without renewal.
 const LEASE_SECS: i64 = 300;
@@ -38,18 +38,18 @@ enum Step {
 }
 
 /// Runs the scheduler until `stop`; waits for the workers it started.
-pub async fn run_scheduler(state: AppState, stop: CancellationToken) {
+pub async fn run_scheduler(ctx: OdooCtx, stop: CancellationToken) {
     let owner = format!("{}-{}", std::process::id(), Uuid::new_v4().simple());
     let running: Arc<Mutex<HashMap<Uuid, tokio::task::JoinHandle<()>>>> = Arc::default();
-    tracing::info!(owner = %owner, tick = ?state.config.odoo.tick, "Odoo scheduler started");
+    tracing::info!(owner = %owner, tick = ?ctx.settings.tick, "Odoo scheduler started");
     loop {
-        if let Err(e) = start_workers(&state, &owner, &running, &stop).await {
+        if let Err(e) = start_workers(&ctx, &owner, &running, &stop).await {
             tracing::warn!(error = %format!("{e:#}"), "Odoo scheduler could not list connections");
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = state.odoo_wakeup.notified() => {}
-            _ = tokio::time::sleep(state.config.odoo.tick) => {}
+            _ = ctx.wakeup.notified() => {}
+            _ = tokio::time::sleep(ctx.settings.tick) => {}
         }
     }
     let handles: Vec<_> = match running.lock() {
@@ -63,16 +63,16 @@ pub async fn run_scheduler(state: AppState, stop: CancellationToken) {
 }
 
 async fn start_workers(
-    state: &AppState,
+    ctx: &OdooCtx,
     owner: &str,
     running: &Arc<Mutex<HashMap<Uuid, tokio::task::JoinHandle<()>>>>,
     stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     // Tables another process added must be known before this one writes to them.
-    if state.registry_is_stale().await? {
-        state.reload_registry().await?;
+    if ctx.registry.is_stale(&ctx.pool).await? {
+        ctx.registry.reload(&ctx.pool).await?;
     }
-    for conn in connections::all(&state.pool).await? {
+    for conn in connections::all(&ctx.pool).await? {
         {
             let Ok(mut map) = running.lock() else {
                 continue;
@@ -82,14 +82,14 @@ async fn start_workers(
                 continue;
             }
         }
-        if !take_lease(state, conn.id, owner).await? {
+        if !take_lease(ctx, conn.id, owner).await? {
             continue;
         }
         let id = conn.id;
-        let (state2, owner2, stop2) = (state.clone(), owner.to_string(), stop.child_token());
+        let (ctx2, owner2, stop2) = (ctx.clone(), owner.to_string(), stop.child_token());
         let handle = tokio::spawn(async move {
-            run_worker(state2.clone(), conn, owner2.clone(), stop2).await;
-            release(&state2, id, &owner2).await;
+            run_worker(ctx2.clone(), conn, owner2.clone(), stop2).await;
+            release(&ctx2, id, &owner2).await;
         });
         if let Ok(mut map) = running.lock() {
             map.insert(id, handle);
@@ -99,7 +99,7 @@ async fn start_workers(
 }
 
 /// Takes (or renews) the connection's lease; false when another process holds it.
-async fn take_lease(state: &AppState, id: Uuid, owner: &str) -> sqlx::Result<bool> {
+async fn take_lease(ctx: &OdooCtx, id: Uuid, owner: &str) -> sqlx::Result<bool> {
     let taken = sqlx::query(
         "UPDATE odoo_connections SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
          WHERE id = $1 AND (lease_owner IS NULL OR lease_owner = $2 OR lease_until < now())",
@@ -107,13 +107,13 @@ async fn take_lease(state: &AppState, id: Uuid, owner: &str) -> sqlx::Result<boo
     .bind(id)
     .bind(owner)
     .bind(LEASE_SECS as f64)
-    .execute(&state.pool)
+    .execute(&ctx.pool)
     .await?
     .rows_affected();
     Ok(taken == 1)
 }
 
-async fn release(state: &AppState, id: Uuid, owner: &str) {
+async fn release(ctx: &OdooCtx, id: Uuid, owner: &str) {
     let result = sqlx::query(
         "WITH b AS (UPDATE odoo_batches SET status = 'pending'
                     WHERE connection_id = $1 AND status = 'running'
@@ -122,7 +122,7 @@ async fn release(state: &AppState, id: Uuid, owner: &str) {
     )
     .bind(id)
     .bind(owner)
-    .execute(&state.pool)
+    .execute(&ctx.pool)
     .await;
     if let Err(e) = result {
         tracing::warn!(connection = %id, error = %e, "could not release the Odoo lease");
@@ -130,19 +130,19 @@ async fn release(state: &AppState, id: Uuid, owner: &str) {
 }
 
 /// One connection's loop.
-async fn run_worker(state: AppState, conn: Connection, owner: String, stop: CancellationToken) {
+async fn run_worker(ctx: OdooCtx, conn: Connection, owner: String, stop: CancellationToken) {
     let id = conn.id;
     // Batches a crashed worker left running start over (nothing of them committed).
     if let Err(e) = sqlx::query("UPDATE odoo_batches SET status = 'pending' WHERE connection_id = $1 AND status = 'running'")
         .bind(id)
-        .execute(&state.pool)
+        .execute(&ctx.pool)
         .await
     {
         tracing::warn!(connection = %id, error = %e, "could not reset running batches");
         return;
     }
     let mut key = conn.api_key.clone();
-    let mut client = match conn.client(&state.config.odoo) {
+    let mut client = match conn.client(&ctx.settings) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(connection = %id, error = %e, "could not build the Odoo client");
@@ -154,7 +154,7 @@ async fn run_worker(state: AppState, conn: Connection, owner: String, stop: Canc
         if stop.is_cancelled() {
             break;
         }
-        match take_lease(&state, id, &owner).await {
+        match take_lease(&ctx, id, &owner).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(connection = %id, "lease taken by another process; worker stops");
@@ -162,30 +162,30 @@ async fn run_worker(state: AppState, conn: Connection, owner: String, stop: Canc
             }
             Err(e) => {
                 tracing::warn!(connection = %id, error = %e, "lease renewal failed");
-                sleep_or_stop(&stop, state.config.odoo.tick).await;
+                sleep_or_stop(&stop, ctx.settings.tick).await;
                 continue;
             }
         }
         // The connection may have changed or gone.
-        let conn = match connections::load(&state.pool, id).await {
+        let conn = match connections::load(&ctx.pool, id).await {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(connection = %id, error = %e, "could not read the connection");
-                sleep_or_stop(&stop, state.config.odoo.tick).await;
+                sleep_or_stop(&stop, ctx.settings.tick).await;
                 continue;
             }
         };
         if conn.api_key != key {
             // The manager renewed the key: talk to Odoo with the new one.
-            match conn.client(&state.config.odoo) {
+            match conn.client(&ctx.settings) {
                 Ok(c) => {
                     client = c;
                     key = conn.api_key.clone();
                     tracing::info!(connection = %id, "Odoo key renewed; client rebuilt");
                 }
                 Err(e) => {
-                    tracing::warn!(connection = %id, error = %e, "could not rebuild the Odoo client")
+                    tracing::warn!(connection = %id, error = %e, "could not rebuild the Odoo client");
                 }
             }
         }
@@ -194,7 +194,7 @@ async fn run_worker(state: AppState, conn: Connection, owner: String, stop: Canc
         let heartbeat = async {
             loop {
                 tokio::time::sleep(Duration::from_secs(LEASE_SECS as u64 / 5)).await;
-                if let Ok(false) = take_lease(&state, id, &owner).await {
+                if let Ok(false) = take_lease(&ctx, id, &owner).await {
                     return;
                 }
             }
@@ -205,27 +205,27 @@ async fn run_worker(state: AppState, conn: Connection, owner: String, stop: Canc
                 tracing::warn!(connection = %id, "lease lost during a step; worker stops");
                 break;
             }
-            step = step(&state, &conn, &client) => step,
+            step = step(&ctx, &conn, &client) => step,
         };
         match step {
             Ok(Step::Worked) => {}
             Ok(Step::Idle) => {
-                let wait = Duration::from_secs(1).min(state.config.odoo.tick);
+                let wait = Duration::from_secs(1).min(ctx.settings.tick);
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = state.odoo_wakeup.notified() => {}
+                    _ = ctx.wakeup.notified() => {}
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
-            Ok(Step::Backoff) => sleep_or_stop(&stop, state.config.odoo.tick).await,
+            Ok(Step::Backoff) => sleep_or_stop(&stop, ctx.settings.tick).await,
             Err(e) => {
                 tracing::warn!(connection = %id, error = %format!("{e:#}"), "Odoo worker step failed");
                 let _ = sqlx::query("UPDATE odoo_connections SET last_error = $2 WHERE id = $1")
                     .bind(id)
                     .bind(format!("{e:#}").chars().take(500).collect::<String>())
-                    .execute(&state.pool)
+                    .execute(&ctx.pool)
                     .await;
-                sleep_or_stop(&stop, state.config.odoo.tick).await;
+                sleep_or_stop(&stop, ctx.settings.tick).await;
             }
         }
     }
@@ -240,31 +240,31 @@ async fn sleep_or_stop(stop: &CancellationToken, d: Duration) {
 }
 
 /// One unit of work: a batch, a write-back, a plan, or nothing.
-async fn step(state: &AppState, conn: &Connection, client: &OdooClient) -> anyhow::Result<Step> {
-    let models = mirror::model_states(&state.pool, conn).await?;
-    if let Some(batch) = claim_batch(state, conn.id).await? {
-        run_batch(state, conn, client, &models, batch).await?;
+async fn step(ctx: &OdooCtx, conn: &Connection, client: &OdooClient) -> anyhow::Result<Step> {
+    let models = mirror::model_states(&ctx.pool, conn).await?;
+    if let Some(batch) = claim_batch(ctx, conn.id).await? {
+        run_batch(ctx, conn, client, &models, batch).await?;
         return Ok(Step::Worked);
     }
-    if outbox::send_next(state, conn, client, &models).await? {
+    if outbox::send_next(ctx, conn, client, &models).await? {
         return Ok(Step::Worked);
     }
     if conn.sync_status == "not_started" {
-        return plan_initial(state, conn, client, &models).await;
+        return plan_initial(ctx, conn, client, &models).await;
     }
     let due = conn.last_poll_at.is_none_or(|t| {
         Utc::now() - t >= chrono::Duration::seconds(conn.poll_interval_seconds as i64)
     });
     if due && conn.first_mirror_done_at.is_some() {
-        plan_incremental(state, conn, client, &models).await?;
-        reconcile::run_due(state, conn, client, &models).await?;
+        plan_incremental(ctx, conn, client, &models).await?;
+        reconcile::run_due(ctx, conn, client, &models).await?;
         return Ok(Step::Worked);
     }
     Ok(Step::Idle)
 }
 
 /// The next due batch (first-mirror batches first), marked running.
-async fn claim_batch(state: &AppState, connection_id: Uuid) -> sqlx::Result<Option<Batch>> {
+async fn claim_batch(ctx: &OdooCtx, connection_id: Uuid) -> sqlx::Result<Option<Batch>> {
     sqlx::query_as(
         "UPDATE odoo_batches SET status = 'running'
          WHERE id = (SELECT id FROM odoo_batches
@@ -273,13 +273,13 @@ async fn claim_batch(state: &AppState, connection_id: Uuid) -> sqlx::Result<Opti
          RETURNING id, model, window_start, window_end, initial, attempts",
     )
     .bind(connection_id)
-    .fetch_optional(&state.pool)
+    .fetch_optional(&ctx.pool)
     .await
 }
 
 /// Fetches a batch's window and commits its records with its status.
 async fn run_batch(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     client: &OdooClient,
     models: &[ModelState],
@@ -288,7 +288,7 @@ async fn run_batch(
     let Some(model) = models.iter().find(|m| m.model == batch.model) else {
         sqlx::query("UPDATE odoo_batches SET status = 'permanently_failed', last_error = 'model no longer mirrored' WHERE id = $1")
             .bind(batch.id)
-            .execute(&state.pool)
+            .execute(&ctx.pool)
             .await?;
         return Ok(());
     };
@@ -298,10 +298,10 @@ async fn run_batch(
         Ok(r) => r,
         Err(e) => {
             let transient = e.is_retryable() || e.is_credentials();
-            return fail_batch(state, conn, &batch, &e.summary(), transient).await;
+            return fail_batch(ctx, conn, &batch, &e.summary(), transient).await;
         }
     };
-    let mut tx = state.pool.begin().await?;
+    let mut tx = ctx.pool.begin().await?;
     if !mirror::lock_connection(&mut tx, conn.id).await? {
         return Ok(());
     }
@@ -317,14 +317,7 @@ async fn run_batch(
         Ok(n) => n,
         Err(e) => {
             drop(tx);
-            return fail_batch(
-                state,
-                conn,
-                &batch,
-                &format!("storing records: {e:#}"),
-                false,
-            )
-            .await;
+            return fail_batch(ctx, conn, &batch, &format!("storing records: {e:#}"), false).await;
         }
     };
     sqlx::query(
@@ -366,18 +359,18 @@ async fn run_batch(
 
 /// Counts a failed attempt; the fourth (by default) makes the batch permanently failed.
 async fn fail_batch(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     batch: &Batch,
     error: &str,
     retryable: bool,
 ) -> anyhow::Result<()> {
-    let settings = &state.config.odoo;
+    let settings = &ctx.settings;
     let attempts = batch.attempts + 1;
     let permanent = attempts >= settings.max_attempts;
     let wait =
         settings.retry_delay.as_secs_f64() * f64::from(1u32 << attempts.clamp(0, 10) as u32) / 2.0;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = ctx.pool.begin().await?;
     sqlx::query(
         "UPDATE odoo_batches SET status = $2, attempts = $3, last_error = $4,
                 next_attempt_at = now() + make_interval(secs => $5),
@@ -434,12 +427,12 @@ async fn fail_batch(
 
 /// The first mirror: every model's range, split into batches.
 async fn plan_initial(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     client: &OdooClient,
     models: &[ModelState],
 ) -> anyhow::Result<Step> {
-    let min_window = chrono::Duration::from_std(state.config.odoo.min_window)?;
+    let min_window = chrono::Duration::from_std(ctx.settings.min_window)?;
     for model in models.iter().filter(|m| m.planned_until.is_none()) {
         let hi = mirror::window_end(client);
         let range_start = if conn.initial_range_days > 0 {
@@ -468,8 +461,7 @@ async fn plan_initial(
         match planned {
             Ok(windows) => {
                 let start = range_start.unwrap_or(chrono::DateTime::UNIX_EPOCH.naive_utc());
-                mirror::save_plan(&state.pool, conn, model, &windows, Some(start), hi, true)
-                    .await?;
+                mirror::save_plan(&ctx.pool, conn, model, &windows, Some(start), hi, true).await?;
                 tracing::info!(connection = %conn.id, model = %model.model, batches = windows.len(),
                     records = windows.iter().map(|w| w.count).sum::<i64>(), "first mirror planned");
             }
@@ -483,8 +475,7 @@ async fn plan_initial(
                     hi,
                     count: 0,
                 };
-                mirror::save_plan(&state.pool, conn, model, &[whole], Some(start), hi, true)
-                    .await?;
+                mirror::save_plan(&ctx.pool, conn, model, &[whole], Some(start), hi, true).await?;
                 tracing::warn!(connection = %conn.id, model = %model.model, error = %e,
                     "could not plan windows; reading the whole range as one batch");
             }
@@ -493,14 +484,14 @@ async fn plan_initial(
                 sqlx::query("UPDATE odoo_connections SET last_error = $2 WHERE id = $1")
                     .bind(conn.id)
                     .bind(format!("planning {}: {}", model.model, e.summary()))
-                    .execute(&state.pool)
+                    .execute(&ctx.pool)
                     .await?;
                 tracing::warn!(connection = %conn.id, model = %model.model, error = %e, "planning the first mirror failed");
                 return Ok(Step::Backoff);
             }
         }
     }
-    let mut tx = state.pool.begin().await?;
+    let mut tx = ctx.pool.begin().await?;
     sqlx::query(
         "UPDATE odoo_connections SET sync_status = 'in_progress', last_poll_at = now(), last_error = NULL
          WHERE id = $1 AND sync_status = 'not_started'",
@@ -516,12 +507,12 @@ async fn plan_initial(
 /// The next windows of every model: from a safety lag before the last end to Odoo's
 /// clock now.
 async fn plan_incremental(
-    state: &AppState,
+    ctx: &OdooCtx,
     conn: &Connection,
     client: &OdooClient,
     models: &[ModelState],
 ) -> anyhow::Result<()> {
-    let min_window = chrono::Duration::from_std(state.config.odoo.min_window)?;
+    let min_window = chrono::Duration::from_std(ctx.settings.min_window)?;
     let lag = chrono::Duration::seconds(conn.safety_lag_seconds as i64);
     for model in models {
         let hi = mirror::window_end(client);
@@ -529,7 +520,7 @@ async fn plan_incremental(
             Some(p) => p - lag - chrono::Duration::seconds(mirror::WINDOW_MARGIN_SECS),
             None => continue,
         };
-        if outbox::has_unresolved_create(&state.pool, conn.id, &model.model).await? {
+        if outbox::has_unresolved_create(&ctx.pool, conn.id, &model.model).await? {
             // A create whose answer was lost is found again first, so the mirror
             // does not insert it as a second row.
             continue;
@@ -546,7 +537,7 @@ async fn plan_incremental(
         {
             Ok(windows) => {
                 mirror::save_plan(
-                    &state.pool,
+                    &ctx.pool,
                     conn,
                     model,
                     &windows,
@@ -563,7 +554,7 @@ async fn plan_incremental(
                 sqlx::query("UPDATE odoo_connections SET last_error = $2, last_poll_at = now() WHERE id = $1")
                     .bind(conn.id)
                     .bind(format!("polling {}: {}", model.model, e.summary()))
-                    .execute(&state.pool)
+                    .execute(&ctx.pool)
                     .await?;
                 tracing::warn!(connection = %conn.id, model = %model.model, error = %e, "incremental poll failed");
                 return Ok(());
@@ -572,7 +563,7 @@ async fn plan_incremental(
     }
     sqlx::query("UPDATE odoo_connections SET last_poll_at = now() WHERE id = $1")
         .bind(conn.id)
-        .execute(&state.pool)
+        .execute(&ctx.pool)
         .await?;
     Ok(())
 }

@@ -14,7 +14,8 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{Change, Hub, Outgoing};
-use crate::sync::registry::{RegistryHandle, quote_ident};
+use crate::db::sql::Ident;
+use crate::sync::registry::RegistryHandle;
 
 /// The channel the change trigger notifies.
 pub const CHANNEL: &str = "nas_sync";
@@ -124,7 +125,7 @@ async fn fetch(
     let id = uuid::Uuid::parse_str(id).ok()?;
     let sql = format!(
         "SELECT to_jsonb(t) - 'tenant_id' FROM {} t WHERE id = $1 AND tenant_id = $2",
-        quote_ident(&table.name)
+        Ident(&table.name)
     );
     match sqlx::query_scalar::<_, Value>(sqlx::AssertSqlSafe(sql))
         .bind(id)

@@ -3,15 +3,16 @@
 //! real columns; the change log (filled by one trigger) orders pulls by transaction
 //! id below the snapshot horizon, so no concurrent writer's change is ever missed.
 
+mod ctx;
 pub mod cursor;
 pub mod horizon;
 pub mod pull;
 pub mod push;
-mod push_batch;
 pub mod registry;
 pub mod retention;
 pub mod rules;
 pub mod status;
 pub mod validate;
 
+pub use ctx::SyncCtx;
 pub use registry::Registry;

@@ -1,4 +1,4 @@
-//! Pull: what changed since the device's cursor, each row once in its latest state.
+//! Pull: what changed since the device's cursor, each row once in its latest ctx.
 //!
 //! A page is one SQL statement (`page_sql`), so one snapshot covers all of it. It reads
 //! the horizon `pg_snapshot_xmin(pg_current_snapshot())`; every transaction below it
@@ -15,10 +15,11 @@ use serde_json::json;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+use super::SyncCtx;
 use super::cursor::{Cursor, Position, scope_hash};
 use super::registry::{Registry, Table};
-use crate::app::AppState;
 use crate::auth::{Principal, Role};
+use crate::db::sql::Literal;
 use crate::error::{AppError, AppResult};
 
 pub const DEFAULT_LIMIT: i64 = 500;
@@ -93,9 +94,9 @@ pub fn page_sql(tables: &[&Table]) -> String {
     let mut docs = String::from("CASE e.table_name");
     for t in tables {
         docs.push_str(&format!(
-            " WHEN '{}' THEN (SELECT (to_jsonb(r) - 'tenant_id')::text FROM {} r
+            " WHEN {} THEN (SELECT (to_jsonb(r) - 'tenant_id')::text FROM {} r
                               WHERE r.id = e.row_id AND r.tenant_id = $1)",
-            t.name.replace('\'', "''"),
+            Literal(&t.name),
             t.ident()
         ));
     }
@@ -145,21 +146,21 @@ struct PageRow {
 }
 
 /// Serves one page of a pull.
-pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppResult<PullResponse> {
+pub async fn pull(ctx: &SyncCtx, who: &Principal, req: PullRequest) -> AppResult<PullResponse> {
     who.check_device(req.device_id.as_deref())?;
     // Tables added at run time (by another server process, too) must be known before
     // a cursor moves past their first changes: a stale registry is reloaded first.
     for _ in 0..3 {
-        match pull_once(state, who, &req).await {
+        match pull_once(ctx, who, &req).await {
             Ok(Some(page)) => return Ok(page),
             Ok(None) => {}
-            Err(AppError::UnknownTable(t)) if !state.registry_is_stale().await? => {
+            Err(AppError::UnknownTable(t)) if !ctx.registry.is_stale(&ctx.pool).await? => {
                 return Err(AppError::UnknownTable(t));
             }
             Err(AppError::UnknownTable(_)) => {}
             Err(e) => return Err(e),
         }
-        state.reload_registry().await?;
+        ctx.registry.reload(&ctx.pool).await?;
     }
     Err(AppError::Unavailable(
         "The table registry keeps changing; retry shortly.".into(),
@@ -168,11 +169,11 @@ pub async fn pull(state: &AppState, who: &Principal, req: PullRequest) -> AppRes
 
 /// One attempt; `None` when the registry changed since this process loaded it.
 async fn pull_once(
-    state: &AppState,
+    ctx: &SyncCtx,
     who: &Principal,
     req: &PullRequest,
 ) -> AppResult<Option<PullResponse>> {
-    let registry = state.registry.current();
+    let registry = ctx.registry.current();
     let tables = resolve_tables(&registry, who, req.tables.as_deref())?;
     let limit = match req.limit {
         None => DEFAULT_LIMIT,
@@ -189,7 +190,7 @@ async fn pull_once(
     let scope = match req.tables {
         None => scope_hash(&who.tenant, store, &["*", &registry.roles_version]),
         Some(_) => {
-            crate::odoo::connections::check_ready(&state.pool, &who.tenant, &names).await?;
+            crate::odoo::connections::check_ready(&ctx.pool, &who.tenant, &names).await?;
             scope_hash(&who.tenant, store, &names)
         }
     };
@@ -202,7 +203,7 @@ async fn pull_once(
     let cursor = req
         .cursor
         .as_deref()
-        .map(|c| Cursor::decode(c, &state.keys))
+        .map(|c| Cursor::decode(c, &ctx.keys))
         .transpose()?;
 
     // Legacy pulls start at the horizon recorded at or before their time. A mark is a
@@ -213,7 +214,7 @@ async fn pull_once(
                 "SELECT horizon::text::bigint FROM sync_horizons WHERE at <= $1 ORDER BY at DESC LIMIT 1",
             )
             .bind(since)
-            .fetch_optional(&state.pool)
+            .fetch_optional(&ctx.pool)
             .await?
             .map_or(Position::START, |h| Position::before_xid(h as u64)),
         ),
@@ -232,7 +233,7 @@ async fn pull_once(
         .bind(&names)
         .bind(store)
         .bind(limit + 1)
-        .fetch_all(&state.pool)
+        .fetch_all(&ctx.pool)
         .await?;
     let Some(meta) = page.first() else {
         return Err(anyhow::anyhow!("the page statement returned no row").into());
@@ -322,9 +323,8 @@ async fn pull_once(
         position,
         scope,
     }
-    .encode(&state.keys);
-    state
-        .pull_ledger
+    .encode(&ctx.keys);
+    ctx.pull_ledger
         .record(&who.tenant, &who.device_id, cursor.clone());
 
     metrics::counter!("sync_rows_pulled_total").increment(rows);

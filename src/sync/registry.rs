@@ -11,6 +11,7 @@ use sqlx::PgPool;
 
 use super::rules::Rule;
 use crate::auth::Role;
+use crate::db::sql::Ident;
 
 /// How a column's JSON value is checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -113,15 +114,10 @@ impl Table {
             .filter(|c| !SYNC_COLUMNS.contains(&c.name.as_str()))
     }
 
-    /// The table name quoted as an SQL identifier (names come from the catalog).
-    pub fn ident(&self) -> String {
-        quote_ident(&self.name)
+    /// The table name as an SQL identifier (names come from the catalog).
+    pub fn ident(&self) -> Ident<'_> {
+        Ident(&self.name)
     }
-}
-
-/// Quotes an SQL identifier.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// The registry as the server sees it now: replaced whole when tables are added at
@@ -149,6 +145,21 @@ impl RegistryHandle {
             Ok(mut g) => *g = new,
             Err(poisoned) => *poisoned.into_inner() = new,
         }
+    }
+
+    /// Whether another process (or this one) changed the registry since it was loaded.
+    pub async fn is_stale(&self, pool: &PgPool) -> sqlx::Result<bool> {
+        let stored: Option<String> =
+            sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'registry_version'")
+                .fetch_optional(pool)
+                .await?;
+        Ok(stored.unwrap_or_default() != self.current().version)
+    }
+
+    /// Reads the registry again (tables were added or widened).
+    pub async fn reload(&self, pool: &PgPool) -> anyhow::Result<()> {
+        self.replace(Registry::load(pool).await?);
+        Ok(())
     }
 }
 

@@ -1,12 +1,12 @@
 //! The tenant's sync status (tables, active devices, last syncs) and a device's own
-//! sync state.
+//! sync ctx.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::app::AppState;
+use super::SyncCtx;
 use crate::auth::{Principal, devices};
 use crate::error::{AppError, AppResult};
 
@@ -23,14 +23,14 @@ pub struct SyncStatus {
     pub last_sync: BTreeMap<String, DateTime<Utc>>,
 }
 
-pub async fn status(state: &AppState, who: &Principal) -> AppResult<SyncStatus> {
-    state.pull_ledger.flush(&state.pool).await?;
+pub async fn status(ctx: &SyncCtx, who: &Principal) -> AppResult<SyncStatus> {
+    ctx.pull_ledger.flush(&ctx.pool).await?;
     let rows: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT device_id, greatest(last_pull_at, last_push_at)
          FROM devices WHERE tenant_id = $1 AND revoked_at IS NULL",
     )
     .bind(&who.tenant)
-    .fetch_all(&state.pool)
+    .fetch_all(&ctx.pool)
     .await?;
     let now = Utc::now();
     let day_ago = now - chrono::Duration::hours(24);
@@ -42,7 +42,7 @@ pub async fn status(state: &AppState, who: &Principal) -> AppResult<SyncStatus> 
         status: "online",
         timestamp: now,
         version: env!("CARGO_PKG_VERSION"),
-        tables: state
+        tables: ctx
             .registry
             .current()
             .readable_by(who.role)
@@ -64,13 +64,13 @@ pub struct DeviceState {
 }
 
 pub async fn device_state(
-    state: &AppState,
+    ctx: &SyncCtx,
     who: &Principal,
     device_id: Option<&str>,
 ) -> AppResult<DeviceState> {
     who.check_device(device_id)?;
-    state.pull_ledger.flush(&state.pool).await?;
-    let d = devices::get(&state.pool, &who.tenant, &who.device_id)
+    ctx.pull_ledger.flush(&ctx.pool).await?;
+    let d = devices::get(&ctx.pool, &who.tenant, &who.device_id)
         .await?
         .ok_or_else(|| AppError::NotFound("Unknown device.".into()))?;
     Ok(DeviceState {
@@ -83,14 +83,14 @@ pub async fn device_state(
 }
 
 pub async fn reset(
-    state: &AppState,
+    ctx: &SyncCtx,
     who: &Principal,
     device_id: Option<&str>,
 ) -> AppResult<DeviceState> {
     who.check_device(device_id)?;
     // Pulls made before the reset must not be written over it.
-    state.pull_ledger.flush(&state.pool).await?;
-    devices::reset_state(&state.pool, &who.tenant, &who.device_id).await?;
+    ctx.pull_ledger.flush(&ctx.pool).await?;
+    devices::reset_state(&ctx.pool, &who.tenant, &who.device_id).await?;
     tracing::info!(device_id = %who.device_id, tenant = %who.tenant, "sync state reset");
-    device_state(state, who, None).await
+    device_state(ctx, who, None).await
 }

@@ -46,7 +46,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     ];
     let t = Instant::now();
     for rep in 0..ctx.sizes.a_repeats {
-        for (kind, limit, rates) in runs.iter_mut() {
+        for (kind, limit, rates) in &mut runs {
             // A fresh device per HTTP run, logged in before the clock starts.
             let api = if *kind == "nas-sync no gzip" {
                 &plain

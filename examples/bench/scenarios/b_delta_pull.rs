@@ -72,7 +72,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     ctx.phase_done("(b) vacuum + checkpoint", t);
     db::settle(&ctx.pool).await?;
 
-    for side in sides.iter_mut() {
+    for side in &mut sides {
         let t = Instant::now();
         let (cursor, got, pages) = ctx.api.sync_down(&side.dev, None, Some(5000)).await?;
         anyhow::ensure!(
@@ -98,7 +98,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
 
     let t = Instant::now();
     for round in 0..rounds {
-        for side in sides.iter_mut() {
+        for side in &mut sides {
             let ids = &side.ids[round * CHANGED..(round + 1) * CHANGED];
             sqlx::query("UPDATE kpi_data SET value = value + 1 WHERE id = ANY($1)")
                 .bind(ids)

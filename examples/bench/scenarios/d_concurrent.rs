@@ -70,7 +70,7 @@ impl Load {
         json!({
             "latency_ms": self.summary().to_json(), "errors": self.errors,
             "non_empty_pulls": self.non_empty, "first_error": self.first_error,
-            "achieved_rate": self.rate, "resources": self.cpu.map(|u| u.to_json()),
+            "achieved_rate": self.rate, "resources": self.cpu.map(super::super::server::Usage::to_json),
         })
     }
 }

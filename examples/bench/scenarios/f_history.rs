@@ -110,7 +110,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     wait_for_horizon_mark(&ctx.pool, max_xid).await?;
     let since = chrono::Utc::now().to_rfc3339();
     let mut first_rows = Vec::new();
-    for side in sides.iter_mut() {
+    for side in &mut sides {
         let page = ctx.api.pull_since(&side.reader, &since, Some(5000)).await?;
         let mut rows = page.rows;
         let (cursor, more, _) = if page.has_more {
@@ -128,7 +128,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
 
     let t = Instant::now();
     for round in 0..rounds {
-        for side in sides.iter_mut() {
+        for side in &mut sides {
             let batch: Vec<Value> = side.rows[round * CHANGED..(round + 1) * CHANGED]
                 .iter()
                 .enumerate()

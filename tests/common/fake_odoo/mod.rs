@@ -153,7 +153,7 @@ pub(crate) struct Shared {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Shared {
@@ -311,14 +311,14 @@ impl FakeOdoo {
 
     /// `write(vals)` on one record (bumps its `write_date`).
     pub fn update(&self, model: &str, id: i64, vals: Value) {
-        self.bulk_update(model, &[id], vals)
+        self.bulk_update(model, &[id], vals);
     }
 
     /// `write(vals)` on several records in one transaction (same `write_date`).
     pub fn bulk_update(&self, model: &str, ids: &[i64], vals: Value) {
         let ts = self.now();
         let vals = object(vals);
-        self.txn("update", |db| db.write(model, ids, &vals, ts, true))
+        self.txn("update", |db| db.write(model, ids, &vals, ts, true));
     }
 
     /// `active = False` (a write).
@@ -330,7 +330,7 @@ impl FakeOdoo {
     /// with it); nothing records the deletion.
     pub fn delete(&self, model: &str, id: i64) {
         let ts = self.now();
-        self.txn("delete", |db| db.unlink(model, &[id], ts))
+        self.txn("delete", |db| db.unlink(model, &[id], ts));
     }
 
     /// A record created by a transaction that started `age` ago and commits
@@ -345,7 +345,7 @@ impl FakeOdoo {
     pub fn touch_late(&self, model: &str, id: i64, vals: Value, age: Duration) {
         let ts = self.now() - chrono::Duration::from_std(age).expect("age");
         let vals = object(vals);
-        self.txn("touch_late", |db| db.write(model, &[id], &vals, ts, true))
+        self.txn("touch_late", |db| db.write(model, &[id], &vals, ts, true));
     }
 
     /// Every live record (archived included), ordered by id: all stored

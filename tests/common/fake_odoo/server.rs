@@ -134,11 +134,14 @@ async fn pipeline(
     if let Some(model) = model {
         sh.calls
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((model.to_string(), method.to_string()));
     }
     let fault = sh.take_fault(model, method);
-    let mut delay = *sh.call_delay.lock().unwrap_or_else(|e| e.into_inner());
+    let mut delay = *sh
+        .call_delay
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(Fault::Timeout(d)) = &fault {
         delay += *d;
     }
@@ -148,7 +151,10 @@ async fn pipeline(
             tokio::time::sleep(delay).await;
         }
         let apply = |work: Work| {
-            let mut db = sh2.db.lock().unwrap_or_else(|e| e.into_inner());
+            let mut db = sh2
+                .db
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             work(&sh2, &mut db, ts)
         };
         match fault {

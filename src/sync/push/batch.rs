@@ -1,8 +1,8 @@
 //! The set-based push path: a chunk of one table's rows in a handful of statements
 //! (lock and read the server rows, check references, read the conflicting rows'
 //! origins, write the inserts and the updates) instead of four or five round trips
-//! per row. Decisions are the row-by-row path's own (`push::plan`, `push::settle`),
-//! so both give the same answer.
+//! per row. Decisions are the row-by-row path's own (`decide::plan`,
+//! `decide::settle`), so both give the same answer.
 //!
 //! It declines (`Ok(None)`) whatever it cannot settle in bulk: a row PostgreSQL
 //! refuses (a constraint, a trigger) or a reference that is not a UUID. The caller then
@@ -14,16 +14,17 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::push::{
-    ConflictReport, Ctx, Done, Failure, Outcome, Plan, Written, check_scope, checked_row,
-    column_list, insert_doc, owned_by_caller, parent_store_filter, plan, reference_missing,
-    reference_to_check, settle, update_doc,
+use super::decide::{
+    Caller, Done, Outcome, Plan, Written, check_scope, checked_row, insert_doc, owned_by_caller,
+    plan, reference_missing, reference_to_check, settle, update_doc,
 };
-use super::registry::Table;
-use super::rules::Winner;
-use super::validate::{PushedRow, RowError};
-use crate::app::AppState;
+use super::wire::ConflictReport;
+use super::write::{Failure, insert_sql, parent_store_filter};
+use crate::db::sql::ident_list;
 use crate::error::AppResult;
+use crate::sync::registry::{Registry, Table};
+use crate::sync::rules::Winner;
+use crate::sync::validate::{PushedRow, RowError};
 
 /// Most rows in one chunk (one set of statements).
 const MAX_CHUNK: usize = 1_000;
@@ -77,13 +78,13 @@ impl Step {
 /// Applies `chunk` in bulk; `None` when it must go row by row (see the module doc).
 pub(super) async fn apply_chunk(
     conn: &mut sqlx::PgConnection,
-    ctx: &Ctx<'_>,
-    state: &AppState,
+    caller: &Caller<'_>,
+    registry: &Registry,
     table: &Table,
     chunk: &[Value],
     written: &Written,
 ) -> AppResult<Option<Vec<Result<Done, RowError>>>> {
-    let who = ctx.who;
+    let who = caller.who;
     let mut steps: Vec<Step> = chunk
         .iter()
         .map(|raw| match checked_row(table, who, raw) {
@@ -113,7 +114,7 @@ pub(super) async fn apply_chunk(
             .into_iter()
             .map(|(id, tenant, doc)| (id, (tenant, doc)))
             .collect();
-    for step in steps.iter_mut() {
+    for step in &mut steps {
         *step = match step.take() {
             Step::Valid(mut row) => {
                 let server = owned_by_caller(who, existing.remove(&row.id)).and_then(|server| {
@@ -128,10 +129,10 @@ pub(super) async fn apply_chunk(
         };
     }
 
-    if !check_references(conn, ctx, state, table, &mut steps).await? {
+    if !check_references(conn, caller, registry, table, &mut steps).await? {
         return Ok(None);
     }
-    for step in steps.iter_mut() {
+    for step in &mut steps {
         *step = match step.take() {
             Step::Checked(row, server) => match plan(table, &row, server, written) {
                 Ok(p) => Step::Planned(row, p, None),
@@ -140,9 +141,9 @@ pub(super) async fn apply_chunk(
             other => other,
         };
     }
-    settle_conflicts(conn, ctx, table, chunk, &mut steps).await?;
+    settle_conflicts(conn, caller, table, chunk, &mut steps).await?;
 
-    let Some(mut stored) = write(conn, ctx, table, &steps).await? else {
+    let Some(mut stored) = write(conn, caller, table, &steps).await? else {
         return Ok(None);
     };
     let results = steps
@@ -167,13 +168,12 @@ pub(super) async fn apply_chunk(
 /// reference cannot be checked in bulk.
 async fn check_references(
     conn: &mut sqlx::PgConnection,
-    ctx: &Ctx<'_>,
-    state: &AppState,
+    caller: &Caller<'_>,
+    registry: &Registry,
     table: &Table,
     steps: &mut [Step],
 ) -> AppResult<bool> {
-    let who = ctx.who;
-    let registry = state.registry.current();
+    let who = caller.who;
     for parent_ref in &table.parents {
         let Some(parent) = registry.get(&parent_ref.parent) else {
             continue;
@@ -221,7 +221,7 @@ async fn check_references(
 /// conflicting row in one query.
 async fn settle_conflicts(
     conn: &mut sqlx::PgConnection,
-    ctx: &Ctx<'_>,
+    caller: &Caller<'_>,
     table: &Table,
     chunk: &[Value],
     steps: &mut [Step],
@@ -249,7 +249,7 @@ async fn settle_conflicts(
         *step = match step.take() {
             Step::Planned(row, Plan::Conflict(server), None) => {
                 let role = roles.get(&row.id).cloned().flatten();
-                let (report, winner) = settle(table, ctx, &row, raw, &server, role.as_deref());
+                let (report, winner) = settle(table, caller, &row, raw, &server, role.as_deref());
                 let plan = match winner {
                     Winner::Client => Plan::Update(server),
                     Winner::Server => Plan::Keep(server),
@@ -267,7 +267,7 @@ async fn settle_conflicts(
 /// PostgreSQL refused a row.
 async fn write(
     conn: &mut sqlx::PgConnection,
-    ctx: &Ctx<'_>,
+    caller: &Caller<'_>,
     table: &Table,
     steps: &[Step],
 ) -> AppResult<Option<HashMap<Uuid, Value>>> {
@@ -276,10 +276,10 @@ async fn write(
     for step in steps {
         let (doc, groups) = match step {
             Step::Planned(row, Plan::Insert, _) => {
-                (insert_doc(row, ctx.who, ctx.receipt), &mut inserts)
+                (insert_doc(row, caller.who, caller.receipt), &mut inserts)
             }
             Step::Planned(row, Plan::Update(server), _) => {
-                let mut doc = update_doc(row, ctx.receipt, server);
+                let mut doc = update_doc(row, caller.receipt, server);
                 let names: Vec<String> = doc.keys().cloned().collect();
                 doc.insert("id".into(), Value::String(row.id.to_string()));
                 let group = updates.entry(names).or_default();
@@ -295,25 +295,15 @@ async fn write(
     let t = table.ident();
     let mut stored = HashMap::new();
     for (names, docs) in inserts {
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let cols = column_list(&names);
-        let sql = format!(
-            "INSERT INTO {t} AS t ({cols})
-             SELECT {cols} FROM jsonb_populate_recordset(NULL::{t}, $1)
-             RETURNING t.id, to_jsonb(t) - 'tenant_id'"
-        );
+        let sql = insert_sql(table, &ident_list("", &names), "jsonb_populate_recordset")
+            + " RETURNING t.id, to_jsonb(t) - 'tenant_id'";
         if !run_write(conn, sql, docs, None, &mut stored).await? {
             return Ok(None);
         }
     }
     for (names, (docs, ids)) in updates {
-        let names: Vec<&str> = names.iter().map(String::as_str).collect();
-        let cols = column_list(&names);
-        let from_r = names
-            .iter()
-            .map(|n| format!("r.{}", super::registry::quote_ident(n)))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let cols = ident_list("", &names);
+        let from_r = ident_list("r.", &names);
         // `t.id = ANY($2)` lets the planner reach the rows by primary key: it cannot
         // see how many rows the recordset holds, and would scan the table instead.
         let sql = format!(

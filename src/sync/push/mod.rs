@@ -1,0 +1,274 @@
+//! Push: a device's queued changes, applied in one transaction, parents before
+//! children, each row reported back (stored, won by the server, or failed with a
+//! reason). A table's rows go in chunks through the set-based path (`batch`); a chunk
+//! PostgreSQL refuses in bulk goes row by row (`write::apply_row`), each row under its
+//! own savepoint, so one bad row never takes the others down. With `stop_on_error` any
+//! failure rolls everything back. A `push_id` makes the push exactly-once (`replay`).
+//!
+//! - `wire`: the request and the answer.
+//! - `decide`: the pure decisions (scope, plan, conflict settling, documents).
+//! - `write`: savepoints, the row-by-row path and its SQL.
+//! - `batch`: the set-based path.
+//! - `report`: the answer assembled row by row.
+//! - `replay`: the `push_log` that makes a retried push answer the same.
+
+mod batch;
+mod decide;
+mod replay;
+mod report;
+mod wire;
+mod write;
+
+pub use wire::{ConflictReport, PushRequest, PushResponse, RowErrorReport};
+
+use chrono::{SubsecRound, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use self::decide::Caller;
+use self::report::Report;
+use self::write::Savepoint;
+use super::SyncCtx;
+use super::registry::{Registry, Table};
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+
+/// Most rows one push may carry.
+pub const MAX_ROWS: usize = 10_000;
+
+/// Attempts of a push that meets deadlocks or serialization failures.
+const ATTEMPTS: u64 = 4;
+
+/// Applies a push.
+pub async fn push(ctx: &SyncCtx, who: &Principal, req: PushRequest) -> AppResult<PushResponse> {
+    who.check_device(req.device_id.as_deref())?;
+    if let Some(id) = &req.push_id
+        && (id.is_empty() || id.len() > 128 || id.contains('\0'))
+    {
+        return Err(AppError::validation(
+            "push_id",
+            "must be 1 to 128 characters, without NUL",
+        ));
+    }
+    // Shape first: unknown tables and malformed lists fail the whole request.
+    let mut registry = ctx.registry.current();
+    // A table another server process added (an Odoo mirror table) since this one
+    // loaded the registry: read it again once.
+    if req.changes.keys().any(|name| registry.get(name).is_none())
+        && ctx.registry.is_stale(&ctx.pool).await?
+    {
+        ctx.registry.reload(&ctx.pool).await?;
+        registry = ctx.registry.current();
+    }
+    let mut batches: Vec<(&Table, &Vec<Value>)> = Vec::new();
+    let mut total = 0;
+    for (name, rows) in &req.changes {
+        let table = registry
+            .get(name)
+            .ok_or_else(|| AppError::UnknownTable(name.clone()))?;
+        let rows = rows.as_array().ok_or_else(|| {
+            AppError::validation(format!("changes.{name}"), "must be a list of rows")
+        })?;
+        total += rows.len();
+        batches.push((table, rows));
+    }
+    if total > MAX_ROWS {
+        return Err(AppError::PayloadTooLarge(format!(
+            "A push may carry at most {MAX_ROWS} rows; this one has {total}. Split it."
+        )));
+    }
+    batches.sort_by_key(|(t, _)| t.rank);
+    let stop_on_error = req.stop_on_error.unwrap_or(false);
+    let request_hash = Sha256::digest(
+        serde_json::to_vec(&json!({ "changes": &req.changes, "stop_on_error": stop_on_error }))
+            .map_err(anyhow::Error::from)?,
+    )
+    .to_vec();
+
+    let caller = Caller {
+        who,
+        receipt: Utc::now().round_subsecs(6),
+    };
+    let push = Push {
+        ctx,
+        caller: &caller,
+        registry: &registry,
+        batches: &batches,
+        push_id: req.push_id.as_deref(),
+        request_hash: &request_hash,
+        stop_on_error,
+    };
+    // Deadlocks between concurrent pushes touching the same rows are retried whole.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match push.run().await {
+            Err(e) if attempt < ATTEMPTS && e.is_retryable() => {
+                tracing::warn!(attempt, error = %e, "push hit a deadlock or serialization failure; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One push, checked and ready to run (again, after contention).
+struct Push<'a> {
+    ctx: &'a SyncCtx,
+    caller: &'a Caller<'a>,
+    registry: &'a Registry,
+    batches: &'a [(&'a Table, &'a Vec<Value>)],
+    push_id: Option<&'a str>,
+    request_hash: &'a [u8],
+    stop_on_error: bool,
+}
+
+impl Push<'_> {
+    /// The push's transaction, start to commit.
+    async fn run(&self) -> AppResult<PushResponse> {
+        let who = self.caller.who;
+        let mut tx = self.ctx.pool.begin().await?;
+        // The change-log trigger records who wrote each row.
+        sqlx::query(
+            "SELECT set_config('nas_sync.device', $1, true), set_config('nas_sync.role', $2, true)",
+        )
+        .bind(&who.device_id)
+        .bind(who.role.as_str())
+        .execute(&mut *tx)
+        .await?;
+        if let Some(push_id) = self.push_id
+            && let Some(done) = replay::claim(&mut tx, who, push_id, self.request_hash).await?
+        {
+            return Ok(done);
+        }
+
+        let all = match self.stop_on_error {
+            true => Some(Savepoint::open(&mut tx, "push_all").await?),
+            false => None,
+        };
+        let mut report = Report::default();
+        for (table, rows) in self.batches {
+            for chunk in batch::chunks(table, rows) {
+                self.apply_chunk(&mut tx, table, chunk, &mut report).await?;
+            }
+        }
+        let Report {
+            mut applied,
+            mut conflicts,
+            errors,
+            ..
+        } = report;
+        if let Some(all) = all
+            && !errors.is_empty()
+        {
+            all.roll_back(&mut tx).await?;
+            applied.clear();
+            conflicts.clear();
+        }
+
+        let cursor: Option<String> = sqlx::query_scalar(
+            "UPDATE devices SET last_push_at = now() WHERE tenant_id = $1 AND device_id = $2 RETURNING cursor",
+        )
+        .bind(&who.tenant)
+        .bind(&who.device_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .flatten();
+        let cursor = self
+            .ctx
+            .pull_ledger
+            .pending_cursor(&who.tenant, &who.device_id)
+            .or(cursor);
+
+        let response = PushResponse {
+            success: errors.is_empty(),
+            timestamp: self.caller.receipt,
+            cursor,
+            applied,
+            conflicts,
+            errors,
+        };
+        if let Some(push_id) = self.push_id {
+            replay::record(&mut tx, who, push_id, &response).await?;
+        }
+        tx.commit().await?;
+        observe(who, self.push_id, &response);
+        Ok(response)
+    }
+
+    /// Applies one chunk of a table's rows: in bulk when it can, else row by row.
+    async fn apply_chunk(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        table: &Table,
+        chunk: &[Value],
+        report: &mut Report,
+    ) -> AppResult<()> {
+        // Many rows go through a few set-based statements; anything unusual in the
+        // chunk (a row PostgreSQL refuses, a reference it cannot check in bulk) sends
+        // the whole chunk down the row-by-row path instead.
+        if chunk.len() > 1 {
+            let savepoint = Savepoint::open(conn, "push_chunk").await?;
+            let bulk = batch::apply_chunk(
+                conn,
+                self.caller,
+                self.registry,
+                table,
+                chunk,
+                &report.written,
+            )
+            .await?;
+            match bulk {
+                Some(results) => {
+                    savepoint.release(conn).await?;
+                    for (raw, result) in chunk.iter().zip(results) {
+                        report.record(table, raw, result);
+                    }
+                    return Ok(());
+                }
+                None => savepoint.roll_back(conn).await?,
+            }
+        }
+        for raw in chunk {
+            let savepoint = Savepoint::open(conn, "push_row").await?;
+            let applied = write::apply_row(
+                conn,
+                self.caller,
+                self.registry,
+                table,
+                raw,
+                &report.written,
+            )
+            .await;
+            let result = match applied {
+                Ok(done) => {
+                    savepoint.release(conn).await?;
+                    Ok(done)
+                }
+                Err(write::Failure::Row(e)) => {
+                    savepoint.roll_back(conn).await?;
+                    Err(e)
+                }
+                Err(write::Failure::Fatal(e)) => return Err(e),
+            };
+            report.record(table, raw, result);
+        }
+        Ok(())
+    }
+}
+
+/// Metrics and the one log line of a committed push.
+fn observe(who: &Principal, push_id: Option<&str>, response: &PushResponse) {
+    let stored: usize = response.applied.values().map(Vec::len).sum();
+    metrics::counter!("sync_rows_pushed_total").increment(stored as u64);
+    for c in &response.conflicts {
+        metrics::counter!("sync_conflicts_total", "table" => c.table.clone(),
+            "rule" => c.resolution.clone(), "winner" => c.winner.clone())
+        .increment(1);
+    }
+    for e in &response.errors {
+        metrics::counter!("sync_errors_total", "code" => e.code.clone()).increment(1);
+    }
+    tracing::info!(device_id = %who.device_id, tenant = %who.tenant, push_id, stored,
+        conflicts = response.conflicts.len(), errors = response.errors.len(), "push");
+}
