@@ -1,5 +1,5 @@
 //! The Odoo mirror end to end: a real server on port 0 and a fake Odoo over HTTP
-//! (`common::fake_odoo`, faithful to research/odoo-external-api.md). Connections are
+//! (the `fake-odoo` crate, faithful to docs/odoo-api.md). Connections are
 //! created through the API as a manager would, progress is read from the status
 //! route, and mirrored rows are checked both in PostgreSQL and through a device's
 //! normal pull.
@@ -9,8 +9,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::fake_odoo::{FakeOdoo, FakeOptions, Fault};
 use common::{Device, TestApp, assert_error};
+use fake_odoo::{FakeOdoo, FakeOptions, Fault};
 use nas_sync::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};

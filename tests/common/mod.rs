@@ -7,8 +7,6 @@
 //! with instructions. Tests never skip silently.
 #![allow(dead_code)]
 
-pub mod fake_odoo;
-
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
