@@ -3,7 +3,7 @@
 //! manager_wins, team server_wins, submissions/submission_answers/kpi_data
 //! latest_wins. Rules no default table uses (manager_wins on a table both roles
 //! write, client_wins) run on a server whose `sync_tables` was changed in SQL before
-//! it started (`RuleApp`).
+//! it started (`TestApp::builder().rules(..)`).
 mod common;
 use common::*;
 
@@ -11,8 +11,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
-use nas_sync::auth::Role;
-use nas_sync::{AppState, launch};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -105,89 +103,6 @@ fn values(row: &Value, cols: &[&str]) -> BTreeMap<String, Value> {
     cols.iter()
         .map(|c| (c.to_string(), row[*c].clone()))
         .collect()
-}
-
-// ---------------------------------------------------------------------------
-// A server whose conflict rules were changed in SQL before it started.
-
-struct RuleApp {
-    /// The rule server's address; devices from `login` talk to it.
-    base: String,
-    pool: PgPool,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
-    /// Database, users and logins (its own server keeps the default rules, unused).
-    app: TestApp,
-}
-
-impl RuleApp {
-    /// A migrated database with `rule` set on each table in `sync_tables`, and a server
-    /// started over it afterwards, so its registry loads the changed rules.
-    async fn spawn(rules: &[(&str, &str)]) -> RuleApp {
-        let app = TestApp::spawn().await;
-        for (table, rule) in rules {
-            let n = sqlx::query("UPDATE sync_tables SET rule = $2 WHERE table_name = $1")
-                .bind(table)
-                .bind(rule)
-                .execute(&app.pool)
-                .await
-                .expect("set rule")
-                .rows_affected();
-            assert_eq!(n, 1, "no synced table {table}");
-        }
-        let state = AppState::from_pool(test_config(&app.db.url, false), app.pool.clone())
-            .await
-            .expect("state");
-        for (table, rule) in rules {
-            assert_eq!(
-                state.registry.current().get(table).unwrap().rule.as_str(),
-                *rule,
-                "registry did not load the rule"
-            );
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind port 0");
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            launch(listener, state, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server");
-        });
-        RuleApp {
-            base,
-            pool: app.pool.clone(),
-            shutdown: Some(tx),
-            server: Some(server),
-            app,
-        }
-    }
-
-    async fn user(&self, username: &str, role: Role, store: Option<&str>, device: &str) -> Device {
-        self.app.add_user(username, role, store, "default").await;
-        self.login(username, device).await
-    }
-
-    /// Logs in (same database, same signing key) and points the device at the rule server.
-    async fn login(&self, username: &str, device_id: &str) -> Device {
-        let mut dev = self.app.login(username, device_id).await;
-        dev.base = self.base.clone();
-        dev
-    }
-}
-
-impl Drop for RuleApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(s) = self.server.take() {
-            s.abort();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -533,10 +448,13 @@ async fn manager_wins_between_two_managers_is_latest_wins_on_forms() {
 
 /// kpi_data under manager_wins: a manager, two store devices of s1, and a kpi row
 /// created by the store at version 1.
-async fn manager_wins_setup() -> (RuleApp, Device, Device, Device) {
-    let app = RuleApp::spawn(&[("kpi_data", "manager_wins")]).await;
-    let boss = app.user("boss", Role::Manager, None, "boss-phone").await;
-    let ann = app.user("ann", Role::Store, Some("s1"), "ann-phone").await;
+async fn manager_wins_setup() -> (TestApp, Device, Device, Device) {
+    let app = TestApp::builder()
+        .rules(&[("kpi_data", "manager_wins")])
+        .spawn()
+        .await;
+    let boss = app.manager("boss", "boss-phone").await;
+    let ann = app.store("ann", "s1", "ann-phone").await;
     let ann2 = app.login("ann", "ann-tablet").await;
     (app, boss, ann, ann2)
 }
@@ -612,7 +530,7 @@ async fn manager_wins_a_stale_managers_write_beats_the_stores_write_with_an_olde
 #[tokio::test]
 async fn manager_wins_between_equals_latest_wins() {
     let (app, boss, ann, ann2) = manager_wins_setup().await;
-    let chief = app.user("chief", Role::Manager, None, "chief-phone").await;
+    let chief = app.manager("chief", "chief-phone").await;
 
     // Two managers, the stale one newer: client.
     let kpi = new_kpi(&ann).await;
@@ -741,9 +659,12 @@ async fn server_wins_keeps_the_server_row_against_a_stale_manager_write() {
 
 #[tokio::test]
 async fn client_wins_applies_a_stale_write_even_with_an_older_clock() {
-    let app = RuleApp::spawn(&[("kpi_data", "client_wins"), ("team", "client_wins")]).await;
-    let boss = app.user("boss", Role::Manager, None, "boss-phone").await;
-    let ann = app.user("ann", Role::Store, Some("s1"), "ann-phone").await;
+    let app = TestApp::builder()
+        .rules(&[("kpi_data", "client_wins"), ("team", "client_wins")])
+        .spawn()
+        .await;
+    let boss = app.manager("boss", "boss-phone").await;
+    let ann = app.store("ann", "s1", "ann-phone").await;
     let ann2 = app.login("ann", "ann-tablet").await;
 
     // Between two store devices.
@@ -785,7 +706,7 @@ async fn client_wins_applies_a_stale_write_even_with_an_older_clock() {
     assert_eq!(row(&app.pool, "kpi_data", &kpi).await["value"], 70);
 
     // On team, between managers.
-    let chief = app.user("chief", Role::Manager, None, "chief-phone").await;
+    let chief = app.manager("chief", "chief-phone").await;
     let member = id();
     push_no_conflict(
         &boss,

@@ -1143,14 +1143,16 @@ async fn a_second_server_process_learns_mirror_tables_added_by_the_first() {
     // Process B starts before any mirror table exists.
     let mut config_b = common::test_config(&app.db.url, false);
     fast(&mut config_b);
-    let state_b = nas_sync::AppState::prepare(config_b).await.unwrap();
-    assert!(state_b.registry.current().get("odoo_res_partner").is_none());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_b = format!("http://{}", listener.local_addr().unwrap());
-    let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
-    let server_b = tokio::spawn(nas_sync::launch(listener, state_b, async {
-        let _ = stopped_b.await;
-    }));
+    let pool_b = common::prepare_db(&config_b).await;
+    let mut server_b = common::Server::spawn(config_b, pool_b).await;
+    assert!(
+        server_b
+            .state
+            .registry
+            .current()
+            .get("odoo_res_partner")
+            .is_none()
+    );
 
     let manager = app.manager("boss", "boss-phone").await;
     let id = connect(
@@ -1162,7 +1164,7 @@ async fn a_second_server_process_learns_mirror_tables_added_by_the_first() {
     wait_done(&manager, &id).await;
     common::settle(&app.pool).await;
     let mut on_b = app.login("boss", "boss-tablet").await;
-    on_b.base = base_b;
+    on_b.base = server_b.base.clone();
     let (code, resp) = on_b
         .post(
             "/api/v1/sync/pull",
@@ -1178,6 +1180,5 @@ async fn a_second_server_process_learns_mirror_tables_added_by_the_first() {
         .push(json!({"odoo_sale_order": [{"id": common::id(), "partner_id": partner, "updated_at": common::now()}]}))
         .await;
     assert_eq!(resp["success"], true, "{resp}");
-    let _ = stop_b.send(());
-    let _ = server_b.await;
+    server_b.stop().await;
 }
