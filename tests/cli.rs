@@ -1,5 +1,5 @@
-//! The command line (CONTRACT section 1), driven through the real binary: `migrate`,
-//! `user add`, `device list`, `device revoke`.
+//! The command line (docs/contract.md §1), driven through the real binary:
+//! `migrate`, `user add`, `device list`, `device revoke`.
 mod common;
 use common::*;
 

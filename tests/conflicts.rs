@@ -1,4 +1,4 @@
-//! Conflict rules (CONTRACT section 5, DESIGN "Conflict rules"), each from both sides,
+//! Conflict rules (docs/contract.md §5, docs/conflicts.md), each from both sides,
 //! over HTTP. Default Insight rules: forms and the other form tables manager_wins,
 //! team server_wins, submissions/submission_answers/kpi_data latest_wins. Rules no
 //! default table uses (manager_wins on a table both roles write, client_wins) run on

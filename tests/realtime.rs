@@ -1,4 +1,4 @@
-//! WebSocket pokes (CONTRACT section 6) with a real WebSocket client
+//! WebSocket pokes (docs/contract.md §6) with a real WebSocket client
 //! (tokio-tungstenite): who is poked, when, how urgent rows arrive, and how the server
 //! copes with revoked devices, slow readers, a lost LISTEN connection and several
 //! server processes on one database.
