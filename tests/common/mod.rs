@@ -5,7 +5,11 @@
 //! The database server comes from `TEST_DATABASE_URL` or `DATABASE_URL`; without
 //! either, a testcontainers PostgreSQL is started; if that fails too, the test fails
 //! with instructions. Tests never skip silently.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "a shared helper module compiled into each test binary (`mod common;`); \
+              each binary uses a different part of it"
+)]
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
