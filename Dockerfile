@@ -21,11 +21,15 @@ ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
     CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
     CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc
 WORKDIR /src
-# Dependencies first: this layer is rebuilt only when Cargo.toml or Cargo.lock change.
+# Dependencies first: this layer is rebuilt only when the manifests or Cargo.lock change.
+# crates/ holds the workspace's test-only crate (the fake Odoo): Cargo needs its
+# manifest to load the workspace, though a release build never compiles it.
 COPY Cargo.toml Cargo.lock ./
+COPY crates ./crates
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked --target "$(cat /target)" \
     && rm -rf src
+COPY build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 RUN touch src/main.rs src/lib.rs \

@@ -14,4 +14,5 @@ if [ -z "${DRILL_DATABASE_URL:-}" ]; then
     echo "note: no second PostgreSQL cluster for the restore drill ($(cat /tmp/nas-sync-drill.err)); that test will fail with instructions" >&2
   fi
 fi
-exec cargo test --all-targets "$@"
+# --workspace: the fake Odoo (crates/fake-odoo) has tests of its own.
+exec cargo test --workspace --all-targets "$@"

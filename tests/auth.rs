@@ -1,4 +1,4 @@
-//! Auth (CONTRACT sections 2 and 3): login, device ids, refresh rotation, bearer
+//! Auth (docs/contract.md §2 and §3): login, device ids, refresh rotation, bearer
 //! tokens (missing, garbage, expired, revoked), device binding, and the failed-login
 //! rate limit.
 mod common;
@@ -433,7 +433,7 @@ async fn revoked_device_cannot_refresh() {
         "a revoked device refreshed its tokens: {b}"
     );
     assert!(b.get("access_token").is_none(), "{b}");
-    // CONTRACT section 1: revoking makes that device's tokens fail with
+    // docs/contract.md §1: revoking makes that device's tokens fail with
     // DEVICE_REVOKED at once; a refresh token is one of them.
     assert_error(s, &b, 401, "DEVICE_REVOKED");
 }

@@ -1,5 +1,5 @@
-//! The command line (CONTRACT section 1), driven through the real binary: `migrate`,
-//! `user add`, `device list`, `device revoke`.
+//! The command line (docs/contract.md §1), driven through the real binary:
+//! `migrate`, `user add`, `device list`, `device revoke`.
 mod common;
 use common::*;
 
@@ -82,43 +82,30 @@ async fn connect(url: &str) -> PgPool {
         .expect("connect to test database")
 }
 
-/// The server, in process, over a database the CLI prepared.
-struct Server {
-    base: String,
+/// The server in process (`common::Server`), over a database the CLI prepared, and a
+/// client for it.
+struct App {
+    server: Server,
     http: reqwest::Client,
-    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn serve(url: &str) -> Server {
-    let state = nas_sync::AppState::prepare(test_config(url, false))
-        .await
-        .expect("prepare app");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind port 0");
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = nas_sync::launch(listener, state, async {
-            let _ = rx.await;
-        })
-        .await;
-    });
-    Server {
-        base,
+async fn serve(url: &str) -> App {
+    let config = test_config(url, false);
+    let pool = prepare_db(&config).await;
+    App {
+        server: Server::spawn(config, pool).await,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap(),
-        _stop: tx,
     }
 }
 
-impl Server {
+impl App {
     async fn login(&self, username: &str, password: &str, device_id: &str) -> (StatusCode, Value) {
         let resp = self
             .http
-            .post(format!("{}/api/v1/auth/login", self.base))
+            .post(format!("{}/api/v1/auth/login", self.server.base))
             .json(&json!({"username": username, "password": password, "device_id": device_id}))
             .send()
             .await
@@ -136,7 +123,7 @@ impl Server {
     async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
         let resp = self
             .http
-            .get(format!("{}{path}", self.base))
+            .get(format!("{}{path}", self.server.base))
             .bearer_auth(token)
             .send()
             .await
@@ -147,7 +134,7 @@ impl Server {
     async fn post(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
         let resp = self
             .http
-            .post(format!("{}{path}", self.base))
+            .post(format!("{}{path}", self.server.base))
             .bearer_auth(token)
             .json(body)
             .send()

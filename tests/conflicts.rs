@@ -1,18 +1,19 @@
-//! Conflict rules (CONTRACT section 5, DESIGN "Conflict rules"), each from both
-//! sides, over HTTP. Default Insight rules: forms and the other form tables
-//! manager_wins, team server_wins, submissions/submission_answers/kpi_data
-//! latest_wins. Rules no default table uses (manager_wins on a table both roles
-//! write, client_wins) run on a server whose `sync_tables` was changed in SQL before
-//! it started (`RuleApp`).
+//! Conflict rules (docs/contract.md §5, docs/conflicts.md), each from both sides,
+//! over HTTP. Default Insight rules: forms and the other form tables manager_wins,
+//! team server_wins, submissions/submission_answers/kpi_data latest_wins. Rules no
+//! default table uses (manager_wins on a table both roles write, client_wins) run on
+//! a server whose `sync_tables` was changed in SQL before it started
+//! (`TestApp::builder().rules(..)`).
+//!
+//! Most tests are one [`Clash`]: a fresh write by one device, then a stale write by
+//! another from the version both saw, with the conflict report and the stored row
+//! checked.
 mod common;
 use common::*;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Datelike, SecondsFormat, Timelike, Utc};
-use nas_sync::auth::Role;
-use nas_sync::{AppState, launch};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -100,100 +101,87 @@ fn assert_conflict(
     assert_eq!(c["winner"], winner, "{c}");
 }
 
-/// The data columns of a stored row that a test compares (drops sync columns).
-fn values(row: &Value, cols: &[&str]) -> BTreeMap<String, Value> {
-    cols.iter()
-        .map(|c| (c.to_string(), row[*c].clone()))
-        .collect()
-}
-
 // ---------------------------------------------------------------------------
-// A server whose conflict rules were changed in SQL before it started.
+// The scenario: a fresh write, then a stale one from the version both devices saw.
 
-struct RuleApp {
-    /// The rule server's address; devices from `login` talk to it.
-    base: String,
-    pool: PgPool,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
-    /// Database, users and logins (its own server keeps the default rules, unused).
-    app: TestApp,
+/// A write: the device that pushes it and the row it sends.
+type Write<'a> = (&'a Device, Value);
+
+/// `fresh` is pushed first (no conflict), then `stale`, from the same old version,
+/// onto the same row of `table` (the rows' `id`).
+struct Clash<'a> {
+    table: &'a str,
+    fresh: Write<'a>,
+    stale: Write<'a>,
 }
 
-impl RuleApp {
-    /// A migrated database with `rule` set on each table in `sync_tables`, and a server
-    /// started over it afterwards, so its registry loads the changed rules.
-    async fn spawn(rules: &[(&str, &str)]) -> RuleApp {
-        let app = TestApp::spawn().await;
-        for (table, rule) in rules {
-            let n = sqlx::query("UPDATE sync_tables SET rule = $2 WHERE table_name = $1")
-                .bind(table)
-                .bind(rule)
-                .execute(&app.pool)
-                .await
-                .expect("set rule")
-                .rows_affected();
-            assert_eq!(n, 1, "no synced table {table}");
-        }
-        let state = AppState::from_pool(test_config(&app.db.url, false), app.pool.clone())
-            .await
-            .expect("state");
-        for (table, rule) in rules {
-            assert_eq!(
-                state
-                    .sync
-                    .registry
-                    .current()
-                    .get(table)
-                    .unwrap()
-                    .rule
-                    .as_str(),
-                *rule,
-                "registry did not load the rule"
-            );
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind port 0");
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            launch(listener, state, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server");
-        });
-        RuleApp {
-            base,
-            pool: app.pool.clone(),
-            shutdown: Some(tx),
-            server: Some(server),
-            app,
-        }
-    }
+/// What the stale push left.
+struct Outcome {
+    /// The stale push's answer.
+    answer: Value,
+    /// The row in its `applied`.
+    applied: Value,
+    /// The stored row before the stale push (the conflict's `server_data`).
+    before: Value,
+    /// The stored row after it.
+    after: Value,
+}
 
-    async fn user(&self, username: &str, role: Role, store: Option<&str>, device: &str) -> Device {
-        self.app.add_user(username, role, store, "default").await;
-        self.login(username, device).await
-    }
-
-    /// Logs in (same database, same signing key) and points the device at the rule server.
-    async fn login(&self, username: &str, device_id: &str) -> Device {
-        let mut dev = self.app.login(username, device_id).await;
-        dev.base = self.base.clone();
-        dev
+impl Clash<'_> {
+    /// Pushes the fresh write (no conflict; its `applied` row is the stored row), then
+    /// the stale one, asserting what [`push_stale`] asserts.
+    async fn resolves(self, app: &TestApp, rule: &str, winner: &str) -> Outcome {
+        let (dev, fresh) = self.fresh;
+        let id = fresh["id"].as_str().expect("row id").to_string();
+        let r = push_no_conflict(dev, json!({ self.table: [fresh] })).await;
+        assert_eq!(
+            applied(&r, self.table, &id),
+            &row(&app.pool, self.table, &id).await,
+            "applied must be the stored row"
+        );
+        push_stale(app, self.table, self.stale, rule, winner).await
     }
 }
 
-impl Drop for RuleApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+/// Pushes `stale`, a write from a version older than the stored row's, and asserts
+/// the one conflict reported (`client_data` is the row sent, `server_data` the stored
+/// row before the push, `resolution` is `rule`, and `winner`) and the outcome: when
+/// the server wins the stored row is unchanged and `applied` shows it; when the client
+/// wins the row sent is stored (its values; `version` and `updated_at` are the
+/// server's) and `applied` is the stored row.
+async fn push_stale(
+    app: &TestApp,
+    table: &str,
+    (dev, stale): Write<'_>,
+    rule: &str,
+    winner: &str,
+) -> Outcome {
+    let id = stale["id"].as_str().expect("row id").to_string();
+    let before = row(&app.pool, table, &id).await;
+    let answer = push_ok(dev, json!({ table: [stale.clone()] })).await;
+    assert_conflict(&answer, table, &id, &stale, &before, rule, winner);
+    let applied = applied(&answer, table, &id).clone();
+    let after = row(&app.pool, table, &id).await;
+    match winner {
+        "server" => {
+            assert_eq!(applied, before, "applied must be the server row: {answer}");
+            assert_eq!(after, before, "the server row must not change");
         }
-        if let Some(s) = self.server.take() {
-            s.abort();
+        "client" => {
+            assert_eq!(applied, after, "applied must be the stored row: {answer}");
+            for (col, sent) in stale.as_object().expect("row object") {
+                if col != "version" && col != "updated_at" {
+                    assert_eq!(&after[col], sent, "stored {col}: {after}");
+                }
+            }
         }
+        other => panic!("no winner {other}"),
+    }
+    Outcome {
+        answer,
+        applied,
+        before,
+        after,
     }
 }
 
@@ -223,48 +211,24 @@ fn sub_edit(sub: &str, status: &str, by: &str, version: i64, at: &str) -> Value 
     json!({"id": sub, "status": status, "submitted_by": by, "version": version, "updated_at": at})
 }
 
-const SUB_COLS: [&str; 2] = ["status", "submitted_by"];
-
 #[tokio::test]
 async fn latest_wins_newer_device_time_wins_when_pushed_second() {
     let app = TestApp::spawn().await;
     let (ann, bob, sub) = submission_setup(&app).await;
     let (older, newer) = (ago(60), ago(30));
 
-    // Ann (older edit) pushes first: version current, no conflict.
-    let r = push_no_conflict(
-        &ann,
-        json!({"submissions": [sub_edit(&sub, "completed", "ann", 1, &older)]}),
-    )
+    // Ann (older edit) pushes first: version current, no conflict. Bob saw version 1
+    // too; his edit is newer: he wins.
+    let c = Clash {
+        table: "submissions",
+        fresh: (&ann, sub_edit(&sub, "completed", "ann", 1, &older)),
+        stale: (&bob, sub_edit(&sub, "in_progress", "bob", 1, &newer)),
+    }
+    .resolves(&app, "latest_wins", "client")
     .await;
-    assert_eq!(applied(&r, "submissions", &sub)["version"], 2);
-    let before = row(&app.pool, "submissions", &sub).await;
-
-    // Bob saw version 1 too; his edit is newer: he wins.
-    let bob_row = sub_edit(&sub, "in_progress", "bob", 1, &newer);
-    let r = push_ok(&bob, json!({"submissions": [bob_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "submissions",
-        &sub,
-        &bob_row,
-        &before,
-        "latest_wins",
-        "client",
-    );
-    let won = applied(&r, "submissions", &sub);
-    assert_eq!(won["version"], 3, "{r}");
-    assert_eq!(won["submitted_by"], "bob");
-    let stored = row(&app.pool, "submissions", &sub).await;
-    assert_eq!(&stored, won, "applied must be the stored row");
-    assert_eq!(
-        values(&stored, &SUB_COLS),
-        values(
-            &json!({"status": "in_progress", "submitted_by": "bob"}),
-            &SUB_COLS
-        )
-    );
-    assert_eq!(parse(&stored["updated_at"]), parse(&json!(newer)));
+    assert_eq!(c.before["version"], 2);
+    assert_eq!(c.applied["version"], 3, "{}", c.answer);
+    assert_eq!(parse(&c.after["updated_at"]), parse(&json!(newer)));
 }
 
 #[tokio::test]
@@ -273,30 +237,16 @@ async fn latest_wins_newer_device_time_wins_when_pushed_first() {
     let (ann, bob, sub) = submission_setup(&app).await;
     let (older, newer) = (ago(60), ago(30));
 
-    // Bob (newer edit) pushes first.
-    push_no_conflict(
-        &bob,
-        json!({"submissions": [sub_edit(&sub, "in_progress", "bob", 1, &newer)]}),
-    )
+    // Bob (newer edit) pushes first; Ann's older edit from version 1 arrives late:
+    // the server keeps Bob's.
+    let c = Clash {
+        table: "submissions",
+        fresh: (&bob, sub_edit(&sub, "in_progress", "bob", 1, &newer)),
+        stale: (&ann, sub_edit(&sub, "completed", "ann", 1, &older)),
+    }
+    .resolves(&app, "latest_wins", "server")
     .await;
-    let before = row(&app.pool, "submissions", &sub).await;
-    assert_eq!(before["version"], 2);
-
-    // Ann's older edit from version 1 arrives late: the server keeps Bob's.
-    let ann_row = sub_edit(&sub, "completed", "ann", 1, &older);
-    let r = push_ok(&ann, json!({"submissions": [ann_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "submissions",
-        &sub,
-        &ann_row,
-        &before,
-        "latest_wins",
-        "server",
-    );
-    // applied holds the winning server row, unchanged.
-    assert_eq!(applied(&r, "submissions", &sub), &before, "{r}");
-    assert_eq!(row(&app.pool, "submissions", &sub).await, before);
+    assert_eq!(c.before["version"], 2);
     assert_eq!(history(&app.pool, "submissions", &sub).await, 2);
 }
 
@@ -350,24 +300,13 @@ async fn latest_wins_on_answers_and_kpis_too() {
 async fn assert_tie_goes_to_the_server(at: &str) {
     let app = TestApp::spawn().await;
     let (ann, bob, sub) = submission_setup(&app).await;
-    push_no_conflict(
-        &ann,
-        json!({"submissions": [sub_edit(&sub, "completed", "ann", 1, at)]}),
-    )
+    Clash {
+        table: "submissions",
+        fresh: (&ann, sub_edit(&sub, "completed", "ann", 1, at)),
+        stale: (&bob, sub_edit(&sub, "in_progress", "bob", 1, at)),
+    }
+    .resolves(&app, "latest_wins", "server")
     .await;
-    let before = row(&app.pool, "submissions", &sub).await;
-    let bob_row = sub_edit(&sub, "in_progress", "bob", 1, at);
-    let r = push_ok(&bob, json!({"submissions": [bob_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "submissions",
-        &sub,
-        &bob_row,
-        &before,
-        "latest_wins",
-        "server",
-    );
-    assert_eq!(row(&app.pool, "submissions", &sub).await, before);
 }
 
 #[tokio::test]
@@ -420,42 +359,30 @@ async fn a_device_clock_in_the_future_counts_as_the_server_clock_at_receipt() {
     let bob_at = Utc::now();
     assert!(bob_at > receipt && bob_at > stored_at);
     let bob_row = sub_edit(&sub, "in_progress", "bob", 1, &micros(bob_at));
-    let r = push_ok(&bob, json!({"submissions": [bob_row.clone()]})).await;
-    assert_conflict(
-        &r,
+    let bobs = push_stale(
+        &app,
         "submissions",
-        &sub,
-        &bob_row,
-        &stored,
+        (&bob, bob_row),
         "latest_wins",
         "client",
-    );
-    let after = row(&app.pool, "submissions", &sub).await;
-    assert_eq!(
-        values(&after, &SUB_COLS),
-        values(
-            &json!({"status": "in_progress", "submitted_by": "bob"}),
-            &SUB_COLS
-        )
-    );
-    assert_eq!(after["version"], 3);
+    )
+    .await;
+    assert_eq!(bobs.before, stored);
+    assert_eq!(bobs.after["version"], 3);
 
     // The 2099 phone edits again from a stale version. Received after Bob's edit,
     // it wins, but its time is stored as the receipt, not 2099...
-    let before = after;
     let ann_row = sub_edit(&sub, "completed", "ann", 2, "2099-06-01T00:00:00Z");
-    let r = push_ok(&ann, json!({"submissions": [ann_row.clone()]})).await;
-    assert_conflict(
-        &r,
+    let anns = push_stale(
+        &app,
         "submissions",
-        &sub,
-        &ann_row,
-        &before,
+        (&ann, ann_row),
         "latest_wins",
         "client",
-    );
-    let stored = row(&app.pool, "submissions", &sub).await;
-    let stored_at = parse(&stored["updated_at"]);
+    )
+    .await;
+    assert_eq!(anns.before, bobs.after);
+    let stored_at = parse(&anns.after["updated_at"]);
     assert!(stored_at.year() < 2099, "stored {stored_at}");
     assert!(
         stored_at <= Utc::now() + us,
@@ -465,20 +392,16 @@ async fn a_device_clock_in_the_future_counts_as_the_server_clock_at_receipt() {
     // ...so the next genuine edit, made after it, beats it again: no phone wins forever.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let bob_row = sub_edit(&sub, "in_progress", "bob", 3, &micros(Utc::now()));
-    let r = push_ok(&bob, json!({"submissions": [bob_row.clone()]})).await;
-    assert_conflict(
-        &r,
+    let c = push_stale(
+        &app,
         "submissions",
-        &sub,
-        &bob_row,
-        &stored,
+        (&bob, bob_row),
         "latest_wins",
         "client",
-    );
-    assert_eq!(
-        row(&app.pool, "submissions", &sub).await["submitted_by"],
-        "bob"
-    );
+    )
+    .await;
+    assert_eq!(c.before, anns.after);
+    assert_eq!(c.after["submitted_by"], "bob");
 }
 
 // ---------------------------------------------------------------------------
@@ -495,59 +418,41 @@ async fn manager_wins_between_two_managers_is_latest_wins_on_forms() {
         json!({"forms": [{"id": f1, "title": "A"}, {"id": f2, "title": "B"}]}),
     )
     .await;
+    let form = |id: &str, title: &str, at: String| json!({"id": id, "title": title, "version": 1, "updated_at": at});
 
     // f1: chief writes an older edit first; boss's stale but newer edit wins.
-    push_no_conflict(
-        &m2,
-        json!({"forms": [{"id": f1, "title": "chief", "version": 1, "updated_at": ago(60)}]}),
-    )
+    Clash {
+        table: "forms",
+        fresh: (&m2, form(&f1, "chief", ago(60))),
+        stale: (&m1, form(&f1, "boss", ago(30))),
+    }
+    .resolves(&app, "manager_wins", "client")
     .await;
-    let before = row(&app.pool, "forms", &f1).await;
-    let boss_row = json!({"id": f1, "title": "boss", "version": 1, "updated_at": ago(30)});
-    let r = push_ok(&m1, json!({"forms": [boss_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "forms",
-        &f1,
-        &boss_row,
-        &before,
-        "manager_wins",
-        "client",
-    );
-    assert_eq!(row(&app.pool, "forms", &f1).await["title"], "boss");
 
     // f2: chief writes the newer edit first; boss's stale older edit loses.
-    push_no_conflict(
-        &m2,
-        json!({"forms": [{"id": f2, "title": "chief", "version": 1, "updated_at": ago(30)}]}),
-    )
+    Clash {
+        table: "forms",
+        fresh: (&m2, form(&f2, "chief", ago(30))),
+        stale: (&m1, form(&f2, "boss", ago(60))),
+    }
+    .resolves(&app, "manager_wins", "server")
     .await;
-    let before = row(&app.pool, "forms", &f2).await;
-    let boss_row = json!({"id": f2, "title": "boss", "version": 1, "updated_at": ago(60)});
-    let r = push_ok(&m1, json!({"forms": [boss_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "forms",
-        &f2,
-        &boss_row,
-        &before,
-        "manager_wins",
-        "server",
-    );
-    assert_eq!(applied(&r, "forms", &f2), &before);
-    assert_eq!(row(&app.pool, "forms", &f2).await, before);
 }
 
-/// kpi_data under manager_wins: a manager, two store devices of s1, and a kpi row
-/// created by the store at version 1.
-async fn manager_wins_setup() -> (RuleApp, Device, Device, Device) {
-    let app = RuleApp::spawn(&[("kpi_data", "manager_wins")]).await;
-    let boss = app.user("boss", Role::Manager, None, "boss-phone").await;
-    let ann = app.user("ann", Role::Store, Some("s1"), "ann-phone").await;
+/// kpi_data under manager_wins: a manager and two store devices of s1 (ann's phone
+/// and tablet).
+async fn manager_wins_setup() -> (TestApp, Device, Device, Device) {
+    let app = TestApp::builder()
+        .rules(&[("kpi_data", "manager_wins")])
+        .spawn()
+        .await;
+    let boss = app.manager("boss", "boss-phone").await;
+    let ann = app.store("ann", "s1", "ann-phone").await;
     let ann2 = app.login("ann", "ann-tablet").await;
     (app, boss, ann, ann2)
 }
 
+/// A kpi row of store s1 created by `dev`, at version 1.
 async fn new_kpi(dev: &Device) -> String {
     let kpi = id();
     let r = push_no_conflict(
@@ -568,133 +473,52 @@ fn kpi_edit(kpi: &str, value: i64, version: i64, at: &str) -> Value {
 async fn manager_wins_a_managers_write_beats_a_stale_store_write_with_a_newer_clock() {
     let (app, boss, ann, _) = manager_wins_setup().await;
     let kpi = new_kpi(&ann).await;
-    push_no_conflict(
-        &boss,
-        json!({"kpi_data": [kpi_edit(&kpi, 20, 1, &ago(120))]}),
-    )
+    let c = Clash {
+        table: "kpi_data",
+        fresh: (&boss, kpi_edit(&kpi, 20, 1, &ago(120))),
+        stale: (&ann, kpi_edit(&kpi, 30, 1, &ago(5))),
+    }
+    .resolves(&app, "manager_wins", "server")
     .await;
-    let before = row(&app.pool, "kpi_data", &kpi).await;
-
-    let store_row = kpi_edit(&kpi, 30, 1, &ago(5));
-    let r = push_ok(&ann, json!({"kpi_data": [store_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "kpi_data",
-        &kpi,
-        &store_row,
-        &before,
-        "manager_wins",
-        "server",
-    );
-    assert_eq!(applied(&r, "kpi_data", &kpi), &before);
-    let after = row(&app.pool, "kpi_data", &kpi).await;
-    assert_eq!(after, before);
-    assert_eq!(after["value"], 20);
+    assert_eq!(c.after["value"], 20);
 }
 
 #[tokio::test]
 async fn manager_wins_a_stale_managers_write_beats_the_stores_write_with_an_older_clock() {
     let (app, boss, ann, _) = manager_wins_setup().await;
     let kpi = new_kpi(&ann).await;
-    push_no_conflict(&ann, json!({"kpi_data": [kpi_edit(&kpi, 30, 1, &ago(5))]})).await;
-    let before = row(&app.pool, "kpi_data", &kpi).await;
-
-    let boss_row = kpi_edit(&kpi, 20, 1, &ago(120));
-    let r = push_ok(&boss, json!({"kpi_data": [boss_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "kpi_data",
-        &kpi,
-        &boss_row,
-        &before,
-        "manager_wins",
-        "client",
-    );
-    let won = applied(&r, "kpi_data", &kpi);
-    assert_eq!(won["value"], 20, "{r}");
-    assert_eq!(won["version"], 3, "{r}");
-    assert_eq!(&row(&app.pool, "kpi_data", &kpi).await, won);
+    let c = Clash {
+        table: "kpi_data",
+        fresh: (&ann, kpi_edit(&kpi, 30, 1, &ago(5))),
+        stale: (&boss, kpi_edit(&kpi, 20, 1, &ago(120))),
+    }
+    .resolves(&app, "manager_wins", "client")
+    .await;
+    assert_eq!(c.applied["version"], 3, "{}", c.answer);
 }
 
 #[tokio::test]
 async fn manager_wins_between_equals_latest_wins() {
     let (app, boss, ann, ann2) = manager_wins_setup().await;
-    let chief = app.user("chief", Role::Manager, None, "chief-phone").await;
+    let chief = app.manager("chief", "chief-phone").await;
 
-    // Two managers, the stale one newer: client.
-    let kpi = new_kpi(&ann).await;
-    push_no_conflict(
-        &chief,
-        json!({"kpi_data": [kpi_edit(&kpi, 1, 1, &ago(60))]}),
-    )
-    .await;
-    let before = row(&app.pool, "kpi_data", &kpi).await;
-    let boss_row = kpi_edit(&kpi, 2, 1, &ago(30));
-    let r = push_ok(&boss, json!({"kpi_data": [boss_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "kpi_data",
-        &kpi,
-        &boss_row,
-        &before,
-        "manager_wins",
-        "client",
-    );
-    assert_eq!(row(&app.pool, "kpi_data", &kpi).await["value"], 2);
-
-    // Two managers, the stale one older: server.
-    let kpi = new_kpi(&ann).await;
-    push_no_conflict(
-        &chief,
-        json!({"kpi_data": [kpi_edit(&kpi, 1, 1, &ago(30))]}),
-    )
-    .await;
-    let before = row(&app.pool, "kpi_data", &kpi).await;
-    let boss_row = kpi_edit(&kpi, 2, 1, &ago(60));
-    let r = push_ok(&boss, json!({"kpi_data": [boss_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "kpi_data",
-        &kpi,
-        &boss_row,
-        &before,
-        "manager_wins",
-        "server",
-    );
-    assert_eq!(row(&app.pool, "kpi_data", &kpi).await, before);
-
-    // Two store devices, both orders.
-    let kpi = new_kpi(&ann).await;
-    push_no_conflict(&ann2, json!({"kpi_data": [kpi_edit(&kpi, 1, 1, &ago(60))]})).await;
-    let before = row(&app.pool, "kpi_data", &kpi).await;
-    let ann_row = kpi_edit(&kpi, 2, 1, &ago(30));
-    let r = push_ok(&ann, json!({"kpi_data": [ann_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "kpi_data",
-        &kpi,
-        &ann_row,
-        &before,
-        "manager_wins",
-        "client",
-    );
-    assert_eq!(row(&app.pool, "kpi_data", &kpi).await["value"], 2);
-
-    let kpi = new_kpi(&ann).await;
-    push_no_conflict(&ann2, json!({"kpi_data": [kpi_edit(&kpi, 1, 1, &ago(30))]})).await;
-    let before = row(&app.pool, "kpi_data", &kpi).await;
-    let ann_row = kpi_edit(&kpi, 2, 1, &ago(60));
-    let r = push_ok(&ann, json!({"kpi_data": [ann_row.clone()]})).await;
-    assert_conflict(
-        &r,
-        "kpi_data",
-        &kpi,
-        &ann_row,
-        &before,
-        "manager_wins",
-        "server",
-    );
-    assert_eq!(row(&app.pool, "kpi_data", &kpi).await, before);
+    // (fresh writer, stale writer, device times of the fresh and the stale write,
+    // winner): two managers, then two store devices, the stale one newer or older.
+    for (fresh_by, stale_by, fresh_at, stale_at, winner) in [
+        (&chief, &boss, 60, 30, "client"),
+        (&chief, &boss, 30, 60, "server"),
+        (&ann2, &ann, 60, 30, "client"),
+        (&ann2, &ann, 30, 60, "server"),
+    ] {
+        let kpi = new_kpi(&ann).await;
+        Clash {
+            table: "kpi_data",
+            fresh: (fresh_by, kpi_edit(&kpi, 1, 1, &ago(fresh_at))),
+            stale: (stale_by, kpi_edit(&kpi, 2, 1, &ago(stale_at))),
+        }
+        .resolves(&app, "manager_wins", winner)
+        .await;
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -711,28 +535,21 @@ async fn server_wins_keeps_the_server_row_against_a_stale_manager_write() {
         json!({"team": [{"id": member, "store_id": "s1", "name": "Ann", "role": "cashier"}]}),
     )
     .await;
-    push_no_conflict(
-        &m2,
-        json!({"team": [{"id": member, "name": "Ann B.", "version": 1, "updated_at": ago(120)}]}),
-    )
-    .await;
-    let before = row(&app.pool, "team", &member).await;
 
     // Stale, and with a newer clock: still loses.
-    let stale =
-        json!({"id": member, "name": "Ann", "role": "lead", "version": 1, "updated_at": ago(1)});
-    let r = push_ok(&m1, json!({"team": [stale.clone()]})).await;
-    assert_conflict(
-        &r,
-        "team",
-        &member,
-        &stale,
-        &before,
-        "server_wins",
-        "server",
-    );
-    assert_eq!(applied(&r, "team", &member), &before, "{r}");
-    assert_eq!(row(&app.pool, "team", &member).await, before);
+    Clash {
+        table: "team",
+        fresh: (
+            &m2,
+            json!({"id": member, "name": "Ann B.", "version": 1, "updated_at": ago(120)}),
+        ),
+        stale: (
+            &m1,
+            json!({"id": member, "name": "Ann", "role": "lead", "version": 1, "updated_at": ago(1)}),
+        ),
+    }
+    .resolves(&app, "server_wins", "server")
+    .await;
     assert_eq!(history(&app.pool, "team", &member).await, 2);
 
     // With the current version the same write applies.
@@ -748,75 +565,55 @@ async fn server_wins_keeps_the_server_row_against_a_stale_manager_write() {
 
 #[tokio::test]
 async fn client_wins_applies_a_stale_write_even_with_an_older_clock() {
-    let app = RuleApp::spawn(&[("kpi_data", "client_wins"), ("team", "client_wins")]).await;
-    let boss = app.user("boss", Role::Manager, None, "boss-phone").await;
-    let ann = app.user("ann", Role::Store, Some("s1"), "ann-phone").await;
+    let app = TestApp::builder()
+        .rules(&[("kpi_data", "client_wins"), ("team", "client_wins")])
+        .spawn()
+        .await;
+    let boss = app.manager("boss", "boss-phone").await;
+    let ann = app.store("ann", "s1", "ann-phone").await;
     let ann2 = app.login("ann", "ann-tablet").await;
 
     // Between two store devices.
     let kpi = new_kpi(&ann).await;
-    push_no_conflict(&ann2, json!({"kpi_data": [kpi_edit(&kpi, 50, 1, &ago(5))]})).await;
-    let before = row(&app.pool, "kpi_data", &kpi).await;
-    let stale = kpi_edit(&kpi, 40, 1, &ago(300));
-    let r = push_ok(&ann, json!({"kpi_data": [stale.clone()]})).await;
-    assert_conflict(
-        &r,
-        "kpi_data",
-        &kpi,
-        &stale,
-        &before,
-        "client_wins",
-        "client",
-    );
-    let won = applied(&r, "kpi_data", &kpi);
-    assert_eq!(
-        (won["value"].clone(), won["version"].clone()),
-        (json!(40), json!(3))
-    );
-    assert_eq!(&row(&app.pool, "kpi_data", &kpi).await, won);
+    let c = Clash {
+        table: "kpi_data",
+        fresh: (&ann2, kpi_edit(&kpi, 50, 1, &ago(5))),
+        stale: (&ann, kpi_edit(&kpi, 40, 1, &ago(300))),
+    }
+    .resolves(&app, "client_wins", "client")
+    .await;
+    assert_eq!(c.applied["version"], 3);
 
     // A store's stale write beats even a manager's (no role preference).
-    push_no_conflict(&boss, json!({"kpi_data": [kpi_edit(&kpi, 60, 3, &ago(5))]})).await;
-    let before = row(&app.pool, "kpi_data", &kpi).await;
-    let stale = kpi_edit(&kpi, 70, 3, &ago(300));
-    let r = push_ok(&ann2, json!({"kpi_data": [stale.clone()]})).await;
-    assert_conflict(
-        &r,
-        "kpi_data",
-        &kpi,
-        &stale,
-        &before,
-        "client_wins",
-        "client",
-    );
-    assert_eq!(row(&app.pool, "kpi_data", &kpi).await["value"], 70);
+    Clash {
+        table: "kpi_data",
+        fresh: (&boss, kpi_edit(&kpi, 60, 3, &ago(5))),
+        stale: (&ann2, kpi_edit(&kpi, 70, 3, &ago(300))),
+    }
+    .resolves(&app, "client_wins", "client")
+    .await;
 
     // On team, between managers.
-    let chief = app.user("chief", Role::Manager, None, "chief-phone").await;
+    let chief = app.manager("chief", "chief-phone").await;
     let member = id();
     push_no_conflict(
         &boss,
         json!({"team": [{"id": member, "store_id": "s1", "name": "Ann"}]}),
     )
     .await;
-    push_no_conflict(
-        &chief,
-        json!({"team": [{"id": member, "name": "Chief's", "version": 1, "updated_at": ago(1)}]}),
-    )
+    Clash {
+        table: "team",
+        fresh: (
+            &chief,
+            json!({"id": member, "name": "Chief's", "version": 1, "updated_at": ago(1)}),
+        ),
+        stale: (
+            &boss,
+            json!({"id": member, "name": "Boss's", "version": 1, "updated_at": ago(100)}),
+        ),
+    }
+    .resolves(&app, "client_wins", "client")
     .await;
-    let before = row(&app.pool, "team", &member).await;
-    let stale = json!({"id": member, "name": "Boss's", "version": 1, "updated_at": ago(100)});
-    let r = push_ok(&boss, json!({"team": [stale.clone()]})).await;
-    assert_conflict(
-        &r,
-        "team",
-        &member,
-        &stale,
-        &before,
-        "client_wins",
-        "client",
-    );
-    assert_eq!(row(&app.pool, "team", &member).await["name"], "Boss's");
 }
 
 // ---------------------------------------------------------------------------

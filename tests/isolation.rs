@@ -1,6 +1,6 @@
-//! Isolation (DESIGN invariant 4, CONTRACT section 4): a device sees and touches only
-//! its tenant's rows, and within it only what its role and store allow; nothing of
-//! another tenant leaks through errors.
+//! Isolation (docs/architecture.md (invariants), docs/contract.md §4): a device sees
+//! and touches only its tenant's rows, and within it only what its role and store
+//! allow; nothing of another tenant leaks through errors.
 mod common;
 use common::*;
 

@@ -1,5 +1,5 @@
 //! The Odoo mirror end to end: a real server on port 0 and a fake Odoo over HTTP
-//! (`common::fake_odoo`, faithful to research/odoo-external-api.md). Connections are
+//! (the `fake-odoo` crate, faithful to docs/odoo-api.md). Connections are
 //! created through the API as a manager would, progress is read from the status
 //! route, and mirrored rows are checked both in PostgreSQL and through a device's
 //! normal pull.
@@ -9,8 +9,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::fake_odoo::{FakeOdoo, FakeOptions, Fault};
 use common::{Device, TestApp, assert_error};
+use fake_odoo::{FakeOdoo, FakeOptions, Fault};
 use nas_sync::Config;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -1143,21 +1143,17 @@ async fn a_second_server_process_learns_mirror_tables_added_by_the_first() {
     // Process B starts before any mirror table exists.
     let mut config_b = common::test_config(&app.db.url, false);
     fast(&mut config_b);
-    let state_b = nas_sync::AppState::prepare(config_b).await.unwrap();
+    let pool_b = common::prepare_db(&config_b).await;
+    let mut server_b = common::Server::spawn(config_b, pool_b).await;
     assert!(
-        state_b
+        server_b
+            .state
             .sync
             .registry
             .current()
             .get("odoo_res_partner")
             .is_none()
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base_b = format!("http://{}", listener.local_addr().unwrap());
-    let (stop_b, stopped_b) = tokio::sync::oneshot::channel::<()>();
-    let server_b = tokio::spawn(nas_sync::launch(listener, state_b, async {
-        let _ = stopped_b.await;
-    }));
 
     let manager = app.manager("boss", "boss-phone").await;
     let id = connect(
@@ -1169,7 +1165,7 @@ async fn a_second_server_process_learns_mirror_tables_added_by_the_first() {
     wait_done(&manager, &id).await;
     common::settle(&app.pool).await;
     let mut on_b = app.login("boss", "boss-tablet").await;
-    on_b.base = base_b;
+    on_b.base = server_b.base.clone();
     let (code, resp) = on_b
         .post(
             "/api/v1/sync/pull",
@@ -1185,6 +1181,5 @@ async fn a_second_server_process_learns_mirror_tables_added_by_the_first() {
         .push(json!({"odoo_sale_order": [{"id": common::id(), "partner_id": partner, "updated_at": common::now()}]}))
         .await;
     assert_eq!(resp["success"], true, "{resp}");
-    let _ = stop_b.send(());
-    let _ = server_b.await;
+    server_b.stop().await;
 }

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::TestApp;
-use common::fake_odoo::{FakeOdoo, FakeOptions};
+use fake_odoo::{FakeOdoo, FakeOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 

@@ -1,6 +1,7 @@
-//! Pull (CONTRACT §5): full and delta syncs, paging, tombstones, writes made in SQL,
-//! the legacy `last_sync_timestamp` path, the `tables` filter, cursor validation and
-//! scoping, device sync state and status, bad input, and compressed responses.
+//! Pull (docs/contract.md §5): full and delta syncs, paging, tombstones, writes made
+//! in SQL, the legacy `last_sync_timestamp` path, the `tables` filter, cursor
+//! validation and scoping, device sync state and status, bad input, and compressed
+//! responses.
 mod common;
 use common::*;
 
@@ -14,8 +15,8 @@ use serde_json::{Value, json};
 
 const PULL: &str = "/api/v1/sync/pull";
 
-/// The nine tables of CONTRACT §4.
-const CONTRACT_TABLES: [&str; 9] = [
+/// The nine tables of docs/contract.md §4.
+const INSIGHT_TABLES: [&str; 9] = [
     "fields",
     "form_sections",
     "form_templates",
@@ -223,7 +224,7 @@ async fn full_sync_returns_every_readable_table_with_every_column() {
 
     // Every readable table is there, the empty one too.
     let readable = readable_tables(&app, "manager").await;
-    for t in CONTRACT_TABLES {
+    for t in INSIGHT_TABLES {
         assert!(readable.contains(t), "manager cannot read {t}");
     }
     assert_eq!(table_keys(&full), readable, "tables in a full sync");

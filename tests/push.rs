@@ -1,4 +1,4 @@
-//! Push (CONTRACT section 5): versions, exactly-once replays, row errors and
+//! Push (docs/contract.md §5): versions, exactly-once replays, row errors and
 //! `stop_on_error`, parents before children, request-level errors (unknown table,
 //! bad shape, too many rows, oversized or malformed bodies), gzip bodies and soft
 //! deletes. Every push answer goes through `check_answer`, which asserts that

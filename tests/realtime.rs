@@ -1,4 +1,4 @@
-//! WebSocket pokes (CONTRACT section 6) with a real WebSocket client
+//! WebSocket pokes (docs/contract.md §6) with a real WebSocket client
 //! (tokio-tungstenite): who is poked, when, how urgent rows arrive, and how the server
 //! copes with revoked devices, slow readers, a lost LISTEN connection and several
 //! server processes on one database.
@@ -331,7 +331,7 @@ async fn a_write_through_one_server_process_pokes_sockets_of_another() {
 
 #[tokio::test]
 async fn a_commit_by_the_odoo_mirror_pokes_devices() {
-    use common::fake_odoo::{FakeOdoo, FakeOptions};
+    use fake_odoo::{FakeOdoo, FakeOptions};
     let fake = FakeOdoo::start(FakeOptions::default()).await;
     fake.insert("res.partner", json!({"name": "First"}));
     let app = TestApp::spawn_with(|c| {

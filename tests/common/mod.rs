@@ -5,9 +5,11 @@
 //! The database server comes from `TEST_DATABASE_URL` or `DATABASE_URL`; without
 //! either, a testcontainers PostgreSQL is started; if that fails too, the test fails
 //! with instructions. Tests never skip silently.
-#![allow(dead_code)]
-
-pub mod fake_odoo;
+#![allow(
+    dead_code,
+    reason = "a shared helper module compiled into each test binary (`mod common;`); \
+              each binary uses a different part of it"
+)]
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -101,9 +103,6 @@ pub fn with_database(url: &str, name: &str) -> String {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        if self.name.is_empty() {
-            return;
-        }
         let admin = self.admin.clone();
         let name = self.name.clone();
         // Drop from a thread of its own: Drop cannot await.
@@ -127,15 +126,73 @@ impl Drop for TestDb {
     }
 }
 
-/// The real server on 127.0.0.1:0, over a fresh database.
-pub struct TestApp {
+/// nas-sync launched in this process on 127.0.0.1:0 with `nas_sync::launch`; dropping
+/// it stops the server. Every in-process server of the tests starts here.
+pub struct Server {
+    /// `http://127.0.0.1:<port>` (no trailing slash).
     pub base: String,
-    pub pool: PgPool,
-    pub http: reqwest::Client,
     pub state: AppState,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<()>>,
-    pub db: TestDb,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Builds the state over `pool`, a prepared database (`AppState::from_pool`, so the
+    /// registry is loaded now), binds 127.0.0.1:0 and launches the server there.
+    pub async fn spawn(config: Config, pool: PgPool) -> Server {
+        let state = AppState::from_pool(config, pool)
+            .await
+            .expect("build the app state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server_state = state.clone();
+        let task = tokio::spawn(async move {
+            nas_sync::launch(listener, server_state, async {
+                let _ = rx.await;
+            })
+            .await
+            .expect("server");
+        });
+        Server {
+            base,
+            state,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Prepares the database `config` names as `nas-sync serve` does before it listens
+/// (`AppState::prepare`: migrations and the start-up checks); returns its pool.
+pub async fn prepare_db(config: &Config) -> PgPool {
+    AppState::prepare(config.clone())
+        .await
+        .expect("prepare app")
+        .pool
 }
 
 pub fn test_config(url: &str, rate_limit: bool) -> Config {
@@ -150,73 +207,132 @@ pub fn test_config(url: &str, rate_limit: bool) -> Config {
     .expect("test config")
 }
 
-impl TestApp {
-    pub async fn spawn() -> TestApp {
-        Self::spawn_with(|_| {}).await
+/// The real server (a [`Server`]) over a database of its own, with an HTTP client.
+pub struct TestApp {
+    pub base: String,
+    pub pool: PgPool,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    server: Server,
+    /// Last: the database is dropped after the server has stopped.
+    pub db: TestDb,
+}
+
+/// A change to the test config.
+type Tweak<'a> = Box<dyn FnOnce(&mut Config) + 'a>;
+
+/// How to start a [`TestApp`]: `TestApp::builder().rules(..).config(..).spawn()`.
+#[derive(Default)]
+pub struct TestAppBuilder<'a> {
+    db: Option<TestDb>,
+    rules: Vec<(String, String)>,
+    tweaks: Vec<Tweak<'a>>,
+}
+
+impl<'a> TestAppBuilder<'a> {
+    /// Adjusts the test config (`test_config`); tweaks apply in the order given.
+    pub fn config(mut self, tweak: impl FnOnce(&mut Config) + 'a) -> Self {
+        self.tweaks.push(Box::new(tweak));
+        self
     }
 
-    /// Spawns with a config adjusted by `tweak`.
-    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    /// Sets each `(table, rule)` in `sync_tables` (in SQL) before the server starts, so
+    /// its registry loads these conflict rules.
+    pub fn rules(mut self, rules: &[(&str, &str)]) -> Self {
+        self.rules
+            .extend(rules.iter().map(|(t, r)| (t.to_string(), r.to_string())));
+        self
+    }
+
+    /// Over an existing database instead of a fresh one.
+    pub fn db(mut self, db: TestDb) -> Self {
+        self.db = Some(db);
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
         nas_sync::install_tls_provider();
         init_logs();
-        let db = TestDb::new().await;
-        Self::spawn_on(db, tweak).await
-    }
-
-    /// Stops this server and starts a new one over the same database (a restart).
-    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> TestApp {
-        self.stop().await;
-        self.pool.close().await;
-        let placeholder = TestDb {
-            url: String::new(),
-            name: String::new(),
-            admin: self.db.admin.clone(),
+        let db = match self.db {
+            Some(db) => db,
+            None => TestDb::new().await,
         };
-        let db = std::mem::replace(&mut self.db, placeholder);
-        Self::spawn_on(db, tweak).await
-    }
-
-    /// Spawns over an existing database.
-    pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = test_config(&db.url, false);
-        tweak(&mut config);
-        let state = AppState::prepare(config).await.expect("prepare app");
-        let pool = state.pool.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind port 0");
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let server_state = state.clone();
-        let server = tokio::spawn(async move {
-            nas_sync::launch(listener, server_state, async {
-                let _ = rx.await;
-            })
-            .await
-            .expect("server");
-        });
+        for tweak in self.tweaks {
+            tweak(&mut config);
+        }
+        let pool = prepare_db(&config).await;
+        for (table, rule) in &self.rules {
+            let n = sqlx::query("UPDATE sync_tables SET rule = $2 WHERE table_name = $1")
+                .bind(table)
+                .bind(rule)
+                .execute(&pool)
+                .await
+                .expect("set rule")
+                .rows_affected();
+            assert_eq!(n, 1, "no synced table {table}");
+        }
+        let server = Server::spawn(config, pool.clone()).await;
+        for (table, rule) in &self.rules {
+            assert_eq!(
+                server
+                    .state
+                    .sync
+                    .registry
+                    .current()
+                    .get(table)
+                    .unwrap()
+                    .rule
+                    .as_str(),
+                rule,
+                "registry did not load the rule"
+            );
+        }
         TestApp {
-            base,
+            base: server.base.clone(),
             pool,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(60))
                 .build()
                 .unwrap(),
-            state,
-            shutdown: Some(tx),
-            server: Some(server),
+            state: server.state.clone(),
+            server,
             db,
         }
+    }
+}
+
+impl TestApp {
+    pub fn builder<'a>() -> TestAppBuilder<'a> {
+        TestAppBuilder::default()
+    }
+
+    /// With the test config, over a fresh database.
+    pub async fn spawn() -> TestApp {
+        Self::builder().spawn().await
+    }
+
+    /// With a config adjusted by `tweak`, over a fresh database.
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+        Self::builder().config(tweak).spawn().await
+    }
+
+    /// Stops this server and starts a new one over the same database (a restart).
+    pub async fn restart_with(self, tweak: impl FnOnce(&mut Config)) -> TestApp {
+        let TestApp {
+            pool,
+            mut server,
+            db,
+            ..
+        } = self;
+        server.stop().await;
+        pool.close().await;
+        Self::builder().db(db).config(tweak).spawn().await
     }
 
     /// Stops the server gracefully and waits for it.
     pub async fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(s) = self.server.take() {
-            let _ = s.await;
-        }
+        self.server.stop().await;
     }
 
     pub async fn add_user(&self, username: &str, role: Role, store: Option<&str>, tenant: &str) {
@@ -292,17 +408,6 @@ impl TestApp {
         .await
         .expect("read server rows");
         rows.into_iter().collect()
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(s) = self.server.take() {
-            s.abort();
-        }
     }
 }
 

@@ -1,5 +1,8 @@
-//! A faithful fake Odoo server for integration tests (see
-//! `/work/shared/research/odoo-external-api.md`, sections 1, 2 and 6).
+//! A faithful fake of Odoo's external API, for nas-sync's integration tests: what
+//! `docs/odoo-api.md` describes in §1 (the external APIs' exact shapes), §2
+//! (incremental extraction: `write_date` per transaction, its precision) and §6
+//! (what a faithful fake must emulate). nas-sync's Odoo mirror is tested against
+//! it over real HTTP; `tests/fake_odoo.rs` in this crate tests the fake itself.
 //!
 //! Real HTTP on 127.0.0.1 port 0 (axum):
 //! - `GET /web/version`;
@@ -255,10 +258,6 @@ impl FakeOdoo {
         .await
     }
 
-    pub fn options(&self) -> &FakeOptions {
-        &self.shared.opts
-    }
-
     /// `<url>/jsonrpc`.
     pub fn jsonrpc_url(&self) -> String {
         format!("{}/jsonrpc", self.url)
@@ -476,11 +475,6 @@ impl FakeOdoo {
 
     pub fn reset_calls(&self) {
         lock(&self.shared.calls).clear();
-    }
-
-    /// The methods the fake implements on every model.
-    pub fn methods() -> Vec<&'static str> {
-        orm::method_names()
     }
 }
 

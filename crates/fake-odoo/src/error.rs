@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 /// The Python exception class raised server-side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     AccessDenied,
     AccessError,
     UserError,
@@ -30,30 +30,30 @@ pub enum Kind {
 }
 
 #[derive(Clone, Debug)]
-pub struct OdooError {
-    pub kind: Kind,
-    pub message: String,
+pub(crate) struct OdooError {
+    pub(crate) kind: Kind,
+    pub(crate) message: String,
 }
 
-pub type OResult<T> = Result<T, OdooError>;
+pub(crate) type OResult<T> = Result<T, OdooError>;
 
 impl OdooError {
-    pub fn new(kind: Kind, message: impl Into<String>) -> OdooError {
+    pub(crate) fn new(kind: Kind, message: impl Into<String>) -> OdooError {
         OdooError {
             kind,
             message: message.into(),
         }
     }
-    pub fn value(message: impl Into<String>) -> OdooError {
+    pub(crate) fn value(message: impl Into<String>) -> OdooError {
         OdooError::new(Kind::ValueError, message)
     }
-    pub fn type_error(message: impl Into<String>) -> OdooError {
+    pub(crate) fn type_error(message: impl Into<String>) -> OdooError {
         OdooError::new(Kind::TypeError, message)
     }
-    pub fn validation(message: impl Into<String>) -> OdooError {
+    pub(crate) fn validation(message: impl Into<String>) -> OdooError {
         OdooError::new(Kind::ValidationError, message)
     }
-    pub fn missing(model: &str, ids: &[i64], uid: i64) -> OdooError {
+    pub(crate) fn missing(model: &str, ids: &[i64], uid: i64) -> OdooError {
         let ids = ids.iter().map(|i| format!("{i}, ")).collect::<String>();
         OdooError::new(
             Kind::MissingError,
@@ -62,12 +62,12 @@ impl OdooError {
             ),
         )
     }
-    pub fn access_denied() -> OdooError {
+    pub(crate) fn access_denied() -> OdooError {
         OdooError::new(Kind::AccessDenied, "Access Denied")
     }
 
     /// The dotted class name of `data.name` / the JSON-2 `name`.
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self.kind {
             Kind::AccessDenied => "odoo.exceptions.AccessDenied",
             Kind::AccessError => "odoo.exceptions.AccessError",
@@ -90,7 +90,7 @@ impl OdooError {
 
     /// HTTP status on JSON-2: werkzeug exceptions carry their code, Odoo's
     /// `UserError` family its `http_status`, anything else is a 500.
-    pub fn json2_status(&self) -> u16 {
+    pub(crate) fn json2_status(&self) -> u16 {
         match self.kind {
             Kind::AccessDenied | Kind::AccessError | Kind::SessionExpired => 403,
             Kind::UserError | Kind::ValidationError | Kind::Unprocessable => 422,
@@ -116,7 +116,7 @@ impl OdooError {
     }
 
     /// `serialize_exception(exc)`: `{name, message, arguments, context, debug}`.
-    pub fn serialize(&self) -> Value {
+    pub(crate) fn serialize(&self) -> Value {
         let arguments = match self.werkzeug_code() {
             Some(code) => json!([self.message, code]),
             None => json!([self.message]),
@@ -143,7 +143,7 @@ impl OdooError {
 
     /// The JSON-RPC `error` member. `code` is 200 before Odoo 19 and 0 from
     /// 19 on; 100 for an expired session, 404 for NotFound.
-    pub fn jsonrpc_error(&self, version: u32) -> Value {
+    pub(crate) fn jsonrpc_error(&self, version: u32) -> Value {
         let (code, message) = match self.kind {
             Kind::SessionExpired => (100, "Odoo Session Expired"),
             Kind::NotFound => (404, "404: Not Found"),

@@ -4,7 +4,7 @@
 
 /// Field types, named as `fields_get` names them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ty {
+pub(crate) enum Ty {
     Char,
     Text,
     Html,
@@ -20,7 +20,7 @@ pub enum Ty {
 }
 
 impl Ty {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Ty::Char => "char",
             Ty::Text => "text",
@@ -36,22 +36,18 @@ impl Ty {
             Ty::One2many => "one2many",
         }
     }
-
-    pub fn is_string(self) -> bool {
-        matches!(self, Ty::Char | Ty::Text | Ty::Html | Ty::Selection)
-    }
 }
 
 /// What the database does to referencing rows when a target row is deleted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OnDelete {
+pub(crate) enum OnDelete {
     SetNull,
     Restrict,
     Cascade,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Default {
+pub(crate) enum Default {
     None,
     Bool(bool),
     Int(i64),
@@ -62,22 +58,22 @@ pub enum Default {
 }
 
 #[derive(Clone, Debug)]
-pub struct Field {
-    pub name: &'static str,
-    pub ty: Ty,
-    pub string: &'static str,
-    pub required: bool,
-    pub readonly: bool,
-    pub store: bool,
+pub(crate) struct Field {
+    pub(crate) name: &'static str,
+    pub(crate) ty: Ty,
+    pub(crate) string: &'static str,
+    pub(crate) required: bool,
+    pub(crate) readonly: bool,
+    pub(crate) store: bool,
     /// Computed by the fake; values given in create/write are ignored.
-    pub computed: bool,
-    pub relation: Option<&'static str>,
+    pub(crate) computed: bool,
+    pub(crate) relation: Option<&'static str>,
     /// For one2many: the many2one on the comodel pointing back.
-    pub inverse: Option<&'static str>,
-    pub ondelete: OnDelete,
-    pub selection: Vec<(&'static str, &'static str)>,
-    pub digits: Option<i32>,
-    pub default: Default,
+    pub(crate) inverse: Option<&'static str>,
+    pub(crate) ondelete: OnDelete,
+    pub(crate) selection: Vec<(&'static str, &'static str)>,
+    pub(crate) digits: Option<i32>,
+    pub(crate) default: Default,
 }
 
 impl Field {
@@ -129,7 +125,7 @@ impl Field {
         self
     }
 
-    pub fn is_magic(&self) -> bool {
+    pub(crate) fn is_magic(&self) -> bool {
         matches!(
             self.name,
             "id" | "create_date" | "write_date" | "display_name"
@@ -157,12 +153,12 @@ fn active() -> Field {
 }
 
 #[derive(Clone, Debug)]
-pub struct Model {
-    pub name: &'static str,
-    pub description: &'static str,
-    pub fields: Vec<Field>,
+pub(crate) struct Model {
+    pub(crate) name: &'static str,
+    pub(crate) description: &'static str,
+    pub(crate) fields: Vec<Field>,
     /// `_order`.
-    pub order: &'static str,
+    pub(crate) order: &'static str,
 }
 
 impl Model {
@@ -193,28 +189,28 @@ impl Model {
         self
     }
 
-    pub fn field(&self, name: &str) -> Option<&Field> {
+    pub(crate) fn field(&self, name: &str) -> Option<&Field> {
         self.fields.iter().find(|f| f.name == name)
     }
 
-    pub fn has_active(&self) -> bool {
+    pub(crate) fn has_active(&self) -> bool {
         self.field("active").is_some()
     }
 
-    pub fn has_parent(&self) -> bool {
+    pub(crate) fn has_parent(&self) -> bool {
         self.field("parent_id")
             .is_some_and(|f| f.relation == Some(self.name))
     }
 
     /// The SQL table name (`sale.order` → `sale_order`).
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         self.name.replace('.', "_")
     }
 }
 
 /// All models, for Odoo major `version`; `tag` adds `x_nas_sync_uuid` to the
 /// sale models (a Studio/custom field the mirror can tag its creates with).
-pub fn models(version: u32, tag: bool) -> Vec<Model> {
+pub(crate) fn models(version: u32, tag: bool) -> Vec<Model> {
     let product_types: &[(&str, &str)] = if version >= 18 {
         &[
             ("consu", "Goods"),

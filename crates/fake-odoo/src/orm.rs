@@ -6,27 +6,27 @@
 use chrono::NaiveDateTime;
 use serde_json::{Map, Value, json};
 
-use super::domain;
-use super::error::{Kind, OResult, OdooError};
-use super::schema::{Field, Model, Ty};
-use super::store::{Db, as_i64, ids_arg, py_repr, truthy};
+use crate::domain;
+use crate::error::{Kind, OResult, OdooError};
+use crate::schema::{Field, Model, Ty};
+use crate::store::{Db, as_i64, ids_arg, py_repr, truthy};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
+pub(crate) enum Proto {
     JsonRpc,
     Json2,
 }
 
 /// One model-method call, already authenticated.
-pub struct Call {
-    pub proto: Proto,
-    pub model: String,
-    pub method: String,
+pub(crate) struct Call {
+    pub(crate) proto: Proto,
+    pub(crate) model: String,
+    pub(crate) method: String,
     /// JSON-2 `ids`; over JSON-RPC record methods take `args[0]`.
-    pub ids: Value,
-    pub args: Vec<Value>,
-    pub kwargs: Map<String, Value>,
-    pub context: Map<String, Value>,
+    pub(crate) ids: Value,
+    pub(crate) args: Vec<Value>,
+    pub(crate) kwargs: Map<String, Value>,
+    pub(crate) context: Map<String, Value>,
 }
 
 struct Spec {
@@ -105,11 +105,6 @@ const METHODS: &[Spec] = &[
     },
 ];
 
-/// Names of the model methods the fake implements.
-pub fn method_names() -> Vec<&'static str> {
-    METHODS.iter().map(|s| s.name).collect()
-}
-
 /// Bound arguments: one slot per parameter, plus extra keyword arguments.
 struct Bound {
     slots: Vec<Option<Value>>,
@@ -180,7 +175,7 @@ fn bind(spec: &Spec, proto: Proto, args: Vec<Value>, kwargs: Map<String, Value>)
 
 /// Runs `call` in one transaction stamped `ts`; a failing call leaves the
 /// database untouched.
-pub fn execute(db: &mut Db, call: Call, ts: NaiveDateTime) -> OResult<Value> {
+pub(crate) fn execute(db: &mut Db, call: Call, ts: NaiveDateTime) -> OResult<Value> {
     if call.method.starts_with('_') {
         return Err(OdooError::new(
             Kind::AccessError,

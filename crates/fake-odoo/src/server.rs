@@ -24,13 +24,13 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
-use super::error::{Kind, OResult, OdooError};
-use super::orm::{self, Call, Proto};
-use super::store::{Db, as_i64, py_repr};
-use super::{Fault, Shared};
+use crate::error::{Kind, OResult, OdooError};
+use crate::orm::{self, Call, Proto};
+use crate::store::{Db, as_i64, py_repr};
+use crate::{Fault, Shared};
 
 /// Binds 127.0.0.1:0 and serves until the returned sender fires (or drops).
-pub async fn serve(shared: Arc<Shared>) -> (String, oneshot::Sender<()>) {
+pub(crate) async fn serve(shared: Arc<Shared>) -> (String, oneshot::Sender<()>) {
     let tcp = TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind the fake Odoo");
@@ -564,7 +564,7 @@ async fn json2(
 /// Per-connection handle (the `ConnectInfo`): killing it makes the
 /// connection's I/O fail, so hyper closes the socket without answering.
 #[derive(Clone, Debug)]
-pub struct ConnHandle(Arc<AtomicBool>);
+pub(crate) struct ConnHandle(Arc<AtomicBool>);
 
 impl ConnHandle {
     fn kill(&self) {
@@ -578,7 +578,7 @@ impl Connected<IncomingStream<'_, KillableListener>> for ConnHandle {
     }
 }
 
-pub struct KillableListener(TcpListener);
+pub(crate) struct KillableListener(TcpListener);
 
 impl Listener for KillableListener {
     type Io = KillableStream;
@@ -606,7 +606,7 @@ impl Listener for KillableListener {
     }
 }
 
-pub struct KillableStream {
+pub(crate) struct KillableStream {
     inner: TcpStream,
     killed: Arc<AtomicBool>,
 }

@@ -1,17 +1,22 @@
-//! Tests of the fake Odoo server (`tests/common/fake_odoo`), driven over HTTP
-//! the way a client drives a real Odoo: JSON-RPC and JSON-2 with reqwest.
-mod common;
+//! Tests of the fake Odoo server (this crate), driven over HTTP the way a client
+//! drives a real Odoo: JSON-RPC and JSON-2 with reqwest.
 
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDateTime, Timelike};
-use common::fake_odoo::{FakeOdoo, FakeOptions, Fault};
+use fake_odoo::{FakeOdoo, FakeOptions, Fault};
 use serde_json::{Value, json};
 
 const DT: &str = "%Y-%m-%d %H:%M:%S";
 
+/// Installs ring as the TLS crypto provider: in a workspace build reqwest has
+/// nas-sync's `rustls-no-provider` feature, and a client cannot be built without one.
+fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn http() -> reqwest::Client {
-    nas_sync::install_tls_provider();
+    install_tls_provider();
     reqwest::Client::new()
 }
 
@@ -1551,7 +1556,7 @@ async fn drop_after_apply_commits_then_drops_the_connection() {
 async fn timeout_fault_commits_late_with_the_arrival_timestamp() {
     let f = FakeOdoo::start_version(17).await;
     f.fail_next("create", 1, Fault::Timeout(Duration::from_millis(600)));
-    nas_sync::install_tls_provider();
+    install_tls_provider();
     let impatient = reqwest::Client::builder()
         .timeout(Duration::from_millis(150))
         .build()

@@ -14,9 +14,9 @@ use std::collections::BTreeSet;
 use chrono::{NaiveDate, Timelike};
 use serde_json::Value;
 
-use super::error::{OResult, OdooError};
-use super::schema::{Field, Model, Ty};
-use super::store::{Db, Val, as_i64, parse_dt, py_repr, truthy};
+use crate::error::{OResult, OdooError};
+use crate::schema::{Field, Model, Ty};
+use crate::store::{Db, Val, as_i64, parse_dt, py_repr, truthy};
 
 const OPERATORS: &[&str] = &[
     "=",
@@ -41,7 +41,7 @@ const OPERATORS: &[&str] = &[
     "not any",
 ];
 
-pub enum Node {
+pub(crate) enum Node {
     Const(bool),
     And(Vec<Node>),
     Or(Vec<Node>),
@@ -59,7 +59,7 @@ pub enum Node {
     },
 }
 
-pub enum Operand {
+pub(crate) enum Operand {
     Null,
     One(Val),
     Many(Vec<Val>, bool),
@@ -68,7 +68,7 @@ pub enum Operand {
 
 /// Searches `model`: `domain` (JSON), `active_test`, `order` (`None` = `_order`),
 /// `offset`, `limit` (`None` = all). Returns ids in order.
-pub fn search(
+pub(crate) fn search(
     db: &Db,
     model: &str,
     domain: &Value,
@@ -122,7 +122,7 @@ fn syntax_error(domain: &Value) -> OdooError {
 }
 
 /// Parses and resolves a domain into a tree evaluated per row.
-pub fn compile(db: &Db, m: &Model, domain: &Value) -> OResult<Node> {
+pub(crate) fn compile(db: &Db, m: &Model, domain: &Value) -> OResult<Node> {
     let tokens = match domain {
         Value::Array(a) => a.as_slice(),
         Value::Null | Value::Bool(false) => &[],
@@ -234,7 +234,7 @@ fn compile_leaf(db: &Db, m: &Model, leaf: &[Value], raw: &Value) -> OResult<Node
                     target
                 )));
             }
-            let start: BTreeSet<i64> = super::store::ids_arg(value)?.into_iter().collect();
+            let start: BTreeSet<i64> = crate::store::ids_arg(value)?.into_iter().collect();
             let ids = hierarchy(db, target, &start, op == "child_of");
             return Ok(membership(db, f, ids, false));
         }
@@ -278,7 +278,7 @@ fn compile_leaf(db: &Db, m: &Model, leaf: &[Value], raw: &Value) -> OResult<Node
                 .all_ids(f.relation.expect("relation"))
                 .into_iter()
                 .collect(),
-            ("=" | "!=" | "in" | "not in", v) => super::store::ids_arg(v)?.into_iter().collect(),
+            ("=" | "!=" | "in" | "not in", v) => crate::store::ids_arg(v)?.into_iter().collect(),
             _ => return Err(invalid()),
         };
         let with_false = matches!(op.as_str(), "=" | "!=") && !truthy(value);
@@ -555,7 +555,7 @@ fn eval_cmp(v: &Val, op: &str, operand: &Operand) -> bool {
 }
 
 /// SQL comparison of two non-NULL values.
-pub fn cmp_val(a: &Val, b: &Val) -> Option<Ordering> {
+pub(crate) fn cmp_val(a: &Val, b: &Val) -> Option<Ordering> {
     match (a, b) {
         (Val::Int(x), Val::Int(y)) => Some(x.cmp(y)),
         (Val::Int(x), Val::Float(y)) => (*x as f64).partial_cmp(y),
@@ -572,7 +572,7 @@ pub fn cmp_val(a: &Val, b: &Val) -> Option<Ordering> {
 }
 
 /// SQL `LIKE` / `ILIKE` (`%`, `_`, `\` escapes).
-pub fn like(pattern: &str, text: &str, ci: bool) -> bool {
+pub(crate) fn like(pattern: &str, text: &str, ci: bool) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = if ci {
         (
             pattern.to_lowercase().chars().collect(),
@@ -595,20 +595,20 @@ pub fn like(pattern: &str, text: &str, ci: bool) -> bool {
 
 // ------------------------------------------------------------------ order
 
-pub enum OrderKey {
+pub(crate) enum OrderKey {
     Field(Field),
     /// `complete_name` on models where the fake derives it from `display_name`.
     DisplayName,
 }
 
-pub struct OrderTerm {
+pub(crate) struct OrderTerm {
     key: OrderKey,
     desc: bool,
     nulls_first: bool,
 }
 
 /// Parses `"f1 asc, f2 desc nulls last"`; `id asc` is appended as a tiebreak.
-pub fn parse_order(m: &Model, spec: &str) -> OResult<Vec<OrderTerm>> {
+pub(crate) fn parse_order(m: &Model, spec: &str) -> OResult<Vec<OrderTerm>> {
     let invalid = || {
         OdooError::value(format!(
             "Invalid \"order\" specified ({spec}). A valid \"order\" specification is a \
@@ -650,7 +650,7 @@ pub fn parse_order(m: &Model, spec: &str) -> OResult<Vec<OrderTerm>> {
     Ok(out)
 }
 
-pub fn cmp_records(db: &Db, m: &Model, a: i64, b: i64, spec: &[OrderTerm]) -> Ordering {
+pub(crate) fn cmp_records(db: &Db, m: &Model, a: i64, b: i64, spec: &[OrderTerm]) -> Ordering {
     for t in spec {
         let o = match &t.key {
             OrderKey::DisplayName => db.display_name(m.name, a).cmp(&db.display_name(m.name, b)),

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use chrono::{NaiveDate, NaiveDateTime, Timelike};
 use serde_json::{Map, Number, Value};
 
-use super::error::{Kind, OResult, OdooError};
-use super::schema::{Default, Field, Model, OnDelete, Ty};
+use crate::error::{Kind, OResult, OdooError};
+use crate::schema::{Default, Field, Model, OnDelete, Ty};
 
 /// A stored column value (NULL is `Null`).
 #[derive(Clone, Debug, PartialEq)]
-pub enum Val {
+pub(crate) enum Val {
     Null,
     Bool(bool),
     Int(i64),
@@ -26,25 +26,25 @@ pub enum Val {
 
 static NULL: Val = Val::Null;
 
-pub type Row = BTreeMap<&'static str, Val>;
+pub(crate) type Row = BTreeMap<&'static str, Val>;
 
 #[derive(Clone, Debug)]
-pub struct Table {
-    pub next_id: i64,
-    pub rows: BTreeMap<i64, Row>,
+pub(crate) struct Table {
+    pub(crate) next_id: i64,
+    pub(crate) rows: BTreeMap<i64, Row>,
 }
 
 /// The whole database. Every mutation goes through `insert_row` / `row_mut` /
 /// `remove_row`, which keep an undo log while a transaction is open, so that a
 /// failing call rolls back completely, as an Odoo transaction does.
 #[derive(Debug)]
-pub struct Db {
-    pub version: u32,
-    pub uid: i64,
-    pub models: Arc<BTreeMap<&'static str, Arc<Model>>>,
-    pub tables: BTreeMap<&'static str, Table>,
+pub(crate) struct Db {
+    pub(crate) version: u32,
+    pub(crate) uid: i64,
+    pub(crate) models: Arc<BTreeMap<&'static str, Arc<Model>>>,
+    pub(crate) tables: BTreeMap<&'static str, Table>,
     /// `ir.sequence` `sale.order`.
-    pub order_seq: i64,
+    pub(crate) order_seq: i64,
     undo: Option<Undo>,
 }
 
@@ -56,11 +56,11 @@ struct Undo {
     order_seq: i64,
 }
 
-pub const DT_FMT: &str = "%Y-%m-%d %H:%M:%S";
-pub const DATE_FMT: &str = "%Y-%m-%d";
+pub(crate) const DT_FMT: &str = "%Y-%m-%d %H:%M:%S";
+pub(crate) const DATE_FMT: &str = "%Y-%m-%d";
 
 /// Parses `YYYY-MM-DD[ HH:MM:SS[.ffffff]]` (also with a `T`); a bare date is midnight.
-pub fn parse_dt(s: &str) -> Option<NaiveDateTime> {
+pub(crate) fn parse_dt(s: &str) -> Option<NaiveDateTime> {
     let s = s.trim();
     for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
         if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
@@ -73,7 +73,7 @@ pub fn parse_dt(s: &str) -> Option<NaiveDateTime> {
 }
 
 /// Odoo's `float_round` (half-up with an epsilon).
-pub fn round_to(x: f64, digits: i32) -> f64 {
+pub(crate) fn round_to(x: f64, digits: i32) -> f64 {
     let factor = 10f64.powi(digits);
     let n = x * factor;
     if n == 0.0 || !n.is_finite() {
@@ -83,12 +83,12 @@ pub fn round_to(x: f64, digits: i32) -> f64 {
     (n + eps.copysign(n)).round() / factor
 }
 
-pub fn float_json(x: f64) -> Value {
+pub(crate) fn float_json(x: f64) -> Value {
     Number::from_f64(x).map_or(Value::Null, Value::Number)
 }
 
 /// Python truthiness of a JSON value.
-pub fn truthy(v: &Value) -> bool {
+pub(crate) fn truthy(v: &Value) -> bool {
     match v {
         Value::Null => false,
         Value::Bool(b) => *b,
@@ -100,7 +100,7 @@ pub fn truthy(v: &Value) -> bool {
 }
 
 /// Python `repr` of a JSON value, for error messages.
-pub fn py_repr(v: &Value) -> String {
+pub(crate) fn py_repr(v: &Value) -> String {
     match v {
         Value::Null => "None".into(),
         Value::Bool(true) => "True".into(),
@@ -118,7 +118,7 @@ pub fn py_repr(v: &Value) -> String {
     }
 }
 
-pub fn as_i64(v: &Value) -> Option<i64> {
+pub(crate) fn as_i64(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n
             .as_i64()
@@ -128,7 +128,7 @@ pub fn as_i64(v: &Value) -> Option<i64> {
 }
 
 /// An id list argument: an int or a list of ints (`browse(ids)`).
-pub fn ids_arg(v: &Value) -> OResult<Vec<i64>> {
+pub(crate) fn ids_arg(v: &Value) -> OResult<Vec<i64>> {
     match v {
         Value::Null | Value::Bool(false) => Ok(Vec::new()),
         Value::Array(a) => a
@@ -144,8 +144,8 @@ fn bad_id(v: &Value) -> OdooError {
 }
 
 impl Db {
-    pub fn new(version: u32, uid: i64, tag: bool) -> Db {
-        let models: BTreeMap<_, _> = super::schema::models(version, tag)
+    pub(crate) fn new(version: u32, uid: i64, tag: bool) -> Db {
+        let models: BTreeMap<_, _> = crate::schema::models(version, tag)
             .into_iter()
             .map(|m| (m.name, Arc::new(m)))
             .collect();
@@ -172,7 +172,7 @@ impl Db {
     }
 
     /// Runs `f` as one transaction: on error every change is undone.
-    pub fn transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> OResult<T>) -> OResult<T> {
+    pub(crate) fn transaction<T>(&mut self, f: impl FnOnce(&mut Db) -> OResult<T>) -> OResult<T> {
         self.undo = Some(Undo {
             order_seq: self.order_seq,
             ..Undo::default()
@@ -240,7 +240,7 @@ impl Db {
 
     /// Unknown model: `UserError("Object x doesn't exist")` as in
     /// `odoo/service/model.py` `execute_cr`.
-    pub fn model(&self, name: &str) -> OResult<Arc<Model>> {
+    pub(crate) fn model(&self, name: &str) -> OResult<Arc<Model>> {
         self.models
             .get(name)
             .cloned()
@@ -255,19 +255,19 @@ impl Db {
         self.tables.get_mut(model).expect("known model")
     }
 
-    pub fn row(&self, model: &str, id: i64) -> Option<&Row> {
+    pub(crate) fn row(&self, model: &str, id: i64) -> Option<&Row> {
         self.tables.get(model)?.rows.get(&id)
     }
 
-    pub fn exists(&self, model: &str, id: i64) -> bool {
+    pub(crate) fn exists(&self, model: &str, id: i64) -> bool {
         self.row(model, id).is_some()
     }
 
-    pub fn all_ids(&self, model: &str) -> Vec<i64> {
+    pub(crate) fn all_ids(&self, model: &str) -> Vec<i64> {
         self.table(model).rows.keys().copied().collect()
     }
 
-    pub fn get<'a>(&'a self, model: &str, id: i64, field: &str) -> &'a Val {
+    pub(crate) fn get<'a>(&'a self, model: &str, id: i64, field: &str) -> &'a Val {
         self.row(model, id)
             .and_then(|r| r.get(field))
             .unwrap_or(&NULL)
@@ -288,7 +288,7 @@ impl Db {
     }
 
     /// `display_name` as Odoo 17 computes it for these models.
-    pub fn display_name(&self, model: &str, id: i64) -> String {
+    pub(crate) fn display_name(&self, model: &str, id: i64) -> String {
         let name = self.get_str(model, id, "name");
         match model {
             "res.partner" => match self.get_id(model, id, "parent_id") {
@@ -333,7 +333,7 @@ impl Db {
     }
 
     /// Ids of the comodel rows whose inverse many2one points at `parent`.
-    pub fn children(&self, field: &Field, parent: i64) -> Vec<i64> {
+    pub(crate) fn children(&self, field: &Field, parent: i64) -> Vec<i64> {
         let (Some(rel), Some(inv)) = (field.relation, field.inverse) else {
             return Vec::new();
         };
@@ -347,7 +347,7 @@ impl Db {
 
     /// A field of a live row in the wire format of `read`; `names` is
     /// `load='_classic_read'` (many2one as `[id, display_name]`).
-    pub fn wire(&self, m: &Model, f: &Field, id: i64, names: bool) -> Value {
+    pub(crate) fn wire(&self, m: &Model, f: &Field, id: i64, names: bool) -> Value {
         match f.name {
             "id" => return Value::from(id),
             "display_name" => return Value::from(self.display_name(m.name, id)),
@@ -375,7 +375,7 @@ impl Db {
         }
     }
 
-    pub fn read_row(&self, m: &Model, id: i64, fields: &[&Field], names: bool) -> Value {
+    pub(crate) fn read_row(&self, m: &Model, id: i64, fields: &[&Field], names: bool) -> Value {
         let mut out = Map::new();
         out.insert("id".into(), Value::from(id));
         for f in fields {
@@ -558,7 +558,7 @@ impl Db {
     }
 
     /// `create(vals_list)`: one transaction at `ts`.
-    pub fn create(
+    pub(crate) fn create(
         &mut self,
         model: &str,
         vals_list: &[Map<String, Value>],
@@ -635,7 +635,7 @@ impl Db {
     }
 
     /// `write(vals)` on `ids`: bumps `write_date` to `ts` even when no value changes.
-    pub fn write(
+    pub(crate) fn write(
         &mut self,
         model: &str,
         ids: &[i64],
@@ -831,7 +831,7 @@ impl Db {
 
     /// `unlink()`: hard delete; database cascades / set-null / restrict on
     /// referencing rows (which leave no trace and bump nothing).
-    pub fn unlink(&mut self, model: &str, ids: &[i64], ts: NaiveDateTime) -> OResult<()> {
+    pub(crate) fn unlink(&mut self, model: &str, ids: &[i64], ts: NaiveDateTime) -> OResult<()> {
         self.model(model)?;
         self.missing_check(model, ids)?;
         // Closure of cascaded deletions.
