@@ -24,6 +24,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::api::{self, limits::Limits, middleware};
 use crate::auth::token::{self, Keys};
+use crate::bridge::BridgeCtx;
 use crate::config::Config;
 use crate::error::AppError;
 use crate::odoo::OdooCtx;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     pub sync: SyncCtx,
     pub odoo: OdooCtx,
+    pub bridge: BridgeCtx,
     /// The open WebSockets of this process.
     pub hub: Arc<crate::realtime::Hub>,
     pub metrics: PrometheusHandle,
@@ -73,7 +75,12 @@ impl AppState {
             settings: Arc::new(config.odoo.clone()),
             wakeup: Arc::new(tokio::sync::Notify::new()),
         };
+        let bridge = BridgeCtx {
+            sync: sync.clone(),
+            app_types: Arc::new(config.app_types.clone()),
+        };
         Ok(AppState {
+            bridge,
             hub: crate::realtime::Hub::new(registry),
             limits: config
                 .rate_limit
@@ -91,6 +98,12 @@ impl AppState {
 impl FromRef<AppState> for SyncCtx {
     fn from_ref(state: &AppState) -> SyncCtx {
         state.sync.clone()
+    }
+}
+
+impl FromRef<AppState> for BridgeCtx {
+    fn from_ref(state: &AppState) -> BridgeCtx {
+        state.bridge.clone()
     }
 }
 
@@ -135,6 +148,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sync/state", get(api::sync::state))
         .route("/api/v1/sync/reset", post(api::sync::reset))
         .route("/api/v1/sync/ws", get(api::ws::ws))
+        .route("/api/v1/sync/conflicts", get(api::conflicts::list))
+        .route("/api/v1/offline-sync/pull", post(api::bridge::pull_v1))
+        .route("/api/v1/offline-sync/state", get(api::bridge::state_v1))
+        .route("/api/v1/offline-sync/reset", post(api::bridge::reset_v1))
+        .route("/api/v2/sync/pull", post(api::bridge::pull_v2))
+        .route("/api/v2/sync/state", get(api::bridge::state_v2))
+        .route("/api/v2/sync/reset", post(api::bridge::reset_v2))
+        .route("/api/v2/sync/health", get(api::bridge::health_v2))
+        .route(
+            "/api/v1/sync/conflicts/{id}/resolve",
+            post(api::conflicts::resolve),
+        )
         .route(
             "/api/v1/odoo/connections",
             post(api::odoo::create).get(api::odoo::list),

@@ -37,6 +37,8 @@ pub struct Config {
     /// (`NAS_SYNC_RETENTION_DAYS`, 90); zero keeps everything.
     pub retention: Duration,
     pub odoo: OdooSettings,
+    /// BridgeCore `app_type`s and their models (`NAS_SYNC_APP_TYPES`).
+    pub app_types: crate::bridge::AppTypes,
 }
 
 impl std::fmt::Debug for Config {
@@ -61,6 +63,7 @@ impl std::fmt::Debug for Config {
             .field("db_max_connections", &self.db_max_connections)
             .field("retention", &self.retention)
             .field("odoo", &self.odoo)
+            .field("app_types", &self.app_types)
             .finish()
     }
 }
@@ -186,6 +189,9 @@ impl Config {
             retention: Duration::from_secs(
                 86_400 * parse::<u64>(&get, "NAS_SYNC_RETENTION_DAYS", "90")?,
             ),
+            app_types: crate::bridge::AppTypes::parse(
+                &get("NAS_SYNC_APP_TYPES")?.unwrap_or_default(),
+            )?,
             odoo: OdooSettings {
                 worker: flag(&get, "NAS_SYNC_ODOO_WORKER")?,
                 tick: secs(&get, "NAS_SYNC_ODOO_TICK_SECS", "10")?,

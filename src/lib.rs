@@ -8,6 +8,8 @@ pub mod api;
 pub mod app;
 /// Passwords, tokens, users, devices and the caller's identity (`Principal`).
 pub mod auth;
+/// BridgeCore compatibility: the offline-sync and smart-sync protocols.
+pub mod bridge;
 /// The command line.
 pub mod cli;
 /// Settings from the environment.

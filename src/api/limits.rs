@@ -38,10 +38,15 @@ impl Family {
     /// The family of an `/api/` path.
     pub fn of(path: &str) -> Family {
         match path {
-            "/api/v1/sync/pull" => Family::Pull,
-            "/api/v1/sync/push" => Family::Push,
-            "/api/v1/sync/state" | "/api/v1/sync/status" => Family::State,
-            "/api/v1/sync/reset" => Family::Reset,
+            "/api/v1/sync/pull" | "/api/v1/offline-sync/pull" | "/api/v2/sync/pull" => Family::Pull,
+            "/api/v1/sync/push" | "/api/v1/offline-sync/push" => Family::Push,
+            "/api/v1/sync/state"
+            | "/api/v1/sync/status"
+            | "/api/v1/offline-sync/state"
+            | "/api/v2/sync/state" => Family::State,
+            "/api/v1/sync/reset" | "/api/v1/offline-sync/reset" | "/api/v2/sync/reset" => {
+                Family::Reset
+            }
             "/api/v1/sync/ws" => Family::Ws,
             _ => Family::Other,
         }

@@ -3,6 +3,8 @@
 //! authorize, then hand over to `sync`, `auth` or `odoo`; they never build SQL.
 
 pub mod auth;
+pub mod bridge;
+pub mod conflicts;
 pub mod extract;
 pub mod health;
 pub mod limits;

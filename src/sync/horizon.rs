@@ -90,6 +90,11 @@ pub async fn check_epoch(pool: &PgPool) -> anyhow::Result<()> {
         sqlx::query("UPDATE server_meta SET value = gen_random_uuid()::text WHERE key = 'epoch'")
             .execute(&mut *tx)
             .await?;
+        // Event ids given after the backup are lost with it; devices may hold some.
+        // New ids start far above them (2^40 changes), so none is given twice.
+        sqlx::query("UPDATE sync_event_counters SET last_event_id = last_event_id + 1099511627776")
+            .execute(&mut *tx)
+            .await?;
         if rewound {
             // Old entries carry xids from the future of this cluster: bring them below
             // the horizon, keeping their order, so full syncs include them.

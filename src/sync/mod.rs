@@ -3,9 +3,12 @@
 //! real columns; the change log (filled by one trigger) orders pulls by transaction
 //! id below the snapshot horizon, so no concurrent writer's change is ever missed.
 
+pub mod conflicts;
 mod ctx;
 pub mod cursor;
+pub mod events;
 pub mod horizon;
+pub mod merge;
 pub mod pull;
 pub mod push;
 pub mod registry;

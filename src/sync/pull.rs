@@ -49,8 +49,8 @@ pub struct PullResponse {
     /// Rows as PostgreSQL rendered them (`to_jsonb`), passed through unparsed.
     #[schema(value_type = Object)]
     pub changes: BTreeMap<String, Vec<Box<RawValue>>>,
-    #[schema(value_type = Option<Object>)]
-    pub conflicts: Option<serde_json::Value>,
+    /// The device's open conflicts in the inbox (`null` when it has none).
+    pub conflicts: Option<Vec<super::conflicts::Conflict>>,
 }
 
 /// The tables a request names, checked against the registry and the caller's role.
@@ -61,6 +61,10 @@ pub fn resolve_tables<'a>(
 ) -> AppResult<Vec<&'a Table>> {
     match requested {
         None => Ok(registry.readable_by(who.role).collect()),
+        Some([]) => Err(AppError::validation(
+            "tables",
+            "name at least one table, or leave it out for every readable table",
+        )),
         Some(names) => {
             let mut out: Vec<&Table> = Vec::with_capacity(names.len());
             for name in names {
@@ -82,15 +86,9 @@ pub fn resolve_tables<'a>(
     }
 }
 
-/// A whole page in one statement, so one snapshot covers it without an explicit
-/// transaction: the server's bookkeeping (epoch, registry version, retention floor),
-/// the horizon `pg_snapshot_xmin`, the change-log entries after the cursor and below
-/// the horizon through the `(tenant_id, xid, seq)` index, and each entry's row, read by
-/// primary key and rendered as JSON text by PostgreSQL. Always at least one row (the
-/// bookkeeping); entry columns are NULL when the page is empty.
-///
-/// Binds: tenant, cursor xid (text), cursor seq, tables, store, limit.
-pub fn page_sql(tables: &[&Table]) -> String {
+/// An SQL expression that renders change-log entry `e`'s row (by primary key, in
+/// tenant `$1`) as JSON text without `tenant_id`; NULL when the row is gone.
+pub(crate) fn row_docs(tables: &[&Table]) -> String {
     let mut docs = String::from("CASE e.table_name");
     for t in tables {
         docs.push_str(&format!(
@@ -101,6 +99,19 @@ pub fn page_sql(tables: &[&Table]) -> String {
         ));
     }
     docs.push_str(" END");
+    docs
+}
+
+/// A whole page in one statement, so one snapshot covers it without an explicit
+/// transaction: the server's bookkeeping (epoch, registry version, retention floor),
+/// the horizon `pg_snapshot_xmin`, the change-log entries after the cursor and below
+/// the horizon through the `(tenant_id, xid, seq)` index, and each entry's row, read by
+/// primary key and rendered as JSON text by PostgreSQL. Always at least one row (the
+/// bookkeeping); entry columns are NULL when the page is empty.
+///
+/// Binds: tenant, cursor xid (text), cursor seq, tables, store, limit, device.
+pub fn page_sql(tables: &[&Table]) -> String {
+    let docs = row_docs(tables);
     format!(
         "WITH meta AS (
              SELECT (SELECT value FROM server_meta WHERE key = 'epoch') AS epoch,
@@ -108,7 +119,9 @@ pub fn page_sql(tables: &[&Table]) -> String {
                     (SELECT value FROM server_meta WHERE key = 'retained_from') AS retained_from,
                     pg_snapshot_xmin(pg_current_snapshot()) AS horizon,
                     pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
-                    statement_timestamp() AS now),
+                    statement_timestamp() AS now,
+                    EXISTS (SELECT 1 FROM sync_conflicts WHERE tenant_id = $1
+                            AND device_id = $7 AND status = 'open') AS open_conflicts),
          e AS (
              SELECT table_name, row_id, xid, seq, version, updated_at
              FROM sync_changes
@@ -120,7 +133,7 @@ pub fn page_sql(tables: &[&Table]) -> String {
              ORDER BY xid, seq
              LIMIT $6)
          SELECT m.epoch, m.registry_version, m.retained_from, m.horizon::text::bigint AS horizon,
-                m.next_xid, m.now, e.table_name, e.row_id, e.xid::text::bigint AS xid, e.seq,
+                m.next_xid, m.now, m.open_conflicts, e.table_name, e.row_id, e.xid::text::bigint AS xid, e.seq,
                 e.version, e.updated_at, {docs} AS doc
          FROM meta m LEFT JOIN e ON true
          ORDER BY e.xid, e.seq"
@@ -136,6 +149,8 @@ struct PageRow {
     horizon: i64,
     next_xid: i64,
     now: DateTime<Utc>,
+    /// The device has conflicts waiting in the inbox.
+    open_conflicts: bool,
     table_name: Option<String>,
     row_id: Option<Uuid>,
     xid: Option<i64>,
@@ -233,6 +248,7 @@ async fn pull_once(
         .bind(&names)
         .bind(store)
         .bind(limit + 1)
+        .bind(&who.device_id)
         .fetch_all(&ctx.pool)
         .await?;
     let Some(meta) = page.first() else {
@@ -241,7 +257,7 @@ async fn pull_once(
     if meta.registry_version.as_deref().unwrap_or_default() != registry.version {
         return Ok(None);
     }
-    let (horizon, now) = (meta.horizon, meta.now);
+    let (horizon, now, open_conflicts) = (meta.horizon, meta.now, meta.open_conflicts);
     let epoch = Uuid::parse_str(&meta.epoch)
         .map_err(|e| anyhow::anyhow!("bad epoch in server_meta: {e}"))?;
     if let Some(c) = &cursor {
@@ -327,6 +343,11 @@ async fn pull_once(
     ctx.pull_ledger
         .record(&who.tenant, &who.device_id, cursor.clone());
 
+    // The device's own open conflicts (docs/contract.md §8), when it has any.
+    let conflicts = match open_conflicts {
+        true => Some(super::conflicts::open_for_device(ctx, who).await?),
+        false => None,
+    };
     metrics::counter!("sync_rows_pulled_total").increment(rows);
     tracing::info!(device_id = %who.device_id, tenant = %who.tenant, rows, has_more,
         full = req.cursor.is_none() && req.last_sync_timestamp.is_none(), "pull");
@@ -336,6 +357,6 @@ async fn pull_once(
         cursor,
         has_more,
         changes,
-        conflicts: None,
+        conflicts,
     }))
 }

@@ -224,12 +224,6 @@ impl Registry {
         for (name, rule, read, write, scope_column, urgent) in rows {
             let rule =
                 Rule::parse(&rule).with_context(|| format!("table {name}: unknown rule {rule}"))?;
-            if !rule.is_supported() {
-                bail!(
-                    "table {name}: the rule '{}' is not supported by this version",
-                    rule.as_str()
-                );
-            }
             let roles = |v: Vec<String>| -> anyhow::Result<Vec<Role>> {
                 v.iter()
                     .map(|r| {

@@ -119,7 +119,14 @@ async fn prune_tombstones(
                  DELETE FROM sync_changes WHERE (table_name, row_id) IN (
                      SELECT table_name, row_id FROM sync_changes
                      WHERE deleted AND changed_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)
-                 RETURNING xid, seq)
+                 RETURNING tenant_id, xid, seq, event_id),
+             -- Event positions below a pruned tombstone's number answer RESYNC_REQUIRED.
+             floors AS (
+                 INSERT INTO sync_event_counters AS c (tenant_id, retained_from)
+                 SELECT tenant_id, max(event_id) FROM gone
+                 WHERE event_id IS NOT NULL GROUP BY tenant_id
+                 ON CONFLICT (tenant_id) DO UPDATE
+                     SET retained_from = greatest(c.retained_from, EXCLUDED.retained_from))
              SELECT count(*),
                     (SELECT xid::text || ':' || seq FROM gone ORDER BY xid DESC, seq DESC LIMIT 1)
              FROM gone",

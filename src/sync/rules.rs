@@ -1,7 +1,7 @@
 //! Conflict rules. A conflict exists when the row changed on the server since the
-//! version the device last saw and the values differ; the table's rule then picks
-//! the winner. `merge` and `manual` are named here so the registry can carry them;
-//! the engine refuses to start with a table using a rule it cannot apply yet.
+//! version the device last saw and the values differ; the table's rule then settles
+//! it: one side wins whole, the fields are merged three-way (`merge`, see
+//! `sync::merge`), or the conflict stays open for a person (`manual`).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -43,11 +43,6 @@ impl Rule {
             Rule::Manual => "manual",
         }
     }
-
-    /// Whether this build can settle conflicts under the rule.
-    pub fn is_supported(self) -> bool {
-        !matches!(self, Rule::Merge | Rule::Manual)
-    }
 }
 
 /// Who wins a conflict.
@@ -82,10 +77,41 @@ pub fn cap_device_time(
     }
 }
 
-/// Decides a conflict under `rule`.
+/// How a conflict is settled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// The server row stays.
+    Server,
+    /// The device's row is applied.
+    Client,
+    /// Three-way merge; fields both sides changed go to the device when
+    /// `overlaps_to_client`.
+    Merge { overlaps_to_client: bool },
+    /// The server row stays and the conflict is kept open for a person.
+    Manual,
+}
+
+/// Settles a conflict under `rule`. For `merge` tables, fields both sides changed
+/// follow `latest_wins`.
+pub fn settlement(rule: Rule, sides: &Sides) -> Settlement {
+    match rule {
+        Rule::Merge => Settlement::Merge {
+            overlaps_to_client: latest(sides) == Winner::Client,
+        },
+        Rule::Manual => Settlement::Manual,
+        whole => match decide(whole, sides) {
+            Winner::Server => Settlement::Server,
+            Winner::Client => Settlement::Client,
+        },
+    }
+}
+
+/// Which side wins a conflict whole under `rule` (`merge` counts as `latest_wins`,
+/// `manual` as `server_wins`: what each does to the fields both sides changed).
 pub fn decide(rule: Rule, sides: &Sides) -> Winner {
     match rule {
-        Rule::ServerWins | Rule::Merge | Rule::Manual => Winner::Server,
+        Rule::ServerWins | Rule::Manual => Winner::Server,
+        Rule::Merge => latest(sides),
         Rule::ClientWins => Winner::Client,
         Rule::LatestWins => latest(sides),
         Rule::ManagerWins => {
@@ -178,6 +204,27 @@ mod tests {
             decide(Rule::ClientWins, &sides(0, Role::Store, 100, None)),
             Winner::Client
         );
+    }
+
+    #[test]
+    fn merge_and_manual_settle_apart() {
+        let newer = sides(10, Role::Store, 5, None);
+        let older = sides(5, Role::Store, 10, None);
+        assert_eq!(
+            settlement(Rule::Merge, &newer),
+            Settlement::Merge {
+                overlaps_to_client: true
+            }
+        );
+        assert_eq!(
+            settlement(Rule::Merge, &older),
+            Settlement::Merge {
+                overlaps_to_client: false
+            }
+        );
+        assert_eq!(settlement(Rule::Manual, &newer), Settlement::Manual);
+        assert_eq!(settlement(Rule::ClientWins, &older), Settlement::Client);
+        assert_eq!(settlement(Rule::ServerWins, &newer), Settlement::Server);
     }
 
     #[test]

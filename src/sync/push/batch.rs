@@ -16,14 +16,14 @@ use uuid::Uuid;
 
 use super::decide::{
     Caller, Done, Outcome, Plan, Written, check_scope, checked_row, insert_doc, owned_by_caller,
-    plan, reference_missing, reference_to_check, settle, update_doc,
+    plan, reference_missing, reference_to_check, report, settle, update_doc,
 };
 use super::wire::ConflictReport;
 use super::write::{Failure, insert_sql, parent_store_filter};
 use crate::db::sql::ident_list;
 use crate::error::AppResult;
 use crate::sync::registry::{Registry, Table};
-use crate::sync::rules::Winner;
+use crate::sync::rules::Settlement;
 use crate::sync::validate::{PushedRow, RowError};
 
 /// Most rows in one chunk (one set of statements).
@@ -141,7 +141,9 @@ pub(super) async fn apply_chunk(
             other => other,
         };
     }
-    settle_conflicts(conn, caller, table, chunk, &mut steps).await?;
+    if !settle_conflicts(conn, caller, table, chunk, &mut steps).await? {
+        return Ok(None);
+    }
 
     let Some(mut stored) = write(conn, caller, table, &steps).await? else {
         return Ok(None);
@@ -218,14 +220,15 @@ async fn check_references(
 }
 
 /// Settles the chunk's conflicts by the table's rule, reading who last wrote each
-/// conflicting row in one query.
+/// conflicting row in one query. `false` when a conflict needs the row-by-row path
+/// (a merge or a manual conflict).
 async fn settle_conflicts(
     conn: &mut sqlx::PgConnection,
     caller: &Caller<'_>,
     table: &Table,
     chunk: &[Value],
     steps: &mut [Step],
-) -> AppResult<()> {
+) -> AppResult<bool> {
     let conflicting: Vec<Uuid> = steps
         .iter()
         .filter_map(|s| match s {
@@ -234,7 +237,7 @@ async fn settle_conflicts(
         })
         .collect();
     if conflicting.is_empty() {
-        return Ok(());
+        return Ok(true);
     }
     let roles: HashMap<Uuid, Option<String>> = sqlx::query_as(
         "SELECT row_id, origin_role FROM sync_changes WHERE table_name = $1 AND row_id = ANY($2)",
@@ -246,20 +249,29 @@ async fn settle_conflicts(
     .into_iter()
     .collect();
     for (step, raw) in steps.iter_mut().zip(chunk) {
+        if let Step::Planned(row, Plan::Conflict(server), None) = step {
+            let role = roles.get(&row.id).cloned().flatten();
+            // Merges read the base version and manual conflicts open an inbox entry:
+            // both are rare, and go row by row.
+            match settle(table, caller, row, server, role.as_deref()) {
+                Settlement::Merge { .. } | Settlement::Manual => return Ok(false),
+                Settlement::Client | Settlement::Server => {}
+            }
+        }
         *step = match step.take() {
             Step::Planned(row, Plan::Conflict(server), None) => {
                 let role = roles.get(&row.id).cloned().flatten();
-                let (report, winner) = settle(table, caller, &row, raw, &server, role.as_deref());
-                let plan = match winner {
-                    Winner::Client => Plan::Update(server),
-                    Winner::Server => Plan::Keep(server),
+                let (plan, winner) = match settle(table, caller, &row, &server, role.as_deref()) {
+                    Settlement::Client => (Plan::Update(server.clone()), "client"),
+                    _ => (Plan::Keep(server.clone()), "server"),
                 };
+                let report = report(table, &row, raw, &server, winner, None);
                 Step::Planned(row, plan, Some(report))
             }
             other => other,
         };
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Writes the planned inserts and updates, one statement per set of columns sent

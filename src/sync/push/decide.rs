@@ -12,8 +12,9 @@ use uuid::Uuid;
 
 use super::wire::ConflictReport;
 use crate::auth::{Principal, Role};
+use crate::sync::merge;
 use crate::sync::registry::{ParentRef, Table};
-use crate::sync::rules::{self, Sides, Winner};
+use crate::sync::rules::{self, Settlement, Sides};
 use crate::sync::validate::{self, PushedRow, RowError};
 
 /// Who pushes, and when the server received it.
@@ -185,16 +186,15 @@ pub(super) fn plan(
     Ok(Plan::Conflict(server))
 }
 
-/// Settles a conflict by the table's rule; the report names the winner.
+/// How the table's rule settles a conflict between `row` and `server`.
 /// `server_role` is the role of whoever wrote the server row last, when known.
 pub(super) fn settle(
     table: &Table,
     caller: &Caller<'_>,
     row: &PushedRow,
-    raw: &Value,
     server: &Value,
     server_role: Option<&str>,
-) -> (ConflictReport, Winner) {
+) -> Settlement {
     let sides = Sides {
         client_time: rules::cap_device_time(row.updated_at, caller.receipt),
         client_role: caller.who.role,
@@ -205,20 +205,55 @@ pub(super) fn settle(
             .unwrap_or(DateTime::<Utc>::MIN_UTC),
         server_role: server_role.and_then(Role::parse),
     };
-    let winner = rules::decide(table.rule, &sides);
-    let report = ConflictReport {
+    rules::settlement(table.rule, &sides)
+}
+
+/// The conflict as reported to the device: both sides, the rule, the winner.
+pub(super) fn report(
+    table: &Table,
+    row: &PushedRow,
+    raw: &Value,
+    server: &Value,
+    winner: &str,
+    conflict_id: Option<Uuid>,
+) -> ConflictReport {
+    ConflictReport {
         table: table.name.clone(),
         record_id: row.id,
         client_data: raw.clone(),
         server_data: server.clone(),
         resolution: table.rule.as_str().to_string(),
-        winner: match winner {
-            Winner::Server => "server",
-            Winner::Client => "client",
-        }
-        .to_string(),
-    };
-    (report, winner)
+        winner: winner.to_string(),
+        conflict_id,
+    }
+}
+
+/// The part of `row` a three-way merge keeps (`None`: nothing of the device's), given
+/// the `base` version it saw. `deleted` merges like any field.
+pub(super) fn merged_row(
+    table: &Table,
+    row: &PushedRow,
+    base: Option<&Value>,
+    server: &Value,
+    overlaps_to_client: bool,
+) -> Option<PushedRow> {
+    let merged = merge::three_way(table, base, server, &row.values, overlaps_to_client);
+    let was_deleted = |v: &Value| v.get("deleted").and_then(Value::as_bool);
+    let server_deleted = was_deleted(server);
+    let deleted = row.deleted.filter(|d| {
+        let base_deleted = base.map(was_deleted);
+        let device_changed = base_deleted.is_none_or(|b| b != Some(*d));
+        let server_changed = base_deleted.is_none_or(|b| b != server_deleted);
+        device_changed && Some(*d) != server_deleted && (!server_changed || overlaps_to_client)
+    });
+    if merged.apply.is_empty() && deleted.is_none() {
+        return None;
+    }
+    Some(PushedRow {
+        values: merged.apply,
+        deleted,
+        ..row.clone()
+    })
 }
 
 /// The document a new row is inserted from.
@@ -446,7 +481,7 @@ mod tests {
     }
 
     #[test]
-    fn settle_reports_the_rule_and_the_winner() {
+    fn settle_follows_the_tables_rule() {
         let receipt: DateTime<Utc> = "2026-01-02T00:00:00Z".parse().unwrap();
         let who = principal(Role::Store, Some("s1"));
         let caller = Caller { who: &who, receipt };
@@ -454,29 +489,56 @@ mod tests {
         let mut newer = row(id, 1, json!({"metric": "device"}));
         newer.updated_at = Some("2026-01-01T12:00:00Z".parse().unwrap());
         let srv = server(id, 2, "server");
-        let raw = json!({"id": id, "metric": "device"});
 
-        let (report, winner) = settle(&kpis(Rule::LatestWins), &caller, &newer, &raw, &srv, None);
-        assert_eq!(winner, Winner::Client);
+        let s = settle(&kpis(Rule::LatestWins), &caller, &newer, &srv, None);
+        assert_eq!(s, Settlement::Client);
         assert_eq!(
-            (report.resolution.as_str(), report.winner.as_str()),
-            ("latest_wins", "client")
+            settle(&kpis(Rule::ServerWins), &caller, &newer, &srv, None),
+            Settlement::Server
         );
-        assert_eq!(report.server_data, srv);
-
-        let (report, winner) = settle(&kpis(Rule::ServerWins), &caller, &newer, &raw, &srv, None);
-        assert_eq!((winner, report.winner.as_str()), (Winner::Server, "server"));
-
         // A manager's write beats a store device's, whatever the clocks say.
-        let (_, winner) = settle(
+        let s = settle(
             &kpis(Rule::ManagerWins),
             &caller,
             &newer,
-            &raw,
             &srv,
             Some("manager"),
         );
-        assert_eq!(winner, Winner::Server);
+        assert_eq!(s, Settlement::Server);
+        assert_eq!(
+            settle(&kpis(Rule::Manual), &caller, &newer, &srv, None),
+            Settlement::Manual
+        );
+
+        let raw = json!({"id": id, "metric": "device"});
+        let r = report(&kpis(Rule::LatestWins), &newer, &raw, &srv, "client", None);
+        assert_eq!(
+            (r.resolution.as_str(), r.winner.as_str()),
+            ("latest_wins", "client")
+        );
+        assert_eq!(r.server_data, srv);
+    }
+
+    #[test]
+    fn a_merge_keeps_what_only_the_device_changed() {
+        let t = kpis(Rule::Merge);
+        let id = Uuid::new_v4();
+        let base = json!({"metric": "m", "value": 1, "deleted": false});
+        let srv = json!({"metric": "server", "value": 1, "deleted": false});
+        let sent = row(id, 1, json!({"metric": "m", "value": 2}));
+        let merged = merged_row(&t, &sent, Some(&base), &srv, false).unwrap();
+        assert_eq!(Value::Object(merged.values), json!({"value": 2}));
+        // Nothing of the device's survives when it only changed what the server did.
+        let clash = row(id, 1, json!({"metric": "device"}));
+        assert!(merged_row(&t, &clash, Some(&base), &srv, false).is_none());
+        // Deleting merges like a field: the device's alone applies...
+        let mut delete = row(id, 1, json!({}));
+        delete.deleted = Some(true);
+        let applied = merged_row(&t, &delete, Some(&base), &srv, false).unwrap();
+        assert_eq!(applied.deleted, Some(true));
+        // ...and without a base (history pruned) it goes to the rule.
+        assert!(merged_row(&t, &delete, None, &srv, false).is_none());
+        assert!(merged_row(&t, &delete, None, &srv, true).is_some());
     }
 
     #[test]

@@ -129,13 +129,7 @@ impl Push<'_> {
         let who = self.caller.who;
         let mut tx = self.ctx.pool.begin().await?;
         // The change-log trigger records who wrote each row.
-        sqlx::query(
-            "SELECT set_config('nas_sync.device', $1, true), set_config('nas_sync.role', $2, true)",
-        )
-        .bind(&who.device_id)
-        .bind(who.role.as_str())
-        .execute(&mut *tx)
-        .await?;
+        set_writer(&mut tx, who).await?;
         if let Some(push_id) = self.push_id
             && let Some(done) = replay::claim(&mut tx, who, push_id, self.request_hash).await?
         {
@@ -255,6 +249,66 @@ impl Push<'_> {
         }
         Ok(())
     }
+}
+
+/// Writes `fields` over row `id` of `table` as `who`, inside the caller's transaction,
+/// checked like a pushed row (role, store, types, references) and based on the current
+/// version (the row is locked first, so no conflict can arise). What the conflict
+/// inbox stores a resolution with. The row's error when the checks refuse it.
+pub(crate) async fn write_fields(
+    conn: &mut sqlx::PgConnection,
+    registry: &Registry,
+    who: &Principal,
+    table: &Table,
+    id: uuid::Uuid,
+    fields: serde_json::Map<String, Value>,
+) -> AppResult<Result<Value, crate::sync::validate::RowError>> {
+    let sql = format!(
+        "SELECT version FROM {} WHERE id = $1 FOR UPDATE",
+        table.ident()
+    );
+    let version: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let mut raw = fields;
+    raw.insert("id".into(), json!(id));
+    raw.insert("version".into(), json!(version.unwrap_or(0)));
+    let raw = Value::Object(raw);
+    set_writer(conn, who).await?;
+    let caller = Caller {
+        who,
+        receipt: Utc::now().round_subsecs(6),
+    };
+    let savepoint = Savepoint::open(conn, "write_fields").await?;
+    let written = decide::Written::new();
+    match write::apply_row(conn, &caller, registry, table, &raw, &written).await {
+        Ok((decide::Outcome::Written(row) | decide::Outcome::Kept(row), _)) => {
+            savepoint.release(conn).await?;
+            Ok(Ok(row))
+        }
+        Ok((decide::Outcome::Nothing, _)) => {
+            savepoint.release(conn).await?;
+            Ok(Ok(Value::Null))
+        }
+        Err(write::Failure::Row(e)) => {
+            savepoint.roll_back(conn).await?;
+            Ok(Err(e))
+        }
+        Err(write::Failure::Fatal(e)) => Err(e),
+    }
+}
+
+/// Tells the change-log trigger who writes, for the rest of the transaction.
+async fn set_writer(conn: &mut sqlx::PgConnection, who: &Principal) -> sqlx::Result<()> {
+    sqlx::query(
+        "SELECT set_config('nas_sync.device', $1, true), set_config('nas_sync.role', $2, true)",
+    )
+    .bind(&who.device_id)
+    .bind(who.role.as_str())
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// Metrics and the one log line of a committed push.

@@ -36,8 +36,12 @@ pub struct ConflictReport {
     pub server_data: Value,
     /// The rule applied.
     pub resolution: String,
-    /// `server` or `client`.
+    /// `server`, `client`, `merged` (a three-way merge took fields of both), or
+    /// `pending` (left open in the conflict inbox, see `conflict_id`).
     pub winner: String,
+    /// The open conflict to resolve (`manual`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_id: Option<Uuid>,
 }
 
 /// A row that was not applied.

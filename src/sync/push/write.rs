@@ -8,14 +8,15 @@ use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::decide::{
-    Caller, Done, Outcome, Plan, Written, check_scope, checked_row, insert_doc, owned_by_caller,
-    plan, reference_missing, reference_to_check, settle, update_doc,
+    Caller, Done, Outcome, Plan, Written, check_scope, checked_row, insert_doc, merged_row,
+    owned_by_caller, plan, reference_missing, reference_to_check, report, settle, update_doc,
 };
 use crate::auth::{Principal, Role};
 use crate::db::sql::{Ident, ident_list};
 use crate::error::AppError;
+use crate::sync::conflicts::{self, NewConflict};
 use crate::sync::registry::{Registry, Table};
-use crate::sync::rules::Winner;
+use crate::sync::rules::Settlement;
 use crate::sync::validate::{PushedRow, RowError};
 
 /// A savepoint inside the push's transaction. Released or rolled back (and then
@@ -51,6 +52,12 @@ async fn exec(conn: &mut PgConnection, sql: &str) -> sqlx::Result<()> {
 pub(super) enum Failure {
     Row(RowError),
     Fatal(AppError),
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Self {
+        Failure::Fatal(e)
+    }
 }
 
 impl From<RowError> for Failure {
@@ -137,17 +144,56 @@ pub(super) async fn apply_row(
             .fetch_optional(&mut *conn)
             .await?
             .flatten();
-            let (report, winner) =
-                settle(table, caller, &row, raw, &server, server_role.as_deref());
-            let outcome = match winner {
-                Winner::Client => {
-                    Outcome::Written(update(conn, table, caller.receipt, &row, &server).await?)
-                }
-                Winner::Server => Outcome::Kept(server),
-            };
-            Ok((outcome, Some(report)))
+            let settlement = settle(table, caller, &row, &server, server_role.as_deref());
+            settle_conflict(conn, caller, table, &row, raw, server, settlement).await
         }
     }
+}
+
+/// Carries out a settled conflict: keep the server row, write the device's, write the
+/// merge of both, or keep the server row and open a conflict in the inbox.
+async fn settle_conflict(
+    conn: &mut PgConnection,
+    caller: &Caller<'_>,
+    table: &Table,
+    row: &PushedRow,
+    raw: &Value,
+    server: Value,
+    settlement: Settlement,
+) -> Result<Done, Failure> {
+    let receipt = caller.receipt;
+    let (outcome, winner, conflict_id) = match settlement {
+        Settlement::Server => (Outcome::Kept(server.clone()), "server", None),
+        Settlement::Client => {
+            let stored = update(conn, table, receipt, row, &server).await?;
+            (Outcome::Written(stored), "client", None)
+        }
+        Settlement::Merge { overlaps_to_client } => {
+            let base = conflicts::base(conn, &table.name, row.id, row.base_version).await?;
+            match merged_row(table, row, base.as_ref(), &server, overlaps_to_client) {
+                Some(merged) => {
+                    let stored = update(conn, table, receipt, &merged, &server).await?;
+                    (Outcome::Written(stored), "merged", None)
+                }
+                None => (Outcome::Kept(server.clone()), "server", None),
+            }
+        }
+        Settlement::Manual => {
+            let new = NewConflict {
+                table,
+                record_id: row.id,
+                base_version: row.base_version,
+                server: &server,
+                client: raw,
+                strategy: table.rule.as_str(),
+                local_id: None,
+            };
+            let id = conflicts::open(conn, caller.who, new).await?;
+            (Outcome::Kept(server.clone()), "pending", Some(id))
+        }
+    };
+    let report = report(table, row, raw, &server, winner, conflict_id);
+    Ok((outcome, Some(report)))
 }
 
 /// Every reference a row sets must name a row of the caller's tenant (and store, for

@@ -1,0 +1,110 @@
+-- BridgeCore compatibility and the conflict inbox (docs/contract.md §8,
+-- docs/architecture.md "Event ids").
+
+-- Integer event ids. A change-log entry gets its number once its writer has finished
+-- (its xid is below the horizon), in (xid, seq) order, under the tenant's counter row
+-- lock held until commit: numbers become visible in increasing order, and a late
+-- commit is numbered after everything already numbered, never before.
+ALTER TABLE sync_changes ADD COLUMN event_id bigint;
+CREATE UNIQUE INDEX sync_changes_events ON sync_changes (tenant_id, event_id)
+    WHERE event_id IS NOT NULL;
+CREATE INDEX sync_changes_unnumbered ON sync_changes (tenant_id, xid, seq)
+    WHERE event_id IS NULL;
+
+-- A new change of a row is a new event: its entry loses its old number.
+CREATE FUNCTION sync_changes_unnumber() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.event_id := NULL;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER sync_changes_unnumber BEFORE UPDATE ON sync_changes
+    FOR EACH ROW WHEN (NEW.seq IS DISTINCT FROM OLD.seq)
+    EXECUTE FUNCTION sync_changes_unnumber();
+
+-- Per tenant: the last event id given, and the newest event id whose tombstone was
+-- pruned by retention (a position below it may have missed a deletion).
+CREATE TABLE sync_event_counters (
+    tenant_id      text PRIMARY KEY,
+    last_event_id  bigint NOT NULL DEFAULT 0,
+    retained_from  bigint NOT NULL DEFAULT 0
+);
+
+-- Numbers every finished, unnumbered change of `tenant`; returns the last event id.
+CREATE FUNCTION sync_number_events(tenant text) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    last    bigint;
+    horizon xid8;
+BEGIN
+    INSERT INTO sync_event_counters (tenant_id) VALUES (tenant) ON CONFLICT DO NOTHING;
+    SELECT last_event_id INTO last FROM sync_event_counters
+        WHERE tenant_id = tenant FOR UPDATE;
+    -- Taken after the lock: every transaction below it has finished.
+    horizon := pg_snapshot_xmin(pg_current_snapshot());
+    WITH todo AS (
+        SELECT table_name, row_id, row_number() OVER (ORDER BY xid, seq) AS n
+        FROM sync_changes
+        WHERE tenant_id = tenant AND event_id IS NULL AND xid < horizon
+    ), done AS (
+        -- `xid < horizon` again: an entry rewritten meanwhile by a running transaction
+        -- is re-checked in its new version, and left for a later numbering.
+        UPDATE sync_changes c SET event_id = last + todo.n
+        FROM todo
+        WHERE c.table_name = todo.table_name AND c.row_id = todo.row_id
+          AND c.event_id IS NULL AND c.xid < horizon
+        RETURNING c.event_id
+    )
+    SELECT greatest(last, coalesce(max(event_id), last)) INTO last FROM done;
+    UPDATE sync_event_counters SET last_event_id = last WHERE tenant_id = tenant;
+    RETURN last;
+END $$;
+
+-- Open and resolved conflicts of the `manual` and `merge` rules and strategies: both
+-- sides and the version the device based its change on.
+CREATE TABLE sync_conflicts (
+    id            uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+    tenant_id     text NOT NULL,
+    table_name    text NOT NULL,
+    row_id        uuid NOT NULL,
+    store_id      text,
+    device_id     text NOT NULL,
+    user_id       uuid NOT NULL,
+    local_id      text,
+    base_version  bigint NOT NULL,
+    base_data     jsonb,
+    server_data   jsonb NOT NULL,
+    client_data   jsonb NOT NULL,
+    strategy      text NOT NULL,
+    status        text NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'resolved')),
+    resolution    text,
+    resolved_data jsonb,
+    resolved_by   text,
+    resolved_at   timestamptz,
+    created_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sync_conflicts_open ON sync_conflicts (tenant_id, device_id, created_at)
+    WHERE status = 'open';
+
+-- BridgeCore local ids: the row a device's `local_id` created, so a retried create
+-- maps to the same row and creates nothing.
+CREATE TABLE offline_local_ids (
+    tenant_id  text NOT NULL,
+    device_id  text NOT NULL,
+    local_id   text NOT NULL,
+    table_name text NOT NULL,
+    row_id     uuid NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (tenant_id, device_id, local_id)
+);
+
+-- BridgeCore positions, per user, device and app type.
+CREATE TABLE offline_sync_state (
+    tenant_id           text NOT NULL,
+    user_id             uuid NOT NULL,
+    device_id           text NOT NULL,
+    app_type            text NOT NULL,
+    last_event_id       bigint NOT NULL DEFAULT 0,
+    last_sync_time      timestamptz,
+    total_syncs         bigint NOT NULL DEFAULT 0,
+    total_events_synced bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (tenant_id, user_id, device_id, app_type)
+);

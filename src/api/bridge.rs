@@ -1,0 +1,146 @@
+//! BridgeCore routes (docs/contract.md §8, docs/bridgecore.md):
+//! `/api/v1/offline-sync/{pull,state,reset}` and `/api/v2/sync/{pull,state,reset,health}`.
+
+use axum::Json;
+use axum::extract::State;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::extract;
+use crate::auth::Principal;
+use crate::bridge::events::{self, EventPull};
+use crate::bridge::wire::{self, Health, PullV1, PullV2, StateQuery};
+use crate::bridge::{BridgeCtx, state};
+use crate::error::AppResult;
+
+/// Events after `last_event_id` (or the stored position) for an app type.
+#[utoipa::path(post, path = "/api/v1/offline-sync/pull", tag = "bridgecore", request_body = PullV1,
+    responses((status = 200, description = "Events, the new last_event_id and has_more"),
+              (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN"),
+              (status = 409, description = "RESYNC_REQUIRED")),
+    security(("bearer" = [])))]
+pub async fn pull_v1(
+    State(ctx): State<BridgeCtx>,
+    who: Principal,
+    extract::Json(req): extract::Json<PullV1>,
+) -> AppResult<Json<Value>> {
+    who.check_device(req.device_id.as_deref())?;
+    wire::check_offset(req.offset)?;
+    let pulled = events::pull(
+        &ctx,
+        &who,
+        &EventPull {
+            app_type: &req.app_type,
+            last_event_id: req.last_event_id,
+            models_filter: req.models_filter.as_deref(),
+            limit: req.limit,
+        },
+    )
+    .await?;
+    Ok(Json(wire::pulled_v1(&who, &req, pulled)))
+}
+
+/// The device's position.
+#[utoipa::path(get, path = "/api/v1/offline-sync/state", tag = "bridgecore", params(StateQuery),
+    responses((status = 200, description = "The device's sync state"), (status = 403, description = "FORBIDDEN")),
+    security(("bearer" = [])))]
+pub async fn state_v1(
+    State(ctx): State<BridgeCtx>,
+    who: Principal,
+    extract::Query(q): extract::Query<StateQuery>,
+) -> AppResult<Json<Value>> {
+    who.check_device(q.device_id.as_deref())?;
+    let pos = state::get(&ctx, &who, q.app_type.as_deref()).await?;
+    Ok(Json(wire::state_v1(&who, pos)))
+}
+
+/// Forgets the device's positions: the next pull starts from the beginning.
+#[utoipa::path(post, path = "/api/v1/offline-sync/reset", tag = "bridgecore", params(StateQuery),
+    responses((status = 200, description = "Reset"), (status = 403, description = "FORBIDDEN")),
+    security(("bearer" = [])))]
+pub async fn reset_v1(
+    State(ctx): State<BridgeCtx>,
+    who: Principal,
+    extract::Query(q): extract::Query<StateQuery>,
+) -> AppResult<Json<Value>> {
+    who.check_device(q.device_id.as_deref())?;
+    state::reset(&ctx, &who, q.app_type.as_deref()).await?;
+    Ok(Json(json!({
+        "success": true,
+        "message": "Sync state reset successfully",
+        "device_id": who.device_id,
+    })))
+}
+
+/// Events after the stored position of (user, device, app type).
+#[utoipa::path(post, path = "/api/v2/sync/pull", tag = "bridgecore", request_body = PullV2,
+    responses((status = 200, description = "Events and next_sync_token"),
+              (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN")),
+    security(("bearer" = [])))]
+pub async fn pull_v2(
+    State(ctx): State<BridgeCtx>,
+    who: Principal,
+    extract::Json(req): extract::Json<PullV2>,
+) -> AppResult<Json<Value>> {
+    who.check_device(req.device_id.as_deref())?;
+    wire::check_user(&who, req.user_id.as_ref())?;
+    let pulled = events::pull(
+        &ctx,
+        &who,
+        &EventPull {
+            app_type: &req.app_type,
+            last_event_id: None,
+            models_filter: req.models_filter.as_deref(),
+            limit: req.limit,
+        },
+    )
+    .await?;
+    Ok(Json(wire::pulled_v2(pulled)))
+}
+
+/// The position of (user, device, app type).
+#[utoipa::path(get, path = "/api/v2/sync/state", tag = "bridgecore", params(StateQuery),
+    responses((status = 200, description = "The sync state"), (status = 403, description = "FORBIDDEN")),
+    security(("bearer" = [])))]
+pub async fn state_v2(
+    State(ctx): State<BridgeCtx>,
+    who: Principal,
+    extract::Query(q): extract::Query<StateQuery>,
+) -> AppResult<Json<Value>> {
+    who.check_device(q.device_id.as_deref())?;
+    wire::check_user(&who, q.user_id.map(Value::String).as_ref())?;
+    let pos = state::get(&ctx, &who, q.app_type.as_deref()).await?;
+    Ok(Json(wire::state_v2(&who, pos)))
+}
+
+/// Forgets the position (force a full sync).
+#[utoipa::path(post, path = "/api/v2/sync/reset", tag = "bridgecore", params(StateQuery),
+    responses((status = 200, description = "Reset"), (status = 403, description = "FORBIDDEN")),
+    security(("bearer" = [])))]
+pub async fn reset_v2(
+    State(ctx): State<BridgeCtx>,
+    who: Principal,
+    extract::Query(q): extract::Query<StateQuery>,
+) -> AppResult<Json<Value>> {
+    who.check_device(q.device_id.as_deref())?;
+    wire::check_user(&who, q.user_id.clone().map(Value::String).as_ref())?;
+    state::reset(&ctx, &who, q.app_type.as_deref()).await?;
+    Ok(Json(json!({
+        "status": "success",
+        "message": "Sync state reset successfully",
+        "user_id": who.user_id,
+        "device_id": who.device_id,
+    })))
+}
+
+/// Liveness of the sync service, for v2 clients.
+#[utoipa::path(get, path = "/api/v2/sync/health", tag = "bridgecore",
+    responses((status = 200, body = Health)), security(("bearer" = [])))]
+pub async fn health_v2(_who: Principal) -> Json<Health> {
+    Json(Health {
+        status: "healthy",
+        service: "nas-sync",
+        version: env!("CARGO_PKG_VERSION"),
+        timestamp: Utc::now(),
+    })
+}

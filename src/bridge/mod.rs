@@ -1,0 +1,26 @@
+//! BridgeCore compatibility (docs/contract.md §8, docs/bridgecore.md): the
+//! offline-sync (v1) and smart-sync (v2) protocols of apps written for BridgeCore,
+//! translated onto the same engine, so they keep its guarantees.
+//!
+//! - `app_types`: which models an `app_type` syncs.
+//! - `events`: event pulls of both protocols, positions per user, device and app type.
+//! - `state`: those positions, read and reset.
+//! - `wire`: the seeds' request and answer shapes.
+
+pub mod app_types;
+pub mod events;
+pub mod state;
+pub mod wire;
+
+pub use app_types::AppTypes;
+
+use std::sync::Arc;
+
+use crate::sync::SyncCtx;
+
+/// What the BridgeCore protocols use: the engine's context and the app types.
+#[derive(Clone)]
+pub struct BridgeCtx {
+    pub sync: SyncCtx,
+    pub app_types: Arc<AppTypes>,
+}

@@ -1,0 +1,303 @@
+//! The conflict inbox: conflicts left open by the `manual` rule or strategy, stored
+//! with both sides and the base version, listed (managers: the tenant's; store devices:
+//! their own), and resolved once: `server_wins` keeps the server row, `client_wins`
+//! applies the device's fields, `merge` merges them three-way (overlaps keep the
+//! server's values), `custom` applies the fields given. A resolution is a write by the
+//! resolver, checked like any push row (role, store, types, references), in the same
+//! transaction that closes the conflict.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::SyncCtx;
+use super::merge;
+use super::registry::{SYNC_COLUMNS, Table};
+use crate::auth::{Principal, Role};
+use crate::error::{AppError, AppResult};
+
+/// A conflict as the inbox shows it.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+pub struct Conflict {
+    pub id: Uuid,
+    pub table: String,
+    pub record_id: Uuid,
+    pub store_id: Option<String>,
+    /// The device whose change met the conflict.
+    pub device_id: String,
+    /// The BridgeCore `local_id` of that change, if any.
+    pub local_id: Option<String>,
+    /// The version the device based its change on.
+    pub base_version: i64,
+    /// That version's row, when the history still has it.
+    #[schema(value_type = Option<Object>)]
+    pub base_data: Option<Value>,
+    /// The server row when the conflict was found.
+    #[schema(value_type = Object)]
+    pub server_data: Value,
+    /// The row (or fields) the device sent.
+    #[schema(value_type = Object)]
+    pub client_data: Value,
+    /// The rule or strategy that left it open (`manual`).
+    pub strategy: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    pub resolution: Option<String>,
+    /// The row as stored by the resolution.
+    #[schema(value_type = Option<Object>)]
+    pub resolved_data: Option<Value>,
+    pub resolved_by: Option<String>,
+    pub resolved_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const SELECT: &str = "SELECT id, table_name AS \"table\", row_id AS record_id, store_id, device_id,
+    local_id, base_version, base_data, server_data, client_data, strategy, status, resolution,
+    resolved_data, resolved_by, resolved_at, created_at FROM sync_conflicts";
+
+/// What a new open conflict records.
+pub struct NewConflict<'a> {
+    pub table: &'a Table,
+    pub record_id: Uuid,
+    pub base_version: i64,
+    pub server: &'a Value,
+    pub client: &'a Value,
+    pub strategy: &'a str,
+    pub local_id: Option<&'a str>,
+}
+
+/// Opens a conflict in the caller's transaction; reads the base version from history.
+pub async fn open(conn: &mut PgConnection, who: &Principal, c: NewConflict<'_>) -> AppResult<Uuid> {
+    let store = c
+        .table
+        .scope_column
+        .as_ref()
+        .and_then(|col| c.server.get(col))
+        .and_then(Value::as_str);
+    let id = sqlx::query_scalar(
+        "INSERT INTO sync_conflicts (tenant_id, table_name, row_id, store_id, device_id, user_id,
+             local_id, base_version, base_data, server_data, client_data, strategy)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8,
+             (SELECT data - 'tenant_id' FROM sync_row_history
+              WHERE table_name = $2 AND row_id = $3 AND version = $8 ORDER BY id DESC LIMIT 1),
+             $9, $10, $11)
+         RETURNING id",
+    )
+    .bind(&who.tenant)
+    .bind(&c.table.name)
+    .bind(c.record_id)
+    .bind(store)
+    .bind(&who.device_id)
+    .bind(who.user_id)
+    .bind(c.local_id)
+    .bind(c.base_version)
+    .bind(c.server)
+    .bind(c.client)
+    .bind(c.strategy)
+    .fetch_one(conn)
+    .await?;
+    metrics::counter!("sync_conflicts_opened_total", "table" => c.table.name.clone()).increment(1);
+    Ok(id)
+}
+
+/// The version `version` of a row, from history (the base of a three-way merge).
+pub async fn base(
+    conn: &mut PgConnection,
+    table: &str,
+    row: Uuid,
+    version: i64,
+) -> sqlx::Result<Option<Value>> {
+    sqlx::query_scalar(
+        "SELECT data - 'tenant_id' FROM sync_row_history
+         WHERE table_name = $1 AND row_id = $2 AND version = $3 ORDER BY id DESC LIMIT 1",
+    )
+    .bind(table)
+    .bind(row)
+    .bind(version)
+    .fetch_optional(conn)
+    .await
+}
+
+/// `GET /api/v1/sync/conflicts` query.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+pub struct ListQuery {
+    /// `open` (default), `resolved` or `all`.
+    pub status: Option<String>,
+    /// At most this many, newest first (default 100, at most 1000).
+    pub limit: Option<i64>,
+}
+
+/// Conflicts the caller may see: a manager's tenant's, a store device's own.
+pub async fn list(ctx: &SyncCtx, who: &Principal, q: &ListQuery) -> AppResult<Vec<Conflict>> {
+    let status = match q.status.as_deref() {
+        None | Some("open") => Some("open"),
+        Some("resolved") => Some("resolved"),
+        Some("all") => None,
+        Some(_) => {
+            return Err(AppError::validation(
+                "status",
+                "must be open, resolved or all",
+            ));
+        }
+    };
+    let device = (who.role == Role::Store).then_some(who.device_id.as_str());
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    Ok(query(ctx, &who.tenant, device, status, limit).await?)
+}
+
+/// The open conflicts a device caused (shown to it on its next pull).
+pub async fn open_for_device(ctx: &SyncCtx, who: &Principal) -> sqlx::Result<Vec<Conflict>> {
+    query(ctx, &who.tenant, Some(&who.device_id), Some("open"), 1000).await
+}
+
+async fn query(
+    ctx: &SyncCtx,
+    tenant: &str,
+    device: Option<&str>,
+    status: Option<&str>,
+    limit: i64,
+) -> sqlx::Result<Vec<Conflict>> {
+    let sql = format!(
+        "{SELECT} WHERE tenant_id = $1 AND ($2::text IS NULL OR device_id = $2)
+           AND ($3::text IS NULL OR status = $3)
+         ORDER BY created_at DESC LIMIT $4"
+    );
+    sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(device)
+        .bind(status)
+        .bind(limit)
+        .fetch_all(&ctx.pool)
+        .await
+}
+
+/// `POST /api/v1/sync/conflicts/{id}/resolve` body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resolve {
+    /// `server_wins`, `client_wins`, `merge` or `custom`.
+    pub strategy: String,
+    /// The fields to store, for `custom`.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+}
+
+/// Resolves one open conflict; a second resolution is refused.
+pub async fn resolve(
+    ctx: &SyncCtx,
+    who: &Principal,
+    id: Uuid,
+    req: Resolve,
+) -> AppResult<Conflict> {
+    let mut tx = ctx.pool.begin().await?;
+    let sql = format!("{SELECT} WHERE id = $1 AND tenant_id = $2 FOR UPDATE");
+    let conflict: Option<Conflict> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(&who.tenant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let conflict = match conflict {
+        Some(c) if who.role == Role::Manager || c.device_id == who.device_id => c,
+        // Another device's conflict is not there for a store device.
+        _ => return Err(AppError::NotFound("No such conflict.".into())),
+    };
+    if conflict.status != "open" {
+        return Err(AppError::Conflict {
+            code: "CONFLICT_ALREADY_RESOLVED",
+            message: "This conflict was already resolved.".into(),
+        });
+    }
+    let registry = ctx.registry.current();
+    let table = registry
+        .get(&conflict.table)
+        .ok_or_else(|| AppError::UnknownTable(conflict.table.clone()))?;
+    let fields = resolution_fields(&mut tx, table, &conflict, &req).await?;
+    let stored = match fields {
+        None => conflict.server_data.clone(),
+        Some(fields) => {
+            super::push::write_fields(&mut tx, &registry, who, table, conflict.record_id, fields)
+                .await?
+                .map_err(|e| AppError::validation(format!("data ({})", e.code), e.message))?
+        }
+    };
+    let resolved_by = format!("{}@{}", who.username, who.device_id);
+    let sql = format!(
+        "WITH done AS (
+             UPDATE sync_conflicts SET status = 'resolved', resolution = $2, resolved_data = $3,
+                 resolved_by = $4, resolved_at = now()
+             WHERE id = $1 RETURNING *)
+         {} ",
+        SELECT.replace("FROM sync_conflicts", "FROM done")
+    );
+    let done: Conflict = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(&req.strategy)
+        .bind(&stored)
+        .bind(&resolved_by)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!(conflict = %id, table = %done.table, record = %done.record_id,
+        strategy = %req.strategy, by = %resolved_by, "conflict resolved");
+    Ok(done)
+}
+
+/// The fields a resolution writes over the current row; `None` keeps it.
+async fn resolution_fields(
+    conn: &mut PgConnection,
+    table: &Table,
+    conflict: &Conflict,
+    req: &Resolve,
+) -> AppResult<Option<Map<String, Value>>> {
+    let client = data_fields(&conflict.client_data);
+    match (req.strategy.as_str(), &req.data) {
+        ("server_wins", None) => Ok(None),
+        ("client_wins", None) => Ok(Some(client)),
+        ("merge", None) => {
+            let current = current_row(conn, table, conflict.record_id).await?;
+            let merged =
+                merge::three_way(table, conflict.base_data.as_ref(), &current, &client, false);
+            Ok((!merged.apply.is_empty()).then_some(merged.apply))
+        }
+        ("custom", Some(Value::Object(data))) => {
+            Ok(Some(data_fields(&Value::Object(data.clone()))))
+        }
+        ("custom", _) => Err(AppError::validation(
+            "data",
+            "custom needs the fields to store, as an object",
+        )),
+        ("server_wins" | "client_wins" | "merge", Some(_)) => {
+            Err(AppError::validation("data", "only custom takes data"))
+        }
+        _ => Err(AppError::validation(
+            "strategy",
+            "must be server_wins, client_wins, merge or custom",
+        )),
+    }
+}
+
+/// The data fields of a row (the sync columns are the server's).
+fn data_fields(row: &Value) -> Map<String, Value> {
+    row.as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| !SYNC_COLUMNS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn current_row(conn: &mut PgConnection, table: &Table, id: Uuid) -> AppResult<Value> {
+    let sql = format!(
+        "SELECT to_jsonb(t) - 'tenant_id' FROM {} t WHERE id = $1",
+        table.ident()
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .ok_or_else(|| AppError::NotFound("The conflicting row no longer exists.".into()))
+}
