@@ -40,13 +40,17 @@ BEGIN
         WHERE tenant_id = tenant FOR UPDATE;
     -- Taken after the lock: every transaction below it has finished.
     horizon := pg_snapshot_xmin(pg_current_snapshot());
-    WITH todo AS (
-        SELECT table_name, row_id, row_number() OVER (ORDER BY xid, seq) AS n
+    -- An entry a running transaction is rewriting is skipped, not waited for: that
+    -- transaction's change will be numbered once it has finished (or, if it rolls
+    -- back, this entry at a later numbering). Pulls never wait on writers.
+    WITH locked AS (
+        SELECT table_name, row_id, xid, seq
         FROM sync_changes
         WHERE tenant_id = tenant AND event_id IS NULL AND xid < horizon
+        FOR UPDATE SKIP LOCKED
+    ), todo AS (
+        SELECT table_name, row_id, row_number() OVER (ORDER BY xid, seq) AS n FROM locked
     ), done AS (
-        -- `xid < horizon` again: an entry rewritten meanwhile by a running transaction
-        -- is re-checked in its new version, and left for a later numbering.
         UPDATE sync_changes c SET event_id = last + todo.n
         FROM todo
         WHERE c.table_name = todo.table_name AND c.row_id = todo.row_id

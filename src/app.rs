@@ -149,7 +149,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sync/reset", post(api::sync::reset))
         .route("/api/v1/sync/ws", get(api::ws::ws))
         .route("/api/v1/sync/conflicts", get(api::conflicts::list))
+        .route("/api/v1/offline-sync/push", post(api::bridge::push_v1))
         .route("/api/v1/offline-sync/pull", post(api::bridge::pull_v1))
+        .route(
+            "/api/v1/offline-sync/resolve-conflicts",
+            post(api::bridge::resolve_v1),
+        )
         .route("/api/v1/offline-sync/state", get(api::bridge::state_v1))
         .route("/api/v1/offline-sync/reset", post(api::bridge::reset_v1))
         .route("/api/v2/sync/pull", post(api::bridge::pull_v2))

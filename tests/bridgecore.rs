@@ -523,3 +523,43 @@ async fn clients_converge_through_events_under_concurrent_writers() {
         }
     }
 }
+
+/// Numbering never waits on a writer: a pull answers while another transaction holds
+/// the lock on an unnumbered row's change-log entry, and that row arrives once the
+/// writer commits.
+#[tokio::test]
+async fn a_pull_does_not_wait_for_a_writer_holding_a_row() {
+    let app = TestApp::spawn().await;
+    let manager = app.manager("boss", "mgr-1").await;
+    let held = id();
+    manager
+        .push(json!({"kpi_data": [kpi(&held, "s1", 1)]}))
+        .await;
+    settle(&app.pool).await;
+    // Unnumbered (no pull yet), now rewritten by an open transaction.
+    let mut writer = app.pool.begin().await.unwrap();
+    sqlx::query("UPDATE kpi_data SET value = 2 WHERE id = $1::uuid")
+        .bind(&held)
+        .execute(&mut *writer)
+        .await
+        .unwrap();
+    let body = json!({"app_type": "store_manager_app", "last_event_id": 0});
+    let pulled = tokio::time::timeout(
+        Duration::from_secs(10),
+        manager.post("/api/v1/offline-sync/pull", &body),
+    )
+    .await
+    .expect("the pull waited for the writer");
+    assert_eq!(pulled.0, StatusCode::OK, "{}", pulled.1);
+    let position = pulled.1["last_event_id"].as_i64().unwrap();
+    writer.commit().await.unwrap();
+
+    let mut client = Bridge::new(&manager, "store_manager_app");
+    client.last_event_id = position;
+    client.catch_up().await;
+    assert_eq!(
+        client.local[&held]["value"],
+        json!(2),
+        "the held row never arrived"
+    );
+}

@@ -270,3 +270,66 @@ async fn the_server_prunes_by_itself_with_the_configured_period() {
     }
     assert_eq!(left, (0, 0, 0), "(tombstones, history, push answers) left");
 }
+
+/// BridgeCore: a position below a pruned tombstone's event id must resync; old local
+/// ids and resolved conflicts go, open conflicts stay.
+#[tokio::test]
+async fn event_positions_below_pruned_tombstones_resync_and_bridge_records_age_out() {
+    let app = TestApp::spawn().await;
+    let dev = app.manager("boss", "boss-phone").await;
+    let gone = id();
+    dev.push(json!({"forms": [{"id": gone, "title": "gone", "updated_at": now()}]}))
+        .await;
+    settle(&app.pool).await;
+    let pull = |after: i64| json!({"app_type": "store_manager_app", "last_event_id": after, "models_filter": ["forms"]});
+    let (_, first) = dev.post("/api/v1/offline-sync/pull", &pull(0)).await;
+    let early = first["last_event_id"].as_i64().expect("position");
+    dev.push(json!({"forms": [{"id": gone, "deleted": true, "version": 1, "updated_at": now()}]}))
+        .await;
+    settle(&app.pool).await;
+    let (_, second) = dev.post("/api/v1/offline-sync/pull", &pull(early)).await;
+    assert_eq!(second["events"][0]["action"], "unlink", "{second}");
+    let late = second["last_event_id"].as_i64().unwrap();
+
+    sqlx::query(
+        "INSERT INTO offline_local_ids (tenant_id, device_id, local_id, table_name, row_id, created_at)
+         VALUES ('default', 'boss-phone', 'old', 'forms', gen_random_uuid(), now() - interval '100 days')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    for status in ["open", "resolved"] {
+        sqlx::query(
+            "INSERT INTO sync_conflicts (tenant_id, table_name, row_id, device_id, user_id,
+                 base_version, server_data, client_data, strategy, status, resolved_at)
+             VALUES ('default', 'forms', gen_random_uuid(), 'boss-phone', gen_random_uuid(),
+                 1, '{}', '{}', 'manual', $1, now() - interval '100 days')",
+        )
+        .bind(status)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    age_everything(&app).await;
+    let pruned = prune(&app).await;
+    assert_eq!(
+        (pruned.tombstones, pruned.local_ids, pruned.conflicts),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        count(
+            &app,
+            "SELECT count(*) FROM sync_conflicts WHERE status = 'open'"
+        )
+        .await,
+        1
+    );
+
+    // Before the pruned tombstone: resync. After it, or from 0: served.
+    let (status, body) = dev.post("/api/v1/offline-sync/pull", &pull(early)).await;
+    assert_error(status, &body, 409, "RESYNC_REQUIRED");
+    let (status, _) = dev.post("/api/v1/offline-sync/pull", &pull(late)).await;
+    assert_eq!(status.as_u16(), 200);
+    let (status, full) = dev.post("/api/v1/offline-sync/pull", &pull(0)).await;
+    assert_eq!(status.as_u16(), 200, "{full}");
+}

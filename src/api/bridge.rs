@@ -1,5 +1,6 @@
 //! BridgeCore routes (docs/contract.md §8, docs/bridgecore.md):
-//! `/api/v1/offline-sync/{pull,state,reset}` and `/api/v2/sync/{pull,state,reset,health}`.
+//! `/api/v1/offline-sync/{push,pull,resolve-conflicts,state,reset}` and
+//! `/api/v2/sync/{pull,state,reset,health}`.
 
 use axum::Json;
 use axum::extract::State;
@@ -9,9 +10,39 @@ use serde_json::{Value, json};
 use super::extract;
 use crate::auth::Principal;
 use crate::bridge::events::{self, EventPull};
+use crate::bridge::push::{self, OfflinePush};
+use crate::bridge::resolve::{self, ResolveConflicts};
 use crate::bridge::wire::{self, Health, PullV1, PullV2, StateQuery};
 use crate::bridge::{BridgeCtx, state};
 use crate::error::AppResult;
+
+/// A device's queued changes, with local ids; one result per change.
+#[utoipa::path(post, path = "/api/v1/offline-sync/push", tag = "bridgecore", request_body = OfflinePush,
+    responses((status = 200, description = "One result per change, id_mapping"),
+              (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN"),
+              (status = 413, description = "PAYLOAD_TOO_LARGE")),
+    security(("bearer" = [])))]
+pub async fn push_v1(
+    State(ctx): State<BridgeCtx>,
+    who: Principal,
+    extract::Json(req): extract::Json<OfflinePush>,
+) -> AppResult<Json<Value>> {
+    push::push(&ctx, &who, req).await.map(Json)
+}
+
+/// Resolves open conflicts by conflict id or local id.
+#[utoipa::path(post, path = "/api/v1/offline-sync/resolve-conflicts", tag = "bridgecore",
+    request_body = ResolveConflicts,
+    responses((status = 200, description = "One result per resolution"),
+              (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN")),
+    security(("bearer" = [])))]
+pub async fn resolve_v1(
+    State(ctx): State<BridgeCtx>,
+    who: Principal,
+    extract::Json(req): extract::Json<ResolveConflicts>,
+) -> AppResult<Json<Value>> {
+    resolve::resolve(&ctx, &who, req).await.map(Json)
+}
 
 /// Events after `last_event_id` (or the stored position) for an app type.
 #[utoipa::path(post, path = "/api/v1/offline-sync/pull", tag = "bridgecore", request_body = PullV1,

@@ -154,6 +154,19 @@ async fn model_names(ctx: &BridgeCtx, tables: &[&Table]) -> sqlx::Result<HashMap
     Ok(names)
 }
 
+/// The model name of one table (for answers about a single row).
+pub async fn model_of(ctx: &BridgeCtx, table: &str) -> sqlx::Result<String> {
+    if !table.starts_with("odoo_") {
+        return Ok(table.to_string());
+    }
+    let model: Option<String> =
+        sqlx::query_scalar("SELECT model FROM odoo_model_state WHERE table_name = $1 LIMIT 1")
+            .bind(table)
+            .fetch_optional(&ctx.sync.pool)
+            .await?;
+    Ok(model.unwrap_or_else(|| table.to_string()))
+}
+
 fn render(event: Event, models: &HashMap<String, String>, registry: &Registry) -> Rendered {
     let model = models
         .get(&event.table)

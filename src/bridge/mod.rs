@@ -4,11 +4,15 @@
 //!
 //! - `app_types`: which models an `app_type` syncs.
 //! - `events`: event pulls of both protocols, positions per user, device and app type.
+//! - `push`: the offline push (local ids, references, strategies).
+//! - `resolve`: resolutions of open conflicts by conflict or local id.
 //! - `state`: those positions, read and reset.
 //! - `wire`: the seeds' request and answer shapes.
 
 pub mod app_types;
 pub mod events;
+pub mod push;
+pub mod resolve;
 pub mod state;
 pub mod wire;
 

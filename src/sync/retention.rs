@@ -36,11 +36,21 @@ pub struct Pruned {
     pub horizons: u64,
     pub push_answers: u64,
     pub odoo_batches: u64,
+    /// BridgeCore local ids (a create retried after the period is a new one).
+    pub local_ids: u64,
+    /// Resolved conflicts (open ones stay until resolved).
+    pub conflicts: u64,
 }
 
 impl Pruned {
     pub fn total(&self) -> u64 {
-        self.tombstones + self.history + self.horizons + self.push_answers + self.odoo_batches
+        self.tombstones
+            + self.history
+            + self.horizons
+            + self.push_answers
+            + self.odoo_batches
+            + self.local_ids
+            + self.conflicts
     }
 }
 
@@ -95,6 +105,14 @@ async fn prune(pool: &PgPool, keep: Duration) -> sqlx::Result<Pruned> {
         (
             "DELETE FROM odoo_batches WHERE NOT initial AND status = 'done' AND finished_at < $1",
             &mut out.odoo_batches,
+        ),
+        (
+            "DELETE FROM offline_local_ids WHERE created_at < $1",
+            &mut out.local_ids,
+        ),
+        (
+            "DELETE FROM sync_conflicts WHERE status = 'resolved' AND resolved_at < $1",
+            &mut out.conflicts,
         ),
     ] {
         *slot = sqlx::query(sql)
@@ -255,6 +273,8 @@ pub async fn run(
                 horizons = p.horizons,
                 push_answers = p.push_answers,
                 odoo_batches = p.odoo_batches,
+                local_ids = p.local_ids,
+                conflicts = p.conflicts,
                 ms = started.elapsed().as_millis() as u64,
                 "pruned history older than the retention period"
             ),

@@ -106,6 +106,64 @@ pub fn settlement(rule: Rule, sides: &Sides) -> Settlement {
     }
 }
 
+/// A conflict strategy a BridgeCore client asks for, per push.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    ServerWins,
+    ClientWins,
+    NewestWins,
+    Merge,
+    Manual,
+}
+
+impl Strategy {
+    pub fn parse(s: &str) -> Option<Strategy> {
+        Some(match s {
+            "server_wins" => Strategy::ServerWins,
+            "client_wins" => Strategy::ClientWins,
+            "newest_wins" => Strategy::NewestWins,
+            "merge" => Strategy::Merge,
+            "manual" => Strategy::Manual,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::ServerWins => "server_wins",
+            Strategy::ClientWins => "client_wins",
+            Strategy::NewestWins => "newest_wins",
+            Strategy::Merge => "merge",
+            Strategy::Manual => "manual",
+        }
+    }
+}
+
+/// Settles a conflict under the strategy a device asked for, bounded by the table's
+/// rule: the device never wins where the rule says it loses. `manual` tables always
+/// open a conflict; `merge` tables merge, overlaps by the newer change.
+pub fn bounded(strategy: Strategy, rule: Rule, sides: &Sides) -> Settlement {
+    let verdict = decide(rule, sides);
+    match (rule, strategy) {
+        (Rule::Manual, _) | (_, Strategy::Manual) => Settlement::Manual,
+        (_, Strategy::ServerWins) => Settlement::Server,
+        (Rule::Merge, _) => Settlement::Merge {
+            overlaps_to_client: latest(sides) == Winner::Client,
+        },
+        (_, Strategy::Merge) => Settlement::Merge {
+            overlaps_to_client: verdict == Winner::Client,
+        },
+        (_, Strategy::ClientWins) => match verdict {
+            Winner::Client => Settlement::Client,
+            Winner::Server => Settlement::Server,
+        },
+        (_, Strategy::NewestWins) => match (latest(sides), verdict) {
+            (Winner::Client, Winner::Client) => Settlement::Client,
+            _ => Settlement::Server,
+        },
+    }
+}
+
 /// Which side wins a conflict whole under `rule` (`merge` counts as `latest_wins`,
 /// `manual` as `server_wins`: what each does to the fields both sides changed).
 pub fn decide(rule: Rule, sides: &Sides) -> Winner {
@@ -225,6 +283,84 @@ mod tests {
         assert_eq!(settlement(Rule::Manual, &newer), Settlement::Manual);
         assert_eq!(settlement(Rule::ClientWins, &older), Settlement::Client);
         assert_eq!(settlement(Rule::ServerWins, &newer), Settlement::Server);
+    }
+
+    #[test]
+    fn strategies_are_bounded_by_the_rule() {
+        let (m, st) = (Role::Manager, Role::Store);
+        // A store device asking client_wins on a manager's row of a manager_wins table.
+        let managers_row = sides(100, st, 0, Some(m));
+        assert_eq!(
+            bounded(Strategy::ClientWins, Rule::ManagerWins, &managers_row),
+            Settlement::Server
+        );
+        assert_eq!(
+            bounded(
+                Strategy::ClientWins,
+                Rule::ServerWins,
+                &sides(100, m, 0, None)
+            ),
+            Settlement::Server
+        );
+        assert_eq!(
+            bounded(
+                Strategy::ClientWins,
+                Rule::ClientWins,
+                &sides(0, st, 100, None)
+            ),
+            Settlement::Client
+        );
+        // newest_wins: the newer side, still within the rule.
+        let newer = sides(100, st, 0, Some(st));
+        assert_eq!(
+            bounded(Strategy::NewestWins, Rule::ClientWins, &newer),
+            Settlement::Client
+        );
+        let older = sides(0, st, 100, Some(st));
+        assert_eq!(
+            bounded(Strategy::NewestWins, Rule::ClientWins, &older),
+            Settlement::Server
+        );
+        assert_eq!(
+            bounded(Strategy::NewestWins, Rule::ServerWins, &newer),
+            Settlement::Server
+        );
+        // server_wins and manual are always honoured; manual tables always open.
+        assert_eq!(
+            bounded(Strategy::ServerWins, Rule::ClientWins, &newer),
+            Settlement::Server
+        );
+        assert_eq!(
+            bounded(Strategy::Manual, Rule::ClientWins, &newer),
+            Settlement::Manual
+        );
+        assert_eq!(
+            bounded(Strategy::ClientWins, Rule::Manual, &newer),
+            Settlement::Manual
+        );
+        // merge: overlaps go to the rule.
+        assert_eq!(
+            bounded(Strategy::Merge, Rule::ManagerWins, &managers_row),
+            Settlement::Merge {
+                overlaps_to_client: false
+            }
+        );
+        assert_eq!(
+            bounded(Strategy::Merge, Rule::ClientWins, &older),
+            Settlement::Merge {
+                overlaps_to_client: true
+            }
+        );
+        for s in [
+            "server_wins",
+            "client_wins",
+            "newest_wins",
+            "merge",
+            "manual",
+        ] {
+            assert_eq!(Strategy::parse(s).map(Strategy::as_str), Some(s));
+        }
+        assert_eq!(Strategy::parse("latest_wins"), None);
     }
 
     #[test]

@@ -265,7 +265,7 @@ async fn settle_conflicts(
                     Settlement::Client => (Plan::Update(server.clone()), "client"),
                     _ => (Plan::Keep(server.clone()), "server"),
                 };
-                let report = report(table, &row, raw, &server, winner, None);
+                let report = report(table, caller, &row, raw, &server, winner, None);
                 Step::Planned(row, plan, Some(report))
             }
             other => other,

@@ -14,13 +14,15 @@ use super::wire::ConflictReport;
 use crate::auth::{Principal, Role};
 use crate::sync::merge;
 use crate::sync::registry::{ParentRef, Table};
-use crate::sync::rules::{self, Settlement, Sides};
+use crate::sync::rules::{self, Rule, Settlement, Sides, Strategy};
 use crate::sync::validate::{self, PushedRow, RowError};
 
-/// Who pushes, and when the server received it.
+/// Who pushes, when the server received it, and the conflict strategy it asked for
+/// (BridgeCore clients; `None`: the table's rule alone).
 pub(super) struct Caller<'a> {
     pub who: &'a Principal,
     pub receipt: DateTime<Utc>,
+    pub strategy: Option<Strategy>,
 }
 
 /// Versions this push wrote, by (table, id): a device's queue may hold several edits
@@ -205,12 +207,17 @@ pub(super) fn settle(
             .unwrap_or(DateTime::<Utc>::MIN_UTC),
         server_role: server_role.and_then(Role::parse),
     };
-    rules::settlement(table.rule, &sides)
+    match caller.strategy {
+        None => rules::settlement(table.rule, &sides),
+        Some(strategy) => rules::bounded(strategy, table.rule, &sides),
+    }
 }
 
-/// The conflict as reported to the device: both sides, the rule, the winner.
+/// The conflict as reported to the device: both sides, the rule (or the strategy the
+/// device asked for, unless the table is `manual`), the winner.
 pub(super) fn report(
     table: &Table,
+    caller: &Caller<'_>,
     row: &PushedRow,
     raw: &Value,
     server: &Value,
@@ -222,7 +229,11 @@ pub(super) fn report(
         record_id: row.id,
         client_data: raw.clone(),
         server_data: server.clone(),
-        resolution: table.rule.as_str().to_string(),
+        resolution: match caller.strategy {
+            Some(strategy) if table.rule != Rule::Manual => strategy.as_str(),
+            _ => table.rule.as_str(),
+        }
+        .to_string(),
         winner: winner.to_string(),
         conflict_id,
     }
@@ -295,7 +306,6 @@ pub(super) fn update_doc(
 mod tests {
     use super::*;
     use crate::sync::registry::{Column, Kind};
-    use crate::sync::rules::Rule;
 
     fn column(name: &str, kind: Kind, nullable: bool) -> Column {
         Column {
@@ -484,7 +494,11 @@ mod tests {
     fn settle_follows_the_tables_rule() {
         let receipt: DateTime<Utc> = "2026-01-02T00:00:00Z".parse().unwrap();
         let who = principal(Role::Store, Some("s1"));
-        let caller = Caller { who: &who, receipt };
+        let caller = Caller {
+            who: &who,
+            receipt,
+            strategy: None,
+        };
         let id = Uuid::new_v4();
         let mut newer = row(id, 1, json!({"metric": "device"}));
         newer.updated_at = Some("2026-01-01T12:00:00Z".parse().unwrap());
@@ -511,7 +525,15 @@ mod tests {
         );
 
         let raw = json!({"id": id, "metric": "device"});
-        let r = report(&kpis(Rule::LatestWins), &newer, &raw, &srv, "client", None);
+        let r = report(
+            &kpis(Rule::LatestWins),
+            &caller,
+            &newer,
+            &raw,
+            &srv,
+            "client",
+            None,
+        );
         assert_eq!(
             (r.resolution.as_str(), r.winner.as_str()),
             ("latest_wins", "client")

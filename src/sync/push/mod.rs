@@ -21,7 +21,7 @@ mod write;
 
 pub use wire::{ConflictReport, PushRequest, PushResponse, RowErrorReport};
 
-use chrono::{SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -30,6 +30,8 @@ use self::report::Report;
 use self::write::Savepoint;
 use super::SyncCtx;
 use super::registry::{Registry, Table};
+use super::rules::Strategy;
+use super::validate::RowError;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 
@@ -88,6 +90,7 @@ pub async fn push(ctx: &SyncCtx, who: &Principal, req: PushRequest) -> AppResult
     let caller = Caller {
         who,
         receipt: Utc::now().round_subsecs(6),
+        strategy: None,
     };
     let push = Push {
         ctx,
@@ -232,6 +235,7 @@ impl Push<'_> {
                 table,
                 raw,
                 &report.written,
+                None,
             )
             .await;
             let result = match applied {
@@ -251,6 +255,61 @@ impl Push<'_> {
     }
 }
 
+/// What happened to one row applied by [`apply_one`].
+#[derive(Debug)]
+pub struct Applied {
+    /// The row as now stored (written, or kept); `None` when there was nothing to do.
+    pub row: Option<Value>,
+    /// Whether this write changed the row.
+    pub written: bool,
+    pub conflict: Option<ConflictReport>,
+}
+
+/// Applies one row as `who` inside the caller's open transaction (on which
+/// [`set_writer`] was called), under its own savepoint: validated, scoped, checked and
+/// settled exactly as a pushed row, with the conflict `strategy` a BridgeCore client
+/// asked for (bounded by the table's rule). The row's error when it is refused; the
+/// transaction stays usable.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply_one(
+    conn: &mut sqlx::PgConnection,
+    registry: &Registry,
+    who: &Principal,
+    strategy: Option<Strategy>,
+    receipt: DateTime<Utc>,
+    table: &Table,
+    raw: &Value,
+    local_id: Option<&str>,
+) -> AppResult<Result<Applied, RowError>> {
+    let caller = Caller {
+        who,
+        receipt,
+        strategy,
+    };
+    let savepoint = Savepoint::open(conn, "apply_one").await?;
+    let written = decide::Written::new();
+    let done = write::apply_row(conn, &caller, registry, table, raw, &written, local_id).await;
+    let (outcome, conflict) = match done {
+        Ok(done) => done,
+        Err(write::Failure::Row(e)) => {
+            savepoint.roll_back(conn).await?;
+            return Ok(Err(e));
+        }
+        Err(write::Failure::Fatal(e)) => return Err(e),
+    };
+    savepoint.release(conn).await?;
+    let (row, written) = match outcome {
+        decide::Outcome::Written(row) => (Some(row), true),
+        decide::Outcome::Kept(row) => (Some(row), false),
+        decide::Outcome::Nothing => (None, false),
+    };
+    Ok(Ok(Applied {
+        row,
+        written,
+        conflict,
+    }))
+}
+
 /// Writes `fields` over row `id` of `table` as `who`, inside the caller's transaction,
 /// checked like a pushed row (role, store, types, references) and based on the current
 /// version (the row is locked first, so no conflict can arise). What the conflict
@@ -262,7 +321,7 @@ pub(crate) async fn write_fields(
     table: &Table,
     id: uuid::Uuid,
     fields: serde_json::Map<String, Value>,
-) -> AppResult<Result<Value, crate::sync::validate::RowError>> {
+) -> AppResult<Result<Value, RowError>> {
     let sql = format!(
         "SELECT version FROM {} WHERE id = $1 FOR UPDATE",
         table.ident()
@@ -274,33 +333,24 @@ pub(crate) async fn write_fields(
     let mut raw = fields;
     raw.insert("id".into(), json!(id));
     raw.insert("version".into(), json!(version.unwrap_or(0)));
-    let raw = Value::Object(raw);
+    let receipt = Utc::now().round_subsecs(6);
     set_writer(conn, who).await?;
-    let caller = Caller {
+    let applied = apply_one(
+        conn,
+        registry,
         who,
-        receipt: Utc::now().round_subsecs(6),
-    };
-    let savepoint = Savepoint::open(conn, "write_fields").await?;
-    let written = decide::Written::new();
-    match write::apply_row(conn, &caller, registry, table, &raw, &written).await {
-        Ok((decide::Outcome::Written(row) | decide::Outcome::Kept(row), _)) => {
-            savepoint.release(conn).await?;
-            Ok(Ok(row))
-        }
-        Ok((decide::Outcome::Nothing, _)) => {
-            savepoint.release(conn).await?;
-            Ok(Ok(Value::Null))
-        }
-        Err(write::Failure::Row(e)) => {
-            savepoint.roll_back(conn).await?;
-            Ok(Err(e))
-        }
-        Err(write::Failure::Fatal(e)) => Err(e),
-    }
+        None,
+        receipt,
+        table,
+        &Value::Object(raw),
+        None,
+    )
+    .await?;
+    Ok(applied.map(|a| a.row.unwrap_or(Value::Null)))
 }
 
 /// Tells the change-log trigger who writes, for the rest of the transaction.
-async fn set_writer(conn: &mut sqlx::PgConnection, who: &Principal) -> sqlx::Result<()> {
+pub async fn set_writer(conn: &mut sqlx::PgConnection, who: &Principal) -> sqlx::Result<()> {
     sqlx::query(
         "SELECT set_config('nas_sync.device', $1, true), set_config('nas_sync.role', $2, true)",
     )

@@ -100,7 +100,8 @@ impl From<sqlx::Error> for Failure {
     }
 }
 
-/// Applies one row on its own: lock, checks, plan, write.
+/// Applies one row on its own: lock, checks, plan, write. `local_id` (BridgeCore)
+/// goes with a conflict left open.
 pub(super) async fn apply_row(
     conn: &mut PgConnection,
     caller: &Caller<'_>,
@@ -108,6 +109,7 @@ pub(super) async fn apply_row(
     table: &Table,
     raw: &Value,
     written: &Written,
+    local_id: Option<&str>,
 ) -> Result<Done, Failure> {
     let who = caller.who;
     let mut row = checked_row(table, who, raw)?;
@@ -145,9 +147,23 @@ pub(super) async fn apply_row(
             .await?
             .flatten();
             let settlement = settle(table, caller, &row, &server, server_role.as_deref());
-            settle_conflict(conn, caller, table, &row, raw, server, settlement).await
+            let clash = Clash {
+                row: &row,
+                raw,
+                server,
+                local_id,
+            };
+            settle_conflict(conn, caller, table, clash, settlement).await
         }
     }
+}
+
+/// Both sides of a conflict, and the BridgeCore local id of the device's change.
+struct Clash<'a> {
+    row: &'a PushedRow,
+    raw: &'a Value,
+    server: Value,
+    local_id: Option<&'a str>,
 }
 
 /// Carries out a settled conflict: keep the server row, write the device's, write the
@@ -156,11 +172,15 @@ async fn settle_conflict(
     conn: &mut PgConnection,
     caller: &Caller<'_>,
     table: &Table,
-    row: &PushedRow,
-    raw: &Value,
-    server: Value,
+    clash: Clash<'_>,
     settlement: Settlement,
 ) -> Result<Done, Failure> {
+    let Clash {
+        row,
+        raw,
+        server,
+        local_id,
+    } = clash;
     let receipt = caller.receipt;
     let (outcome, winner, conflict_id) = match settlement {
         Settlement::Server => (Outcome::Kept(server.clone()), "server", None),
@@ -185,14 +205,14 @@ async fn settle_conflict(
                 base_version: row.base_version,
                 server: &server,
                 client: raw,
-                strategy: table.rule.as_str(),
-                local_id: None,
+                strategy: "manual",
+                local_id,
             };
             let id = conflicts::open(conn, caller.who, new).await?;
             (Outcome::Kept(server.clone()), "pending", Some(id))
         }
     };
-    let report = report(table, row, raw, &server, winner, conflict_id);
+    let report = report(table, caller, row, raw, &server, winner, conflict_id);
     Ok((outcome, Some(report)))
 }
 

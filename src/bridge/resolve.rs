@@ -1,0 +1,108 @@
+//! `/api/v1/offline-sync/resolve-conflicts`: resolutions of open conflicts, named by
+//! `conflict_id` or by the `local_id` of the change that met them, each resolved once
+//! through the conflict inbox (`sync::conflicts`).
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::BridgeCtx;
+use crate::auth::Principal;
+use crate::error::{AppError, AppResult};
+use crate::sync::conflicts::{self, Resolve};
+
+/// The route's body.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ResolveConflicts {
+    pub device_id: Option<String>,
+    /// The conflicts as the device saw them (informative; the server's copy is used).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub conflicts: Option<Vec<Value>>,
+    pub resolutions: Vec<Resolution>,
+}
+
+/// One resolution.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Resolution {
+    pub local_id: Option<String>,
+    pub conflict_id: Option<String>,
+    /// `server_wins`, `client_wins`, `merge` or `custom`.
+    pub strategy: String,
+    /// The fields to store, for `custom`.
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<Value>,
+}
+
+/// Resolves each conflict named; one failing does not stop the others.
+pub async fn resolve(ctx: &BridgeCtx, who: &Principal, req: ResolveConflicts) -> AppResult<Value> {
+    who.check_device(req.device_id.as_deref())?;
+    if req.resolutions.len() > 1000 {
+        return Err(AppError::PayloadTooLarge(
+            "At most 1000 resolutions at once.".into(),
+        ));
+    }
+    let mut results = Vec::with_capacity(req.resolutions.len());
+    for r in req.resolutions {
+        let outcome = match find(ctx, who, &r).await {
+            Ok(id) => {
+                let body = Resolve {
+                    strategy: r.strategy.clone(),
+                    data: r.data.clone(),
+                };
+                conflicts::resolve(&ctx.sync, who, id, body).await
+            }
+            Err(e) => Err(e),
+        };
+        results.push(match outcome {
+            Ok(done) => json!({
+                "local_id": r.local_id.or(done.local_id),
+                "conflict_id": done.id,
+                "status": "success",
+                "action": "update",
+                "model": super::events::model_of(ctx, &done.table).await?,
+                "server_id": done.resolved_data.as_ref().and_then(|d| d.get("odoo_id").filter(|v| v.is_number())).cloned()
+                    .unwrap_or_else(|| json!(done.record_id)),
+                "strategy": r.strategy,
+            }),
+            Err(AppError::Internal(e)) => return Err(AppError::Internal(e)),
+            Err(e) => json!({
+                "local_id": r.local_id,
+                "conflict_id": r.conflict_id,
+                "status": "error",
+                "code": e.code(),
+                "message": e.message(),
+            }),
+        });
+    }
+    let resolved = results.iter().filter(|r| r["status"] == "success").count();
+    Ok(json!({
+        "success": resolved == results.len(),
+        "resolved": resolved,
+        "failed": results.len() - resolved,
+        "results": results,
+    }))
+}
+
+/// The conflict a resolution names: by id, or the device's open conflict of a local id.
+async fn find(ctx: &BridgeCtx, who: &Principal, r: &Resolution) -> AppResult<Uuid> {
+    if let Some(id) = &r.conflict_id {
+        return Uuid::parse_str(id).map_err(|_| AppError::NotFound("No such conflict.".into()));
+    }
+    let Some(local) = &r.local_id else {
+        return Err(AppError::validation(
+            "resolutions",
+            "each resolution names a conflict_id or a local_id",
+        ));
+    };
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM sync_conflicts
+         WHERE tenant_id = $1 AND device_id = $2 AND local_id = $3 AND status = 'open'
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(&who.tenant)
+    .bind(&who.device_id)
+    .bind(local)
+    .fetch_optional(&ctx.sync.pool)
+    .await?;
+    id.ok_or_else(|| AppError::NotFound(format!("No open conflict for local_id '{local}'.")))
+}
