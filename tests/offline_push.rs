@@ -262,6 +262,14 @@ async fn each_strategy_settles_a_race_between_two_devices() {
     assert_eq!(kpi_row(&app, &kpi).await["value"], json!(11));
     let (_, open) = b.get("/api/v1/sync/conflicts").await;
     assert_eq!(open[0]["local_id"], "l5", "{open}");
+    // The device's next event pull shows it too.
+    let (_, page) = b
+        .post(
+            "/api/v1/offline-sync/pull",
+            &json!({"app_type": "store_app", "limit": 1}),
+        )
+        .await;
+    assert_eq!(page["conflicts"][0]["local_id"], "l5", "{page}");
 
     // Not by another device, by conflict id or by local id.
     let cid = res["conflict"]["conflict_id"].as_str().unwrap();

@@ -15,6 +15,7 @@ use crate::bridge::resolve::{self, ResolveConflicts};
 use crate::bridge::wire::{self, Health, PullV1, PullV2, StateQuery};
 use crate::bridge::{BridgeCtx, state};
 use crate::error::AppResult;
+use crate::sync::conflicts;
 
 /// A device's queued changes, with local ids; one result per change.
 #[utoipa::path(post, path = "/api/v1/offline-sync/push", tag = "bridgecore", request_body = OfflinePush,
@@ -68,7 +69,8 @@ pub async fn pull_v1(
         },
     )
     .await?;
-    Ok(Json(wire::pulled_v1(&who, &req, pulled)))
+    let conflicts = conflicts::open_for_device(&ctx.sync, &who).await?;
+    Ok(Json(wire::pulled_v1(&who, &req, pulled, conflicts)))
 }
 
 /// The device's position.

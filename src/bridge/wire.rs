@@ -10,6 +10,7 @@ use super::events::{Pulled, Rendered};
 use super::state::Position;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
+use crate::sync::conflicts::Conflict;
 
 /// `POST /api/v1/offline-sync/pull` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -84,8 +85,8 @@ fn token_v1(last: i64, device: &str, at: DateTime<Utc>) -> String {
     format!("{last}_{device}_{}", at.timestamp())
 }
 
-/// The v1 pull answer.
-pub fn pulled_v1(who: &Principal, req: &PullV1, p: Pulled) -> Value {
+/// The v1 pull answer; `conflicts` are the device's open ones.
+pub fn pulled_v1(who: &Principal, req: &PullV1, p: Pulled, conflicts: Vec<Conflict>) -> Value {
     let include_payload = req.include_payload.unwrap_or(true);
     let events: Vec<Value> = p
         .events
@@ -124,6 +125,7 @@ pub fn pulled_v1(who: &Principal, req: &PullV1, p: Pulled) -> Value {
         "has_more": p.has_more,
         "full_sync": p.restarted,
         "server_timestamp": p.now,
+        "conflicts": conflicts,
     })
 }
 

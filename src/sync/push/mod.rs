@@ -20,6 +20,7 @@ mod wire;
 mod write;
 
 pub use wire::{ConflictReport, PushRequest, PushResponse, RowErrorReport};
+pub use write::Savepoint;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Value, json};
@@ -27,7 +28,6 @@ use sha2::{Digest, Sha256};
 
 use self::decide::Caller;
 use self::report::Report;
-use self::write::Savepoint;
 use super::SyncCtx;
 use super::registry::{Registry, Table};
 use super::rules::Strategy;

@@ -19,9 +19,9 @@ use crate::sync::registry::{Registry, Table};
 use crate::sync::rules::Settlement;
 use crate::sync::validate::{PushedRow, RowError};
 
-/// A savepoint inside the push's transaction. Released or rolled back (and then
-/// released too, so failing rows never nest savepoints) by the caller.
-pub(super) struct Savepoint(&'static str);
+/// A savepoint inside a transaction. Released or rolled back (and then released too,
+/// so failing rows never nest savepoints) by the caller.
+pub struct Savepoint(&'static str);
 
 impl Savepoint {
     pub async fn open(conn: &mut PgConnection, name: &'static str) -> sqlx::Result<Savepoint> {

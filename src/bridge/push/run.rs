@@ -1,0 +1,293 @@
+//! One attempt at an offline push's transaction: each change's references resolved
+//! (local ids of this push or earlier ones), the change applied as one engine row under
+//! the push's strategy, and each create's local id remembered.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use super::answer::{error_result, server_id, success_result};
+use super::{Checked, local_ref};
+use crate::auth::Principal;
+use crate::bridge::BridgeCtx;
+use crate::error::AppResult;
+use crate::sync::push::{self, Applied, Savepoint};
+use crate::sync::registry::{Registry, Table};
+use crate::sync::rules::Strategy;
+use crate::sync::validate::{RowError, parse_time};
+
+/// One attempt at the push's transaction.
+pub(super) struct Run<'a> {
+    pub ctx: &'a BridgeCtx,
+    pub who: &'a Principal,
+    pub registry: &'a Registry,
+    pub strategy: Strategy,
+    pub stop_on_error: bool,
+}
+
+/// The results, in the order sent, and the local ids mapped.
+pub(super) struct Outcome {
+    pub results: Vec<Value>,
+    pub id_mapping: BTreeMap<String, Value>,
+    pub receipt: DateTime<Utc>,
+}
+
+impl Run<'_> {
+    pub async fn apply(
+        &self,
+        checked: &[Checked<'_>],
+        order: &[usize],
+        mut results: Vec<Value>,
+    ) -> AppResult<Outcome> {
+        let mut tx = self.ctx.sync.pool.begin().await?;
+        push::set_writer(&mut tx, self.who).await?;
+        let all = match self.stop_on_error {
+            true => Some(Savepoint::open(&mut tx, "offline_all").await?),
+            false => None,
+        };
+        let receipt = Utc::now().round_subsecs(6);
+        let mut created: HashMap<String, Uuid> = HashMap::new();
+        let mut id_mapping = BTreeMap::new();
+        for &i in order {
+            let c = &checked[i];
+            let t0 = Instant::now();
+            let done = self.apply_change(&mut tx, c, receipt, &mut created).await?;
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            let ch = &c.change;
+            results[c.index] = match done {
+                Ok(applied) => {
+                    let server_id = applied.row.as_ref().map(server_id);
+                    if ch.action == "create"
+                        && let (Some(l), Some(id)) = (&ch.local_id, &server_id)
+                    {
+                        id_mapping.insert(l.clone(), id.clone());
+                    }
+                    success_result(ch, &applied, server_id, receipt, ms)
+                }
+                Err(e) => error_result(ch.local_id.as_deref(), &ch.action, &ch.model, &e, ms),
+            };
+        }
+        let failed = results.iter().any(|r| r["status"] == "error");
+        if let Some(all) = all
+            && failed
+        {
+            all.roll_back(&mut tx).await?;
+            for r in results.iter_mut().filter(|r| r["status"] != "error") {
+                r["status"] = json!("error");
+                r["code"] = json!("NOT_APPLIED");
+                r["message"] = json!("another change failed and stop_on_error is set");
+            }
+            id_mapping.clear();
+        }
+        tx.commit().await?;
+        Ok(Outcome {
+            results,
+            id_mapping,
+            receipt,
+        })
+    }
+
+    /// Resolves a change's references and applies it as one engine row.
+    async fn apply_change(
+        &self,
+        conn: &mut PgConnection,
+        c: &Checked<'_>,
+        receipt: DateTime<Utc>,
+        created: &mut HashMap<String, Uuid>,
+    ) -> AppResult<Result<Applied, RowError>> {
+        let who = self.who;
+        let ch = &c.change;
+        let mut data = ch.data.clone().unwrap_or_default();
+        for (field, value) in &mut data {
+            if let Some(l) = local_ref(value) {
+                match self.local_row(conn, l, created).await? {
+                    Some(id) => *value = json!(id),
+                    None => return Ok(Err(unknown_local(field, l))),
+                }
+            }
+        }
+        let id = match ch.action.as_str() {
+            "create" => {
+                let local = ch.local_id.as_deref().unwrap_or_default();
+                if let Some(id) = self.local_row(conn, local, created).await? {
+                    // Pushed before: the same row, nothing created.
+                    let row = current_row(conn, c.table, id).await?;
+                    return Ok(Ok(Applied {
+                        row,
+                        written: false,
+                        conflict: None,
+                    }));
+                }
+                match data.get("id").and_then(Value::as_str) {
+                    Some(s) => match Uuid::parse_str(s) {
+                        Ok(id) => id,
+                        Err(_) => return Ok(Err(RowError::validation("'id' must be a UUID"))),
+                    },
+                    None => Uuid::new_v4(),
+                }
+            }
+            _ => match self.target(conn, c, created).await? {
+                Some(id) => id,
+                None => {
+                    return Ok(Err(RowError::new(
+                        "NOT_FOUND",
+                        "record_id names no row of this model",
+                    )));
+                }
+            },
+        };
+        data.insert("id".into(), json!(id));
+        data.insert(
+            "version".into(),
+            json!(if ch.action == "create" {
+                0
+            } else {
+                ch.version.unwrap_or(0)
+            }),
+        );
+        if ch.action == "delete" {
+            data.insert("deleted".into(), json!(true));
+        }
+        if let Some(ts) = &ch.local_timestamp {
+            if parse_time(ts).is_none() {
+                return Ok(Err(RowError::validation(
+                    "local_timestamp must be an RFC 3339 timestamp",
+                )));
+            }
+            data.insert("updated_at".into(), json!(ts));
+        }
+        let raw = Value::Object(data);
+        let strategy = Some(self.strategy);
+        let local_id = ch.local_id.as_deref();
+        let applied = push::apply_one(
+            conn,
+            self.registry,
+            who,
+            strategy,
+            receipt,
+            c.table,
+            &raw,
+            local_id,
+        )
+        .await?;
+        if let (Ok(a), "create", Some(local)) = (&applied, ch.action.as_str(), local_id)
+            && a.row.is_some()
+        {
+            remember(conn, who, local, &c.table.name, id).await?;
+            created.insert(local.to_string(), id);
+        }
+        Ok(applied)
+    }
+
+    /// The row a local id created: in this push, or before (this device's map).
+    async fn local_row(
+        &self,
+        conn: &mut PgConnection,
+        local: &str,
+        created: &HashMap<String, Uuid>,
+    ) -> sqlx::Result<Option<Uuid>> {
+        if let Some(id) = created.get(local) {
+            return Ok(Some(*id));
+        }
+        sqlx::query_scalar(
+            "SELECT row_id FROM offline_local_ids
+             WHERE tenant_id = $1 AND device_id = $2 AND local_id = $3",
+        )
+        .bind(&self.who.tenant)
+        .bind(&self.who.device_id)
+        .bind(local)
+        .fetch_optional(conn)
+        .await
+    }
+
+    /// The row an update or delete names: a UUID, an Odoo id (mirror tables), or
+    /// `{"local_id": ...}`; without `record_id`, the row its own local id created.
+    async fn target(
+        &self,
+        conn: &mut PgConnection,
+        c: &Checked<'_>,
+        created: &HashMap<String, Uuid>,
+    ) -> sqlx::Result<Option<Uuid>> {
+        match &c.change.record_id {
+            Some(Value::String(s)) => {
+                let Ok(id) = Uuid::parse_str(s) else {
+                    return Ok(None);
+                };
+                // An update never creates: the row must exist (whose it is, the
+                // engine checks).
+                let sql = format!("SELECT id FROM {} WHERE id = $1", c.table.ident());
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .fetch_optional(conn)
+                    .await
+            }
+            Some(Value::Number(n)) if c.table.column("odoo_id").is_some() => {
+                let sql = format!(
+                    "SELECT id FROM {} WHERE odoo_id = $1 AND tenant_id = $2 LIMIT 1",
+                    c.table.ident()
+                );
+                sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(n.as_i64())
+                    .bind(&self.who.tenant)
+                    .fetch_optional(conn)
+                    .await
+            }
+            Some(v) => match local_ref(v) {
+                Some(l) => self.local_row(conn, l, created).await,
+                None => Ok(None),
+            },
+            None => match &c.change.local_id {
+                Some(l) => self.local_row(conn, l, created).await,
+                None => Ok(None),
+            },
+        }
+    }
+}
+
+fn unknown_local(field: &str, local: &str) -> RowError {
+    RowError::new(
+        "REFERENCE_MISSING",
+        format!("'{field}' refers to local_id '{local}', which created no row"),
+    )
+}
+
+/// Keeps `local` → row for this device, so a retried create maps to the same row.
+async fn remember(
+    conn: &mut PgConnection,
+    who: &Principal,
+    local: &str,
+    table: &str,
+    id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO offline_local_ids (tenant_id, device_id, local_id, table_name, row_id)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(&who.tenant)
+    .bind(&who.device_id)
+    .bind(local)
+    .bind(table)
+    .bind(id)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+async fn current_row(
+    conn: &mut PgConnection,
+    table: &Table,
+    id: Uuid,
+) -> sqlx::Result<Option<Value>> {
+    let sql = format!(
+        "SELECT to_jsonb(t) - 'tenant_id' FROM {} t WHERE id = $1",
+        table.ident()
+    );
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
