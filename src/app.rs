@@ -191,7 +191,8 @@ pub fn router(state: AppState) -> Router {
     let mut base = Router::new()
         .route("/health", get(api::health::health))
         .route("/ready", get(api::health::ready))
-        .route("/api/openapi.json", get(api::openapi::openapi_json));
+        .route("/api/openapi.json", get(api::openapi::openapi_json))
+        .route("/api/openapi-3.0.json", get(api::openapi::openapi_30_json));
     // With a metrics listener of its own, /metrics leaves the API port.
     if state.config.metrics_bind.is_none() {
         base = base.route("/metrics", get(api::health::metrics));

@@ -10,7 +10,7 @@ use crate::auth::service::{self, LoginRequest, RefreshRequest, TokenResponse};
 use crate::error::AppResult;
 
 /// Logs in a user on a device.
-#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+#[utoipa::path(post, path = "/api/v1/auth/login", operation_id = "login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenResponse), (status = 401, description = "INVALID_CREDENTIALS or DEVICE_REVOKED"),
               (status = 400, description = "VALIDATION_FAILED"), (status = 429, description = "RATE_LIMITED")))]
 pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Json<TokenResponse>> {
@@ -31,7 +31,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Jso
 }
 
 /// Exchanges a refresh token for a new pair (the old one stops working).
-#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+#[utoipa::path(post, path = "/api/v1/auth/refresh", operation_id = "refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse), (status = 401, description = "UNAUTHORIZED or DEVICE_REVOKED")))]
 pub async fn refresh(
     State(state): State<AppState>,

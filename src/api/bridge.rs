@@ -18,7 +18,7 @@ use crate::error::AppResult;
 use crate::sync::conflicts;
 
 /// A device's queued changes, with local ids; one result per change.
-#[utoipa::path(post, path = "/api/v1/offline-sync/push", tag = "bridgecore", request_body = OfflinePush,
+#[utoipa::path(post, path = "/api/v1/offline-sync/push", operation_id = "offlinePush", tag = "bridgecore", request_body = OfflinePush,
     responses((status = 200, description = "One result per change, id_mapping"),
               (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN"),
               (status = 413, description = "PAYLOAD_TOO_LARGE")),
@@ -32,7 +32,7 @@ pub async fn push_v1(
 }
 
 /// Resolves open conflicts by conflict id or local id.
-#[utoipa::path(post, path = "/api/v1/offline-sync/resolve-conflicts", tag = "bridgecore",
+#[utoipa::path(post, path = "/api/v1/offline-sync/resolve-conflicts", operation_id = "offlineResolveConflicts", tag = "bridgecore",
     request_body = ResolveConflicts,
     responses((status = 200, description = "One result per resolution"),
               (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN")),
@@ -46,7 +46,7 @@ pub async fn resolve_v1(
 }
 
 /// Events after `last_event_id` (or the stored position) for an app type.
-#[utoipa::path(post, path = "/api/v1/offline-sync/pull", tag = "bridgecore", request_body = PullV1,
+#[utoipa::path(post, path = "/api/v1/offline-sync/pull", operation_id = "offlinePull", tag = "bridgecore", request_body = PullV1,
     responses((status = 200, description = "Events, the new last_event_id and has_more"),
               (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN"),
               (status = 409, description = "RESYNC_REQUIRED")),
@@ -74,7 +74,7 @@ pub async fn pull_v1(
 }
 
 /// The device's position.
-#[utoipa::path(get, path = "/api/v1/offline-sync/state", tag = "bridgecore", params(StateQuery),
+#[utoipa::path(get, path = "/api/v1/offline-sync/state", operation_id = "offlineState", tag = "bridgecore", params(StateQuery),
     responses((status = 200, description = "The device's sync state"), (status = 403, description = "FORBIDDEN")),
     security(("bearer" = [])))]
 pub async fn state_v1(
@@ -88,7 +88,7 @@ pub async fn state_v1(
 }
 
 /// Forgets the device's positions: the next pull starts from the beginning.
-#[utoipa::path(post, path = "/api/v1/offline-sync/reset", tag = "bridgecore", params(StateQuery),
+#[utoipa::path(post, path = "/api/v1/offline-sync/reset", operation_id = "offlineReset", tag = "bridgecore", params(StateQuery),
     responses((status = 200, description = "Reset"), (status = 403, description = "FORBIDDEN")),
     security(("bearer" = [])))]
 pub async fn reset_v1(
@@ -106,7 +106,7 @@ pub async fn reset_v1(
 }
 
 /// Events after the stored position of (user, device, app type).
-#[utoipa::path(post, path = "/api/v2/sync/pull", tag = "bridgecore", request_body = PullV2,
+#[utoipa::path(post, path = "/api/v2/sync/pull", operation_id = "smartPull", tag = "bridgecore", request_body = PullV2,
     responses((status = 200, description = "Events and next_sync_token"),
               (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN")),
     security(("bearer" = [])))]
@@ -132,7 +132,7 @@ pub async fn pull_v2(
 }
 
 /// The position of (user, device, app type).
-#[utoipa::path(get, path = "/api/v2/sync/state", tag = "bridgecore", params(StateQuery),
+#[utoipa::path(get, path = "/api/v2/sync/state", operation_id = "smartState", tag = "bridgecore", params(StateQuery),
     responses((status = 200, description = "The sync state"), (status = 403, description = "FORBIDDEN")),
     security(("bearer" = [])))]
 pub async fn state_v2(
@@ -147,7 +147,7 @@ pub async fn state_v2(
 }
 
 /// Forgets the position (force a full sync).
-#[utoipa::path(post, path = "/api/v2/sync/reset", tag = "bridgecore", params(StateQuery),
+#[utoipa::path(post, path = "/api/v2/sync/reset", operation_id = "smartReset", tag = "bridgecore", params(StateQuery),
     responses((status = 200, description = "Reset"), (status = 403, description = "FORBIDDEN")),
     security(("bearer" = [])))]
 pub async fn reset_v2(
@@ -167,7 +167,7 @@ pub async fn reset_v2(
 }
 
 /// Liveness of the sync service, for v2 clients.
-#[utoipa::path(get, path = "/api/v2/sync/health", tag = "bridgecore",
+#[utoipa::path(get, path = "/api/v2/sync/health", operation_id = "smartHealth", tag = "bridgecore",
     responses((status = 200, body = Health)), security(("bearer" = [])))]
 pub async fn health_v2(_who: Principal) -> Json<Health> {
     Json(Health {

@@ -12,7 +12,7 @@ use crate::sync::SyncCtx;
 use crate::sync::conflicts::{self, Conflict, ListQuery, Resolve};
 
 /// Conflicts the caller may see: a manager's tenant's, a store device's own.
-#[utoipa::path(get, path = "/api/v1/sync/conflicts", tag = "sync", params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/sync/conflicts", operation_id = "listConflicts", tag = "sync", params(ListQuery),
     responses((status = 200, body = Vec<Conflict>), (status = 400, description = "VALIDATION_FAILED")),
     security(("bearer" = [])))]
 pub async fn list(
@@ -25,7 +25,7 @@ pub async fn list(
 
 /// Resolves an open conflict: `server_wins`, `client_wins`, `merge` or `custom` (with
 /// `data`). A second resolution answers 409 `CONFLICT_ALREADY_RESOLVED`.
-#[utoipa::path(post, path = "/api/v1/sync/conflicts/{id}/resolve", tag = "sync",
+#[utoipa::path(post, path = "/api/v1/sync/conflicts/{id}/resolve", operation_id = "resolveConflict", tag = "sync",
     params(("id" = Uuid, Path, description = "The conflict")), request_body = Resolve,
     responses((status = 200, body = Conflict), (status = 400, description = "VALIDATION_FAILED"),
               (status = 404, description = "NOT_FOUND"), (status = 409, description = "CONFLICT_ALREADY_RESOLVED")),

@@ -12,13 +12,13 @@ use crate::db::migrate;
 use crate::error::AppError;
 
 /// Liveness: answers without touching the database.
-#[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, description = "alive")))]
+#[utoipa::path(get, path = "/health", operation_id = "health", tag = "ops", responses((status = 200, description = "alive")))]
 pub async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
 /// Readiness: the database answers and carries every migration of this build.
-#[utoipa::path(get, path = "/ready", tag = "ops",
+#[utoipa::path(get, path = "/ready", operation_id = "ready", tag = "ops",
     responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     if migrate::is_current(&state.pool).await {
@@ -29,7 +29,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text")))]
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "ops", responses((status = 200, description = "Prometheus text")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         StatusCode::OK,

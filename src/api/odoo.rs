@@ -17,7 +17,7 @@ fn parse_id(raw: &str) -> AppResult<Uuid> {
 }
 
 /// Connects an Odoo database after checking the credentials with Odoo.
-#[utoipa::path(post, path = "/api/v1/odoo/connections", tag = "odoo", request_body = CreateConnection,
+#[utoipa::path(post, path = "/api/v1/odoo/connections", operation_id = "createOdooConnection", tag = "odoo", request_body = CreateConnection,
     responses((status = 201, body = ConnectionView), (status = 400, description = "ODOO_AUTH_FAILED, VALIDATION_FAILED"),
               (status = 403, description = "FORBIDDEN (not a manager)"), (status = 502, description = "ODOO_UNREACHABLE")),
     security(("bearer" = [])))]
@@ -31,7 +31,7 @@ pub async fn create(
 }
 
 /// The tenant's connections (never their keys).
-#[utoipa::path(get, path = "/api/v1/odoo/connections", tag = "odoo",
+#[utoipa::path(get, path = "/api/v1/odoo/connections", operation_id = "listOdooConnections", tag = "odoo",
     responses((status = 200, description = "{\"connections\": [...]}")), security(("bearer" = [])))]
 pub async fn list(State(ctx): State<OdooCtx>, who: Principal) -> AppResult<Json<Value>> {
     let list = connections::list(&ctx, &who).await?;
@@ -39,7 +39,7 @@ pub async fn list(State(ctx): State<OdooCtx>, who: Principal) -> AppResult<Json<
 }
 
 /// One connection.
-#[utoipa::path(get, path = "/api/v1/odoo/connections/{id}", tag = "odoo",
+#[utoipa::path(get, path = "/api/v1/odoo/connections/{id}", operation_id = "getOdooConnection", tag = "odoo",
     responses((status = 200, body = ConnectionView), (status = 404, description = "NOT_FOUND")), security(("bearer" = [])))]
 pub async fn show(
     State(ctx): State<OdooCtx>,
@@ -51,7 +51,7 @@ pub async fn show(
 }
 
 /// Renews the API key (checked with Odoo first) or changes pacing settings.
-#[utoipa::path(patch, path = "/api/v1/odoo/connections/{id}", tag = "odoo", request_body = UpdateConnection,
+#[utoipa::path(patch, path = "/api/v1/odoo/connections/{id}", operation_id = "updateOdooConnection", tag = "odoo", request_body = UpdateConnection,
     responses((status = 200, body = ConnectionView), (status = 400, description = "ODOO_AUTH_FAILED, VALIDATION_FAILED"),
               (status = 404, description = "NOT_FOUND"), (status = 502, description = "ODOO_UNREACHABLE")),
     security(("bearer" = [])))]
@@ -67,7 +67,7 @@ pub async fn update(
 }
 
 /// Progress of the mirror, per-model counts, failures and the write-back queue.
-#[utoipa::path(get, path = "/api/v1/odoo/connections/{id}/status", tag = "odoo",
+#[utoipa::path(get, path = "/api/v1/odoo/connections/{id}/status", operation_id = "odooConnectionStatus", tag = "odoo",
     responses((status = 200, description = "sync_status, progress, models, failed_batches, write_back"),
               (status = 404, description = "NOT_FOUND")), security(("bearer" = [])))]
 pub async fn status(
@@ -81,7 +81,7 @@ pub async fn status(
 }
 
 /// Queues permanently failed batches again.
-#[utoipa::path(post, path = "/api/v1/odoo/connections/{id}/retry", tag = "odoo",
+#[utoipa::path(post, path = "/api/v1/odoo/connections/{id}/retry", operation_id = "retryOdooConnection", tag = "odoo",
     responses((status = 200, description = "{\"batches_requeued\": n}"), (status = 404, description = "NOT_FOUND")),
     security(("bearer" = [])))]
 pub async fn retry(
@@ -95,7 +95,7 @@ pub async fn retry(
 }
 
 /// Deletes a connection; its mirrored rows become tombstones.
-#[utoipa::path(delete, path = "/api/v1/odoo/connections/{id}", tag = "odoo",
+#[utoipa::path(delete, path = "/api/v1/odoo/connections/{id}", operation_id = "deleteOdooConnection", tag = "odoo",
     responses((status = 204), (status = 404, description = "NOT_FOUND")), security(("bearer" = [])))]
 pub async fn delete(
     State(ctx): State<OdooCtx>,

@@ -13,7 +13,7 @@ use crate::sync::push::{self, PushRequest, PushResponse};
 use crate::sync::status::{self, DeviceState, SyncStatus};
 
 /// Changes since the cursor (or everything, without one).
-#[utoipa::path(post, path = "/api/v1/sync/pull", tag = "sync", request_body = PullRequest,
+#[utoipa::path(post, path = "/api/v1/sync/pull", operation_id = "pull", tag = "sync", request_body = PullRequest,
     responses((status = 200, body = PullResponse), (status = 400, description = "UNKNOWN_TABLE, INVALID_SYNC_TOKEN, VALIDATION_FAILED"),
               (status = 403, description = "FORBIDDEN"), (status = 409, description = "RESYNC_REQUIRED")),
     security(("bearer" = [])))]
@@ -26,7 +26,7 @@ pub async fn pull(
 }
 
 /// Applies a device's changes, row by row, in one transaction.
-#[utoipa::path(post, path = "/api/v1/sync/push", tag = "sync", request_body = PushRequest,
+#[utoipa::path(post, path = "/api/v1/sync/push", operation_id = "push", tag = "sync", request_body = PushRequest,
     responses((status = 200, body = PushResponse), (status = 400, description = "UNKNOWN_TABLE, VALIDATION_FAILED"),
               (status = 409, description = "PUSH_ID_REUSED"), (status = 413, description = "PAYLOAD_TOO_LARGE")),
     security(("bearer" = [])))]
@@ -39,7 +39,7 @@ pub async fn push(
 }
 
 /// The tenant's sync status.
-#[utoipa::path(get, path = "/api/v1/sync/status", tag = "sync",
+#[utoipa::path(get, path = "/api/v1/sync/status", operation_id = "syncStatus", tag = "sync",
     responses((status = 200, body = SyncStatus)), security(("bearer" = [])))]
 pub async fn status(State(ctx): State<SyncCtx>, who: Principal) -> AppResult<Json<SyncStatus>> {
     status::status(&ctx, &who).await.map(Json)
@@ -51,7 +51,7 @@ pub struct DeviceQuery {
 }
 
 /// The calling device's sync state.
-#[utoipa::path(get, path = "/api/v1/sync/state", tag = "sync", params(DeviceQuery),
+#[utoipa::path(get, path = "/api/v1/sync/state", operation_id = "syncState", tag = "sync", params(DeviceQuery),
     responses((status = 200, body = DeviceState), (status = 403, description = "FORBIDDEN")), security(("bearer" = [])))]
 pub async fn state(
     State(ctx): State<SyncCtx>,
@@ -64,7 +64,7 @@ pub async fn state(
 }
 
 /// Forgets the calling device's sync state.
-#[utoipa::path(post, path = "/api/v1/sync/reset", tag = "sync", params(DeviceQuery),
+#[utoipa::path(post, path = "/api/v1/sync/reset", operation_id = "syncReset", tag = "sync", params(DeviceQuery),
     responses((status = 200, body = DeviceState), (status = 403, description = "FORBIDDEN")), security(("bearer" = [])))]
 pub async fn reset(
     State(ctx): State<SyncCtx>,

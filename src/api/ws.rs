@@ -29,7 +29,7 @@ const PING: Duration = Duration::from_secs(25);
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Upgrades to a WebSocket that receives pokes.
-#[utoipa::path(get, path = "/api/v1/sync/ws", tag = "sync",
+#[utoipa::path(get, path = "/api/v1/sync/ws", operation_id = "webSocket", tag = "sync",
     responses((status = 101, description = "WebSocket: {\"type\":\"changes\",\"tables\":[...]} and {\"type\":\"event\",\"table\",\"record\"}"),
               (status = 401, description = "UNAUTHORIZED, TOKEN_EXPIRED, DEVICE_REVOKED")),
     security(("bearer" = [])))]
