@@ -11,15 +11,44 @@ CREATE UNIQUE INDEX sync_changes_events ON sync_changes (tenant_id, event_id)
 CREATE INDEX sync_changes_unnumbered ON sync_changes (tenant_id, xid, seq)
     WHERE event_id IS NULL;
 
--- A new change of a row is a new event: its entry loses its old number.
-CREATE FUNCTION sync_changes_unnumber() RETURNS trigger LANGUAGE plpgsql AS $$
+-- A new change of a row is a new event: its entry loses its old number. The change
+-- trigger of V4, with `event_id = NULL` when an entry moves forward.
+CREATE OR REPLACE FUNCTION sync_track() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    doc     jsonb;
+    scope   text;
+    device  text := nullif(current_setting('nas_sync.device', true), '');
+    role    text := nullif(current_setting('nas_sync.role', true), '');
+    note    jsonb;
 BEGIN
-    NEW.event_id := NULL;
-    RETURN NEW;
+    IF TG_OP = 'DELETE' THEN doc := to_jsonb(OLD); ELSE doc := to_jsonb(NEW); END IF;
+    IF TG_NARGS > 0 THEN scope := doc ->> TG_ARGV[0]; END IF;
+    INSERT INTO sync_changes AS c (table_name, row_id, tenant_id, store_id, xid, seq, version,
+                                   updated_at, deleted, purged, origin_device, origin_role)
+    VALUES (TG_TABLE_NAME, (doc ->> 'id')::uuid, doc ->> 'tenant_id', scope,
+            pg_current_xact_id(), nextval('sync_changes_seq'), (doc ->> 'version')::bigint,
+            (doc ->> 'updated_at')::timestamptz,
+            TG_OP = 'DELETE' OR coalesce((doc ->> 'deleted')::boolean, false),
+            TG_OP = 'DELETE', device, role)
+    ON CONFLICT (table_name, row_id) DO UPDATE SET
+        tenant_id = EXCLUDED.tenant_id, store_id = EXCLUDED.store_id, xid = EXCLUDED.xid,
+        seq = EXCLUDED.seq, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
+        deleted = EXCLUDED.deleted, purged = EXCLUDED.purged,
+        origin_device = EXCLUDED.origin_device, origin_role = EXCLUDED.origin_role,
+        changed_at = clock_timestamp(), event_id = NULL;
+    INSERT INTO sync_row_history (table_name, row_id, tenant_id, version, op, data, xid,
+                                  origin_device, origin_role)
+    VALUES (TG_TABLE_NAME, (doc ->> 'id')::uuid, doc ->> 'tenant_id',
+            (doc ->> 'version')::bigint, lower(TG_OP), doc, pg_current_xact_id(), device, role);
+    note := jsonb_build_object('t', doc ->> 'tenant_id', 'tb', TG_TABLE_NAME, 's', scope, 'o', device);
+    IF TG_OP <> 'DELETE'
+       AND (doc ->> 'priority' = 'high'
+            OR EXISTS (SELECT 1 FROM sync_tables WHERE table_name = TG_TABLE_NAME AND urgent)) THEN
+        note := note || jsonb_build_object('id', doc ->> 'id');
+    END IF;
+    PERFORM pg_notify('nas_sync', note::text);
+    RETURN NULL;
 END $$;
-CREATE TRIGGER sync_changes_unnumber BEFORE UPDATE ON sync_changes
-    FOR EACH ROW WHEN (NEW.seq IS DISTINCT FROM OLD.seq)
-    EXECUTE FUNCTION sync_changes_unnumber();
 
 -- Per tenant: the last event id given, and the newest event id whose tombstone was
 -- pruned by retention (a position below it may have missed a deletion).
