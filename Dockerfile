@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # nas-sync's image: the server compiled in a build stage, then copied onto Debian slim
 # with PostgreSQL's client tools (for `nas-sync backup` / `restore`), a non-root user
-# (uid 10001) and a HEALTHCHECK against /ready. Pure-Rust TLS (rustls + ring): no
+# (uid and gid 10001; any other uid works too: the server writes no files) and a
+# HEALTHCHECK against /ready. Pure-Rust TLS (rustls + ring): no
 # OpenSSL.
 #
 # BuildKit is required (the default builder of Docker 23 and later, of buildx and of
@@ -78,7 +79,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates libatomic1 postgresql-client-15 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin nas-sync
+    && groupadd --system --gid 10001 nas-sync \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin nas-sync
 COPY --from=build /nas-sync /usr/local/bin/nas-sync
 # Modes set here: a checkout copied over SMB or from a zip often loses the execute bit.
 COPY --chmod=0755 docker/backup-loop.sh /usr/local/bin/nas-sync-backup-loop
