@@ -4,7 +4,9 @@ Run by .ci/run from the repository root:
 where RESOLVED_COMPOSE_YAML is `docker-compose ... --profile tailscale --profile backup
 config` of compose/docker-compose.yml with compose/.env.example.
 """
+import glob
 import json
+import os
 import re
 import sys
 import xml.etree.ElementTree as ET
@@ -22,6 +24,18 @@ def check(ok, message):
 def read(path):
     with open(path, encoding="utf-8") as f:
         return f.read()
+
+
+def headings(path):
+    """GitHub's anchors for the headings of a Markdown file."""
+    found, in_code = set(), False
+    for line in read(path).splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            text = re.sub(r"[`*_]", "", line.lstrip("#").strip().lower())
+            found.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+    return found
 
 
 def main(resolved_path):
@@ -85,6 +99,18 @@ def main(resolved_path):
     check(template.tag == "Container", "nas/unraid/nas-sync.xml: the root element is not <Container>")
     repo = template.findtext("Repository") or ""
     check(repo == f"ghcr.io/nas-sync/nas-sync:{version}", f"Unraid template runs {repo!r}, not version {version}")
+
+    # Relative links in the owner's guides lead to files and headings that exist.
+    for doc in sorted(glob.glob("nas/*.md")) + ["CHANGELOG.md"]:
+        for link in re.findall(r"\]\(([^)\s]+)\)", read(doc)):
+            if link.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, fragment = link.partition("#")
+            target = os.path.normpath(os.path.join(os.path.dirname(doc), path)) if path else doc
+            if not os.path.exists(target):
+                problems.append(f"{doc}: link to a missing file: {link}")
+            elif fragment and target.endswith(".md") and fragment not in headings(target):
+                problems.append(f"{doc}: link to a missing heading: {link}")
 
     for p in problems:
         print(f"check-deploy: {p}")
