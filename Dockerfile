@@ -7,7 +7,8 @@
 #
 # BuildKit is required (the default builder of Docker 23 and later, of buildx and of
 # `docker compose build`): the legacy builder knows neither the platform arguments
-# (TARGETPLATFORM) nor `COPY --chmod`, and stops with "unsupported platform".
+# (BUILDPLATFORM, TARGETPLATFORM) nor `COPY --chmod`, and stops. Elsewhere set
+# DOCKER_BUILDKIT=1.
 #
 #   docker build -t nas-sync:local .                                        # this machine's platform
 #   docker buildx build --platform linux/arm64 -t nas-sync:arm64 --load .   # one other platform, loaded
