@@ -1,25 +1,62 @@
-# nas-sync: multi-stage, dependencies cached in their own layer, a non-root user on
-# a slim runtime image, HEALTHCHECK against /ready. Pure-Rust TLS (rustls + ring), so
-# no OpenSSL. Cross-compiled by buildx (the build stage runs on the build machine):
-#   docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 -t nas-sync .
-FROM --platform=$BUILDPLATFORM rust:1-slim-bookworm AS build
+# syntax=docker/dockerfile:1
+# nas-sync's image: the server compiled in a build stage, then copied onto Debian slim
+# with PostgreSQL's client tools (for `nas-sync backup` / `restore`), a non-root user
+# (uid and gid 10001; any other uid works too: the server writes no files) and a
+# HEALTHCHECK against /ready. Pure-Rust TLS (rustls + ring): no
+# OpenSSL.
+#
+# BuildKit is required (the default builder of Docker 23 and later, of buildx and of
+# `docker compose build`): the legacy builder knows neither the platform arguments
+# (BUILDPLATFORM, TARGETPLATFORM) nor `COPY --chmod`, and stops. Elsewhere set
+# DOCKER_BUILDKIT=1.
+#
+#   docker build -t nas-sync:local .                                        # this machine's platform
+#   docker buildx build --platform linux/arm64 -t nas-sync:arm64 --load .   # one other platform, loaded
+#   docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 \
+#     -t REGISTRY/nas-sync:TAG --push .                                     # all three, to a registry
+#
+# Rust is cross-compiled on the build machine (fast, no emulation). The runtime stage's
+# RUN executes the target's own Debian binaries, so building for another architecture
+# needs QEMU registered with binfmt_misc (Docker Desktop has it; on Linux:
+# `docker run --privileged --rm tonistiigi/binfmt --install arm64,arm`). With Docker's
+# classic image store, `--load` takes one platform at a time; a list of platforms must
+# be pushed (or use the containerd image store).
+# BUILD_JOBS limits parallel compile jobs (e.g. 1 or 2 on a NAS with 2 GB of RAM).
+
+# The Rust version follows `rust-version` in Cargo.toml (CI checks that they agree).
+ARG RUST_VERSION=1.94
+
+FROM --platform=$BUILDPLATFORM rust:${RUST_VERSION}-slim-bookworm AS build
 ARG TARGETPLATFORM
+ARG BUILD_JOBS=
+# A C cross-compiler and the target's C library headers and start files (stdlib.h,
+# crt1.o): ring and mimalloc compile C. `--no-install-recommends` would skip the
+# libc6-dev-*-cross packages (only recommended by the gcc-* packages), so they are
+# named. Building for the build machine's own architecture uses its native gcc.
 RUN set -eux; \
     case "$TARGETPLATFORM" in \
-      linux/amd64) echo x86_64-unknown-linux-gnu > /target; pkgs=gcc-x86-64-linux-gnu ;; \
-      linux/arm64) echo aarch64-unknown-linux-gnu > /target; pkgs=gcc-aarch64-linux-gnu ;; \
-      linux/arm/v7) echo armv7-unknown-linux-gnueabihf > /target; pkgs=gcc-arm-linux-gnueabihf ;; \
-      *) echo "unsupported platform $TARGETPLATFORM" >&2; exit 1 ;; \
+      linux/amd64)  target=x86_64-unknown-linux-gnu;      arch=amd64; cross="gcc-x86-64-linux-gnu libc6-dev-amd64-cross" ;; \
+      linux/arm64)  target=aarch64-unknown-linux-gnu;     arch=arm64; cross="gcc-aarch64-linux-gnu libc6-dev-arm64-cross" ;; \
+      linux/arm/v7) target=armv7-unknown-linux-gnueabihf; arch=armhf; cross="gcc-arm-linux-gnueabihf libc6-dev-armhf-cross" ;; \
+      *) echo "unsupported platform '$TARGETPLATFORM': use linux/amd64, linux/arm64 or linux/arm/v7 (and BuildKit)" >&2; exit 1 ;; \
     esac; \
-    apt-get update; apt-get install -y --no-install-recommends $pkgs libc6-dev; \
+    if [ "$arch" = "$(dpkg --print-architecture)" ]; then pkgs="gcc libc6-dev"; else pkgs="$cross"; fi; \
+    apt-get update; \
+    apt-get install -y --no-install-recommends $pkgs; \
     rm -rf /var/lib/apt/lists/*; \
-    rustup target add "$(cat /target)"
+    rustup target add "$target"; \
+    echo "$target" > /target
+# Linker, C compiler and archiver per target. Debian's native gcc also installs these
+# triplet-prefixed names, so the same settings serve native and cross builds.
 ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
     CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
     CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER=arm-linux-gnueabihf-gcc \
     CC_x86_64_unknown_linux_gnu=x86_64-linux-gnu-gcc \
     CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc \
-    CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc
+    CC_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-gcc \
+    AR_x86_64_unknown_linux_gnu=x86_64-linux-gnu-ar \
+    AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar \
+    AR_armv7_unknown_linux_gnueabihf=arm-linux-gnueabihf-ar
 WORKDIR /src
 # Dependencies first: this layer is rebuilt only when the manifests or Cargo.lock change.
 # crates/ holds the workspace's test-only crate (the fake Odoo): Cargo needs its
@@ -27,23 +64,28 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked --target "$(cat /target)" \
+    && cargo build --release --locked --target "$(cat /target)" ${BUILD_JOBS:+--jobs "$BUILD_JOBS"} \
     && rm -rf src
 COPY build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --target "$(cat /target)" --bin nas-sync \
+    && cargo build --release --locked --target "$(cat /target)" ${BUILD_JOBS:+--jobs "$BUILD_JOBS"} --bin nas-sync \
     && cp "target/$(cat /target)/release/nas-sync" /nas-sync
 
 FROM debian:bookworm-slim
-# ca-certificates: HTTPS to Odoo; postgresql-client: `nas-sync backup` / `restore`.
+# ca-certificates: HTTPS to Odoo. postgresql-client-15: pg_dump/pg_restore for
+# `nas-sync backup` / `restore` (the same major version as compose's PostgreSQL).
+# libatomic1: mimalloc asks the linker for libatomic on 32-bit ARM.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates postgresql-client-15 \
+    && apt-get install -y --no-install-recommends ca-certificates libatomic1 postgresql-client-15 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin nas-sync
+    && groupadd --system --gid 10001 nas-sync \
+    && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin nas-sync
 COPY --from=build /nas-sync /usr/local/bin/nas-sync
-COPY docker/backup-loop.sh /usr/local/bin/nas-sync-backup-loop
+# Modes set here: a checkout copied over SMB or from a zip often loses the execute bit.
+COPY --chmod=0755 docker/backup-loop.sh /usr/local/bin/nas-sync-backup-loop
+COPY --chmod=0755 docker/backup-check.sh /usr/local/bin/nas-sync-backup-check
 USER nas-sync
 ENV NAS_SYNC_BIND=0.0.0.0:8080
 EXPOSE 8080

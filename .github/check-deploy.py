@@ -1,0 +1,122 @@
+"""Consistency checks of the deployment files that `docker-compose config` cannot see.
+Run by .ci/run from the repository root:
+    python3 .github/check-deploy.py RESOLVED_COMPOSE_YAML
+where RESOLVED_COMPOSE_YAML is `docker-compose ... --profile tailscale --profile backup
+config` of compose/docker-compose.yml with compose/.env.example.
+"""
+import glob
+import json
+import os
+import re
+import sys
+import xml.etree.ElementTree as ET
+
+import yaml
+
+problems = []
+
+
+def check(ok, message):
+    if not ok:
+        problems.append(message)
+
+
+def read(path):
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def headings(path):
+    """GitHub's anchors for the headings of a Markdown file."""
+    found, in_code = set(), False
+    for line in read(path).splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and line.startswith("#"):
+            text = re.sub(r"[`*_]", "", line.lstrip("#").strip().lower())
+            found.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+    return found
+
+
+def main(resolved_path):
+    config = yaml.safe_load(read(resolved_path))
+    services = config["services"]
+
+    # Tailscale: serve.json proxies to an alias of nas-sync that no container uses as
+    # its hostname (a container resolves its own hostname through /etc/hosts).
+    serve = json.loads(read("compose/tailscale/serve.json"))
+    proxies = [h["Proxy"] for site in serve["Web"].values() for h in site["Handlers"].values()]
+    check(len(proxies) == 1, f"serve.json: expected one proxy handler, found {proxies}")
+    target = re.match(r"http://([^:/]+):(\d+)$", proxies[0]) if proxies else None
+    check(target is not None, f"serve.json: proxy {proxies} is not http://HOST:PORT")
+    if target:
+        host, port = target.group(1), target.group(2)
+        aliases = services["nas-sync"]["networks"]["internal"].get("aliases") or []
+        check(host in aliases, f"serve.json proxies to {host}, which is not an alias of nas-sync ({aliases})")
+        check(port == "8080", f"serve.json proxies to port {port}; nas-sync listens on 8080")
+        for name, svc in services.items():
+            check(svc.get("hostname") != host, f"service {name} uses {host} as its hostname")
+    check("hostname" not in services["tailscale"], "the tailscale service must not set hostname: (TS_HOSTNAME names it)")
+    check("TS_HOSTNAME" in services["tailscale"]["environment"], "the tailscale service must pass TS_HOSTNAME")
+    # init-secrets.sh writes the same serve.json for installs without a clone.
+    script = read("compose/init-secrets.sh")
+    embedded = re.search(r"cat > tailscale/serve.json <<'EOF'\n(.*?)\nEOF\n", script, re.S)
+    check(embedded is not None, "init-secrets.sh: the serve.json here-document is missing")
+    if embedded:
+        check(embedded.group(1) + "\n" == read("compose/tailscale/serve.json"),
+              "init-secrets.sh writes a serve.json that differs from compose/tailscale/serve.json")
+
+    # Logs rotate on every service.
+    for name, svc in services.items():
+        opts = (svc.get("logging") or {}).get("options") or {}
+        check("max-size" in opts and "max-file" in opts, f"service {name} has no log rotation")
+
+    # The backup container has its own health check, not the image's API check.
+    test = (services["backup"].get("healthcheck") or {}).get("test") or []
+    check(any("nas-sync-backup-check" in part for part in test), "backup: no health check of its own")
+
+    # The PostgreSQL socket is shared with every container that runs nas-sync.
+    for name in ("db", "nas-sync", "backup"):
+        mounts = [v.get("target") if isinstance(v, dict) else v.split(":")[1] for v in services[name].get("volumes", [])]
+        check("/var/run/postgresql" in mounts, f"{name} does not mount the PostgreSQL socket directory")
+    check("host=/var/run/postgresql" in script, "init-secrets.sh: DATABASE_URL does not use the socket")
+
+    # One version everywhere; the Dockerfile's Rust is Cargo.toml's rust-version.
+    cargo = read("Cargo.toml")
+    version = re.search(r'^version = "([^"]+)"', cargo, re.M).group(1)
+    rust = re.search(r'^rust-version = "([^"]+)"', cargo, re.M).group(1)
+    env_version = re.search(r"^NAS_SYNC_VERSION=(.*)$", read("compose/.env.example"), re.M).group(1)
+    compose_versions = set(re.findall(r"NAS_SYNC_VERSION:-([^}]+)\}", read("compose/docker-compose.yml")))
+    check(env_version == version, f"compose/.env.example NAS_SYNC_VERSION={env_version}, Cargo.toml version {version}: bump them together (and CHANGELOG.md)")
+    check(compose_versions == {version}, f"compose/docker-compose.yml defaults NAS_SYNC_VERSION to {compose_versions}, Cargo.toml says {version}")
+    docker_rust = re.search(r"^ARG RUST_VERSION=(.*)$", read("Dockerfile"), re.M).group(1)
+    check(docker_rust == rust, f"Dockerfile RUST_VERSION={docker_rust}, Cargo.toml rust-version {rust}")
+    check(re.search(rf"^## \[{re.escape(version)}\]", read("CHANGELOG.md"), re.M) is not None,
+          f"CHANGELOG.md has no section for {version}")
+
+    # The Unraid template is well-formed and runs the published image.
+    template = ET.fromstring(read("nas/unraid/nas-sync.xml"))
+    check(template.tag == "Container", "nas/unraid/nas-sync.xml: the root element is not <Container>")
+    repo = template.findtext("Repository") or ""
+    check(repo == f"ghcr.io/nas-sync/nas-sync:{version}", f"Unraid template runs {repo!r}, not version {version}")
+
+    # Relative links in the owner's guides lead to files and headings that exist.
+    for doc in sorted(glob.glob("nas/*.md")) + ["CHANGELOG.md"]:
+        for link in re.findall(r"\]\(([^)\s]+)\)", read(doc)):
+            if link.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, fragment = link.partition("#")
+            target = os.path.normpath(os.path.join(os.path.dirname(doc), path)) if path else doc
+            if not os.path.exists(target):
+                problems.append(f"{doc}: link to a missing file: {link}")
+            elif fragment and target.endswith(".md") and fragment not in headings(target):
+                problems.append(f"{doc}: link to a missing heading: {link}")
+
+    for p in problems:
+        print(f"check-deploy: {p}")
+    print(f"check-deploy: {len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
