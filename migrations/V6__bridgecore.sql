@@ -6,13 +6,17 @@
 -- lock held until commit: numbers become visible in increasing order, and a late
 -- commit is numbered after everything already numbered, never before.
 ALTER TABLE sync_changes ADD COLUMN event_id bigint;
+-- The size of the row's latest version, so a pull page can stop at
+-- NAS_SYNC_MAX_PAGE_BYTES before PostgreSQL renders the rows.
+ALTER TABLE sync_changes ADD COLUMN doc_bytes integer;
 CREATE UNIQUE INDEX sync_changes_events ON sync_changes (tenant_id, event_id)
     WHERE event_id IS NOT NULL;
 CREATE INDEX sync_changes_unnumbered ON sync_changes (tenant_id, xid, seq)
     WHERE event_id IS NULL;
 
--- A new change of a row is a new event: its entry loses its old number. The change
--- trigger of V4, with `event_id = NULL` when an entry moves forward.
+-- The change trigger of V4, with two additions: a new change of a row is a new event,
+-- so its entry loses its old number (`event_id = NULL`), and the entry keeps the size
+-- of the row (`doc_bytes`).
 CREATE OR REPLACE FUNCTION sync_track() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     doc     jsonb;
@@ -24,18 +28,19 @@ BEGIN
     IF TG_OP = 'DELETE' THEN doc := to_jsonb(OLD); ELSE doc := to_jsonb(NEW); END IF;
     IF TG_NARGS > 0 THEN scope := doc ->> TG_ARGV[0]; END IF;
     INSERT INTO sync_changes AS c (table_name, row_id, tenant_id, store_id, xid, seq, version,
-                                   updated_at, deleted, purged, origin_device, origin_role)
+                                   updated_at, deleted, purged, origin_device, origin_role,
+                                   doc_bytes)
     VALUES (TG_TABLE_NAME, (doc ->> 'id')::uuid, doc ->> 'tenant_id', scope,
             pg_current_xact_id(), nextval('sync_changes_seq'), (doc ->> 'version')::bigint,
             (doc ->> 'updated_at')::timestamptz,
             TG_OP = 'DELETE' OR coalesce((doc ->> 'deleted')::boolean, false),
-            TG_OP = 'DELETE', device, role)
+            TG_OP = 'DELETE', device, role, pg_column_size(doc))
     ON CONFLICT (table_name, row_id) DO UPDATE SET
         tenant_id = EXCLUDED.tenant_id, store_id = EXCLUDED.store_id, xid = EXCLUDED.xid,
         seq = EXCLUDED.seq, version = EXCLUDED.version, updated_at = EXCLUDED.updated_at,
         deleted = EXCLUDED.deleted, purged = EXCLUDED.purged,
         origin_device = EXCLUDED.origin_device, origin_role = EXCLUDED.origin_role,
-        changed_at = clock_timestamp(), event_id = NULL;
+        changed_at = clock_timestamp(), event_id = NULL, doc_bytes = EXCLUDED.doc_bytes;
     INSERT INTO sync_row_history (table_name, row_id, tenant_id, version, op, data, xid,
                                   origin_device, origin_role)
     VALUES (TG_TABLE_NAME, (doc ->> 'id')::uuid, doc ->> 'tenant_id',

@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::error::AppError;
 use crate::odoo::OdooCtx;
 use crate::sync::registry::RegistryHandle;
-use crate::sync::{Registry, SyncCtx, horizon};
+use crate::sync::{Registry, SyncCtx, SyncLimits, horizon};
 
 /// What every handler can reach. The domains get only their own context (`SyncCtx`,
 /// `OdooCtx`, through `FromRef`); the rest (metrics, the WebSocket hub, rate limits)
@@ -68,6 +68,10 @@ impl AppState {
             registry: registry.clone(),
             keys: keys.clone(),
             pull_ledger: Arc::default(),
+            limits: SyncLimits {
+                max_value_bytes: config.max_value_bytes,
+                max_page_bytes: config.max_page_bytes,
+            },
         };
         let odoo = OdooCtx {
             pool: pool.clone(),

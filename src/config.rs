@@ -37,6 +37,10 @@ pub struct Config {
     /// (`NAS_SYNC_RETENTION_DAYS`, 90); zero keeps everything.
     pub retention: Duration,
     pub odoo: OdooSettings,
+    /// Largest text or JSON value in a pushed row (`NAS_SYNC_MAX_VALUE_BYTES`).
+    pub max_value_bytes: usize,
+    /// Bytes of rows after which a pull page stops (`NAS_SYNC_MAX_PAGE_BYTES`).
+    pub max_page_bytes: usize,
     /// BridgeCore `app_type`s and their models (`NAS_SYNC_APP_TYPES`).
     pub app_types: crate::bridge::AppTypes,
 }
@@ -63,6 +67,8 @@ impl std::fmt::Debug for Config {
             .field("db_max_connections", &self.db_max_connections)
             .field("retention", &self.retention)
             .field("odoo", &self.odoo)
+            .field("max_value_bytes", &self.max_value_bytes)
+            .field("max_page_bytes", &self.max_page_bytes)
             .field("app_types", &self.app_types)
             .finish()
     }
@@ -189,6 +195,14 @@ impl Config {
             retention: Duration::from_secs(
                 86_400 * parse::<u64>(&get, "NAS_SYNC_RETENTION_DAYS", "90")?,
             ),
+            max_value_bytes: positive(
+                parse(&get, "NAS_SYNC_MAX_VALUE_BYTES", "1048576")?,
+                "NAS_SYNC_MAX_VALUE_BYTES",
+            )?,
+            max_page_bytes: positive(
+                parse(&get, "NAS_SYNC_MAX_PAGE_BYTES", "4194304")?,
+                "NAS_SYNC_MAX_PAGE_BYTES",
+            )?,
             app_types: crate::bridge::AppTypes::parse(
                 &get("NAS_SYNC_APP_TYPES")?.unwrap_or_default(),
             )?,
@@ -277,6 +291,14 @@ fn setting(lookup: &impl Fn(&str) -> Option<String>, name: &str) -> anyhow::Resu
         }
         None => Ok(None),
     }
+}
+
+/// A size that must be at least 1.
+fn positive(n: usize, name: &str) -> anyhow::Result<usize> {
+    if n == 0 {
+        bail!("{name} must be at least 1");
+    }
+    Ok(n)
 }
 
 fn parse<T: FromStr>(

@@ -131,3 +131,98 @@ async fn an_unsupported_content_encoding_gets_the_error_shape() {
     let (s, b) = read(resp).await;
     assert_error(s, &b, 415, "UNSUPPORTED_MEDIA_TYPE");
 }
+
+/// A value over NAS_SYNC_MAX_VALUE_BYTES is that row's VALIDATION_FAILED; the others
+/// of the push are stored.
+#[tokio::test]
+async fn values_over_the_size_limit_are_refused_per_row() {
+    let app = TestApp::spawn_with(|c| c.max_value_bytes = 1000).await;
+    let dev = app.manager("boss", "boss-tablet").await;
+    let (small, big, json_big) = (id(), id(), id());
+    let r = dev
+        .push(json!({"kpi_data": [
+            {"id": small, "store_id": "s1", "metric": "x".repeat(1000)},
+            {"id": big, "store_id": "s1", "metric": "x".repeat(1001)}
+        ], "settings": [{"id": json_big, "key": "k", "value": {"blob": "y".repeat(1000)}}]}))
+        .await;
+    assert_eq!(r["success"], json!(false), "{r}");
+    let codes: Vec<(&str, &str)> = r["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["record_id"].as_str().unwrap(),
+                e["code"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(codes.len(), 2, "{r}");
+    assert!(codes.contains(&(big.as_str(), "VALIDATION_FAILED")), "{r}");
+    assert!(
+        codes.contains(&(json_big.as_str(), "VALIDATION_FAILED")),
+        "{r}"
+    );
+    assert_eq!(r["applied"]["kpi_data"][0]["id"], json!(small));
+}
+
+/// A pull page stops adding rows past NAS_SYNC_MAX_PAGE_BYTES (always at least one
+/// row) and says `has_more`; paging on delivers every row, through both protocols.
+#[tokio::test]
+async fn pages_stop_at_the_byte_limit_and_paging_delivers_everything() {
+    let app = TestApp::spawn_with(|c| c.max_page_bytes = 3000).await;
+    let mut dev = app.manager("boss", "boss-tablet").await;
+    let rows: Vec<_> = (0..10)
+        .map(
+            |i| json!({"id": id(), "store_id": "s1", "metric": format!("{i}{}", "m".repeat(1000))}),
+        )
+        .collect();
+    let huge = id();
+    dev.push(json!({"kpi_data": rows})).await;
+    dev.push(json!({"kpi_data": [{"id": huge, "store_id": "s1", "metric": "h".repeat(10_000)}]}))
+        .await;
+    settle(&app.pool).await;
+    let (_, first) = dev
+        .post(
+            "/api/v1/sync/pull",
+            &json!({"tables": ["kpi_data"], "limit": 100}),
+        )
+        .await;
+    let n = first["changes"]["kpi_data"].as_array().unwrap().len();
+    assert!(
+        (1..10).contains(&n),
+        "a 3,000-byte page held {n} rows of 1,000 bytes"
+    );
+    assert_eq!(first["has_more"], json!(true));
+    dev.sync_down().await;
+    let local = dev.local_rows("kpi_data");
+    assert_eq!(local.len(), 11, "paging lost rows");
+    assert!(
+        local.contains_key(&huge),
+        "a row over the page limit must still come, alone"
+    );
+
+    // BridgeCore pages too.
+    let mut after = 0;
+    let mut seen = 0;
+    for _ in 0..30 {
+        let (_, page) = dev
+            .post(
+                "/api/v1/offline-sync/pull",
+                &json!({"app_type": "store_manager_app", "models_filter": ["kpi_data"],
+                        "last_event_id": after, "limit": 100}),
+            )
+            .await;
+        let events = page["events"].as_array().unwrap().len();
+        assert!(
+            events <= 3 || page["has_more"] == json!(false),
+            "{events} events in one page"
+        );
+        seen += events;
+        after = page["last_event_id"].as_i64().unwrap();
+        if page["has_more"] == json!(false) {
+            break;
+        }
+    }
+    assert_eq!(seen, 11);
+}

@@ -76,9 +76,15 @@ async fn graceful_shutdown_finishes_in_flight_requests_then_stops() {
 
 #[tokio::test]
 async fn a_request_over_the_timeout_answers_503_and_applies_nothing() {
-    let app =
-        TestApp::spawn_with(|c| c.request_timeout = std::time::Duration::from_millis(200)).await;
-    let dev = app.manager("boss", "boss-tablet").await;
+    // Log in on a server with the normal timeout (argon2 on a busy machine may take
+    // longer than the short one), then push to a second server over the same database
+    // whose requests may take 200 ms.
+    let app = TestApp::spawn().await;
+    let mut dev = app.manager("boss", "boss-tablet").await;
+    let mut config = test_config(&app.db.url, false);
+    config.request_timeout = std::time::Duration::from_millis(200);
+    let hasty = Server::spawn(config, app.pool.clone()).await;
+    dev.base = hasty.base.clone();
     let rows: Vec<_> = (0..5000)
         .map(|i| json!({"id": id(), "store_id": "s1", "metric": format!("m{i}")}))
         .collect();

@@ -216,11 +216,17 @@ pub async fn resolve(
     let fields = resolution_fields(&mut tx, table, &conflict, &req).await?;
     let stored = match fields {
         None => conflict.server_data.clone(),
-        Some(fields) => {
-            super::push::write_fields(&mut tx, &registry, who, table, conflict.record_id, fields)
-                .await?
-                .map_err(|e| AppError::validation(format!("data ({})", e.code), e.message))?
-        }
+        Some(fields) => super::push::write_fields(
+            &mut tx,
+            ctx,
+            &registry,
+            who,
+            table,
+            conflict.record_id,
+            fields,
+        )
+        .await?
+        .map_err(|e| AppError::validation(format!("data ({})", e.code), e.message))?,
     };
     let resolved_by = format!("{}@{}", who.username, who.device_id);
     let sql = format!(

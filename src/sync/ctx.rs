@@ -20,4 +20,24 @@ pub struct SyncCtx {
     pub keys: Arc<Keys>,
     /// Pull bookkeeping, written once a second.
     pub pull_ledger: Arc<PullLedger>,
+    pub limits: SyncLimits,
+}
+
+/// Size limits of rows and pages (docs/contract.md §9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyncLimits {
+    /// Largest text or JSON value a pushed row may carry (`NAS_SYNC_MAX_VALUE_BYTES`).
+    pub max_value_bytes: usize,
+    /// A pull page stops adding rows past this many bytes, after at least one row
+    /// (`NAS_SYNC_MAX_PAGE_BYTES`).
+    pub max_page_bytes: usize,
+}
+
+impl Default for SyncLimits {
+    fn default() -> Self {
+        SyncLimits {
+            max_value_bytes: 1 << 20,
+            max_page_bytes: 4 << 20,
+        }
+    }
 }

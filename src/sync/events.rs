@@ -66,6 +66,8 @@ struct PageRow {
     last: i64,
     floor: i64,
     now: DateTime<Utc>,
+    /// Entries read before the page-size cut.
+    fetched: Option<i64>,
     event_id: Option<i64>,
     table_name: Option<String>,
     row_id: Option<Uuid>,
@@ -95,6 +97,7 @@ pub async fn page(ctx: &SyncCtx, q: &EventQuery<'_>) -> AppResult<EventPage> {
     }
     let now = rows.first().map_or_else(Utc::now, |r| r.now);
     let last = rows.first().map_or(last, |r| r.last);
+    let fetched = rows.first().and_then(|r| r.fetched).unwrap_or(0);
     let mut events = Vec::with_capacity(rows.len());
     for r in rows {
         let (Some(event_id), Some(table), Some(row_id), Some(version), Some(deleted), Some(at)) = (
@@ -121,7 +124,8 @@ pub async fn page(ctx: &SyncCtx, q: &EventQuery<'_>) -> AppResult<EventPage> {
             row,
         });
     }
-    let has_more = events.len() as i64 > limit;
+    // More when the log had more than `limit`, or the byte cut left some out.
+    let has_more = fetched > limit || (events.len() as i64) < fetched;
     events.truncate(limit as usize);
     let from = if restarted { 0 } else { q.after };
     let last_event_id = match events.last() {
@@ -164,14 +168,22 @@ async fn read(
                     statement_timestamp() AS now
              FROM (SELECT 1) one
              LEFT JOIN sync_event_counters c ON c.tenant_id = $1),
-         e AS (
-             SELECT event_id, table_name, row_id, version, deleted, updated_at
+         f AS (
+             SELECT event_id, table_name, row_id, version, deleted, updated_at,
+                    coalesce(doc_bytes, 0) AS bytes
              FROM sync_changes
              WHERE tenant_id = $1 AND event_id > $2 AND table_name = ANY($3)
                AND ($4::text IS NULL OR store_id IS NULL OR store_id = $4)
              ORDER BY event_id
-             LIMIT $5)
-         SELECT m.last, m.floor, m.now, e.event_id, e.table_name, e.row_id, e.version,
+             LIMIT $5),
+         -- Rows stop once the page holds $6 bytes (always at least one row).
+         e AS (
+             SELECT * FROM (
+                 SELECT f.*, count(*) OVER () AS fetched,
+                        sum(bytes) OVER (ORDER BY event_id ROWS UNBOUNDED PRECEDING) - bytes AS before
+                 FROM f) s
+             WHERE before < $6)
+         SELECT m.last, m.floor, m.now, e.fetched, e.event_id, e.table_name, e.row_id, e.version,
                 e.deleted, e.updated_at, {} AS doc
          FROM meta m LEFT JOIN e ON true
          ORDER BY e.event_id",
@@ -183,6 +195,7 @@ async fn read(
         .bind(&names)
         .bind(q.store)
         .bind(limit + 1)
+        .bind(ctx.limits.max_page_bytes as i64)
         .fetch_all(&ctx.pool)
         .await
 }

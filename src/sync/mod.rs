@@ -17,5 +17,5 @@ pub mod rules;
 pub mod status;
 pub mod validate;
 
-pub use ctx::SyncCtx;
+pub use ctx::{SyncCtx, SyncLimits};
 pub use registry::Registry;

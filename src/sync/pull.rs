@@ -109,7 +109,7 @@ pub(crate) fn row_docs(tables: &[&Table]) -> String {
 /// primary key and rendered as JSON text by PostgreSQL. Always at least one row (the
 /// bookkeeping); entry columns are NULL when the page is empty.
 ///
-/// Binds: tenant, cursor xid (text), cursor seq, tables, store, limit, device.
+/// Binds: tenant, cursor xid (text), cursor seq, tables, store, limit, device, page bytes.
 pub fn page_sql(tables: &[&Table]) -> String {
     let docs = row_docs(tables);
     format!(
@@ -122,8 +122,9 @@ pub fn page_sql(tables: &[&Table]) -> String {
                     statement_timestamp() AS now,
                     EXISTS (SELECT 1 FROM sync_conflicts WHERE tenant_id = $1
                             AND device_id = $7 AND status = 'open') AS open_conflicts),
-         e AS (
-             SELECT table_name, row_id, xid, seq, version, updated_at
+         f AS (
+             SELECT table_name, row_id, xid, seq, version, updated_at,
+                    coalesce(doc_bytes, 0) AS bytes
              FROM sync_changes
              WHERE tenant_id = $1
                AND (xid, seq) > ($2::text::xid8, $3)
@@ -131,10 +132,17 @@ pub fn page_sql(tables: &[&Table]) -> String {
                AND table_name = ANY($4)
                AND ($5::text IS NULL OR store_id IS NULL OR store_id = $5)
              ORDER BY xid, seq
-             LIMIT $6)
+             LIMIT $6),
+         -- Rows stop once the page holds $8 bytes (always at least one row).
+         e AS (
+             SELECT * FROM (
+                 SELECT f.*, count(*) OVER () AS fetched,
+                        sum(bytes) OVER (ORDER BY xid, seq ROWS UNBOUNDED PRECEDING) - bytes AS before
+                 FROM f) s
+             WHERE before < $8)
          SELECT m.epoch, m.registry_version, m.retained_from, m.horizon::text::bigint AS horizon,
-                m.next_xid, m.now, m.open_conflicts, e.table_name, e.row_id, e.xid::text::bigint AS xid, e.seq,
-                e.version, e.updated_at, {docs} AS doc
+                m.next_xid, m.now, m.open_conflicts, e.fetched, e.table_name, e.row_id,
+                e.xid::text::bigint AS xid, e.seq, e.version, e.updated_at, {docs} AS doc
          FROM meta m LEFT JOIN e ON true
          ORDER BY e.xid, e.seq"
     )
@@ -151,6 +159,8 @@ struct PageRow {
     now: DateTime<Utc>,
     /// The device has conflicts waiting in the inbox.
     open_conflicts: bool,
+    /// Entries read before the page-size cut.
+    fetched: Option<i64>,
     table_name: Option<String>,
     row_id: Option<Uuid>,
     xid: Option<i64>,
@@ -249,6 +259,7 @@ async fn pull_once(
         .bind(store)
         .bind(limit + 1)
         .bind(&who.device_id)
+        .bind(ctx.limits.max_page_bytes as i64)
         .fetch_all(&ctx.pool)
         .await?;
     let Some(meta) = page.first() else {
@@ -292,11 +303,13 @@ async fn pull_once(
         ));
     }
 
+    let fetched = meta.fetched.unwrap_or(0);
     let mut entries: Vec<PageRow> = page
         .into_iter()
         .filter(|r| r.table_name.is_some())
         .collect();
-    let has_more = entries.len() as i64 > limit;
+    // More when the log had more than `limit`, or the byte cut left some out.
+    let has_more = fetched > limit || (entries.len() as i64) < fetched;
     entries.truncate(limit as usize);
 
     let mut changes: BTreeMap<String, Vec<Box<RawValue>>> =

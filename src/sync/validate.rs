@@ -137,6 +137,39 @@ pub fn pushed_row(table: &Table, raw: &Value, tenant: &str) -> Result<PushedRow,
     })
 }
 
+/// The size of a value as stored: a string's bytes, any other value's JSON text.
+pub fn value_bytes(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    match v {
+        Value::String(s) => s.len(),
+        other => {
+            let mut count = Count(0);
+            let _ = serde_json::to_writer(&mut count, other);
+            count.0
+        }
+    }
+}
+
+/// Every value of `row` is at most `max` bytes (`NAS_SYNC_MAX_VALUE_BYTES`).
+pub fn check_sizes(row: &PushedRow, max: usize) -> Result<(), RowError> {
+    match row.values.iter().find(|(_, v)| value_bytes(v) > max) {
+        Some((name, v)) => Err(RowError::validation(format!(
+            "'{name}' holds {} bytes; a value may hold at most {max} (NAS_SYNC_MAX_VALUE_BYTES)",
+            value_bytes(v)
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Type-checks one value, returning it in the form PostgreSQL will accept.
 fn check_value(column: &Column, value: &Value) -> Result<Value, RowError> {
     let bad = || {

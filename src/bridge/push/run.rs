@@ -161,19 +161,15 @@ impl Run<'_> {
             data.insert("updated_at".into(), json!(ts));
         }
         let raw = Value::Object(data);
-        let strategy = Some(self.strategy);
         let local_id = ch.local_id.as_deref();
-        let applied = push::apply_one(
-            conn,
-            self.registry,
+        let writer = push::Writer {
+            registry: self.registry,
             who,
-            strategy,
+            strategy: Some(self.strategy),
             receipt,
-            c.table,
-            &raw,
-            local_id,
-        )
-        .await?;
+            limits: self.ctx.sync.limits,
+        };
+        let applied = push::apply_one(conn, &writer, c.table, &raw, local_id).await?;
         if let (Ok(a), "create", Some(local)) = (&applied, ch.action.as_str(), local_id)
             && a.row.is_some()
         {

@@ -87,10 +87,12 @@ pub(super) async fn apply_chunk(
     let who = caller.who;
     let mut steps: Vec<Step> = chunk
         .iter()
-        .map(|raw| match checked_row(table, who, raw) {
-            Ok(row) => Step::Valid(row),
-            Err(e) => Step::Failed(e),
-        })
+        .map(
+            |raw| match checked_row(table, who, raw, caller.max_value_bytes) {
+                Ok(row) => Step::Valid(row),
+                Err(e) => Step::Failed(e),
+            },
+        )
         .collect();
 
     // Lock the server rows in id order (concurrent pushes then never deadlock on them).

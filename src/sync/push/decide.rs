@@ -17,12 +17,14 @@ use crate::sync::registry::{ParentRef, Table};
 use crate::sync::rules::{self, Rule, Settlement, Sides, Strategy};
 use crate::sync::validate::{self, PushedRow, RowError};
 
-/// Who pushes, when the server received it, and the conflict strategy it asked for
-/// (BridgeCore clients; `None`: the table's rule alone).
+/// Who pushes, when the server received it, the conflict strategy it asked for
+/// (BridgeCore clients; `None`: the table's rule alone), and the largest value a row
+/// may carry.
 pub(super) struct Caller<'a> {
     pub who: &'a Principal,
     pub receipt: DateTime<Utc>,
     pub strategy: Option<Strategy>,
+    pub max_value_bytes: usize,
 }
 
 /// Versions this push wrote, by (table, id): a device's queue may hold several edits
@@ -56,11 +58,12 @@ pub(super) enum Plan {
     Conflict(Value),
 }
 
-/// The role may write the table and the row is well formed.
+/// The role may write the table and the row is well formed, no value over `max_value_bytes`.
 pub(super) fn checked_row(
     table: &Table,
     who: &Principal,
     raw: &Value,
+    max_value_bytes: usize,
 ) -> Result<PushedRow, RowError> {
     if !table.can_write(who.role) {
         return Err(RowError::forbidden(format!(
@@ -69,7 +72,9 @@ pub(super) fn checked_row(
             table.name
         )));
     }
-    validate::pushed_row(table, raw, &who.tenant)
+    let row = validate::pushed_row(table, raw, &who.tenant)?;
+    validate::check_sizes(&row, max_value_bytes)?;
+    Ok(row)
 }
 
 /// The server row, if any, provided it belongs to the caller's tenant.
@@ -475,7 +480,27 @@ mod tests {
         t.write_roles = vec![Role::Manager];
         let who = principal(Role::Store, Some("s1"));
         let raw = json!({"id": Uuid::new_v4(), "metric": "m"});
-        assert_eq!(checked_row(&t, &who, &raw).unwrap_err().code, "FORBIDDEN");
+        assert_eq!(
+            checked_row(&t, &who, &raw, 1000).unwrap_err().code,
+            "FORBIDDEN"
+        );
+    }
+
+    #[test]
+    fn values_over_the_size_limit_are_refused() {
+        let t = kpis(Rule::LatestWins);
+        let who = principal(Role::Manager, None);
+        let id = Uuid::new_v4();
+        let fits = json!({"id": id, "metric": "x".repeat(10)});
+        assert!(checked_row(&t, &who, &fits, 10).is_ok());
+        let big = json!({"id": id, "metric": "x".repeat(11)});
+        let e = checked_row(&t, &who, &big, 10).unwrap_err();
+        assert_eq!(e.code, "VALIDATION_FAILED");
+        assert!(
+            e.message.contains("NAS_SYNC_MAX_VALUE_BYTES"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
@@ -498,6 +523,7 @@ mod tests {
             who: &who,
             receipt,
             strategy: None,
+            max_value_bytes: 1000,
         };
         let id = Uuid::new_v4();
         let mut newer = row(id, 1, json!({"metric": "device"}));

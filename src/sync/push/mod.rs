@@ -28,10 +28,10 @@ use sha2::{Digest, Sha256};
 
 use self::decide::Caller;
 use self::report::Report;
-use super::SyncCtx;
 use super::registry::{Registry, Table};
 use super::rules::Strategy;
 use super::validate::RowError;
+use super::{SyncCtx, SyncLimits};
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 
@@ -91,6 +91,7 @@ pub async fn push(ctx: &SyncCtx, who: &Principal, req: PushRequest) -> AppResult
         who,
         receipt: Utc::now().round_subsecs(6),
         strategy: None,
+        max_value_bytes: ctx.limits.max_value_bytes,
     };
     let push = Push {
         ctx,
@@ -265,27 +266,37 @@ pub struct Applied {
     pub conflict: Option<ConflictReport>,
 }
 
-/// Applies one row as `who` inside the caller's open transaction (on which
-/// [`set_writer`] was called), under its own savepoint: validated, scoped, checked and
-/// settled exactly as a pushed row, with the conflict `strategy` a BridgeCore client
-/// asked for (bounded by the table's rule). The row's error when it is refused; the
-/// transaction stays usable.
-#[allow(clippy::too_many_arguments)]
+/// Who writes rows through [`apply_one`], and how.
+pub struct Writer<'a> {
+    /// The registry snapshot the rows are checked against.
+    pub registry: &'a Registry,
+    pub who: &'a Principal,
+    /// A BridgeCore client's conflict strategy (bounded by each table's rule).
+    pub strategy: Option<Strategy>,
+    /// When the server received the change (device times later than this are capped).
+    pub receipt: DateTime<Utc>,
+    pub limits: SyncLimits,
+}
+
+/// Applies one row inside the caller's open transaction (on which [`set_writer`] was
+/// called), under its own savepoint: validated, scoped, checked and settled exactly as
+/// a pushed row. The row's error when it is refused; the transaction stays usable.
 pub async fn apply_one(
     conn: &mut sqlx::PgConnection,
-    registry: &Registry,
-    who: &Principal,
-    strategy: Option<Strategy>,
-    receipt: DateTime<Utc>,
+    w: &Writer<'_>,
     table: &Table,
     raw: &Value,
     local_id: Option<&str>,
 ) -> AppResult<Result<Applied, RowError>> {
-    let caller = Caller {
-        who,
-        receipt,
-        strategy,
-    };
+    let (registry, caller) = (
+        w.registry,
+        Caller {
+            who: w.who,
+            receipt: w.receipt,
+            strategy: w.strategy,
+            max_value_bytes: w.limits.max_value_bytes,
+        },
+    );
     let savepoint = Savepoint::open(conn, "apply_one").await?;
     let written = decide::Written::new();
     let done = write::apply_row(conn, &caller, registry, table, raw, &written, local_id).await;
@@ -316,6 +327,7 @@ pub async fn apply_one(
 /// inbox stores a resolution with. The row's error when the checks refuse it.
 pub(crate) async fn write_fields(
     conn: &mut sqlx::PgConnection,
+    ctx: &SyncCtx,
     registry: &Registry,
     who: &Principal,
     table: &Table,
@@ -333,19 +345,15 @@ pub(crate) async fn write_fields(
     let mut raw = fields;
     raw.insert("id".into(), json!(id));
     raw.insert("version".into(), json!(version.unwrap_or(0)));
-    let receipt = Utc::now().round_subsecs(6);
     set_writer(conn, who).await?;
-    let applied = apply_one(
-        conn,
+    let writer = Writer {
         registry,
         who,
-        None,
-        receipt,
-        table,
-        &Value::Object(raw),
-        None,
-    )
-    .await?;
+        strategy: None,
+        receipt: Utc::now().round_subsecs(6),
+        limits: ctx.limits,
+    };
+    let applied = apply_one(conn, &writer, table, &Value::Object(raw), None).await?;
     Ok(applied.map(|a| a.row.unwrap_or(Value::Null)))
 }
 

@@ -112,7 +112,7 @@ pub(super) async fn apply_row(
     local_id: Option<&str>,
 ) -> Result<Done, Failure> {
     let who = caller.who;
-    let mut row = checked_row(table, who, raw)?;
+    let mut row = checked_row(table, who, raw, caller.max_value_bytes)?;
 
     let sql = format!(
         "SELECT tenant_id, to_jsonb(t) - 'tenant_id' FROM {} t WHERE id = $1 FOR UPDATE",
