@@ -368,3 +368,50 @@ async fn a_socket_closes_when_its_token_expires() {
     assert_eq!(msg["closed"][0], 4002, "{msg}");
     assert_eq!(msg["closed"][1], "TOKEN_EXPIRED", "{msg}");
 }
+
+/// At most 8 WebSockets per device: the ninth is refused with 429 before the upgrade,
+/// and the token in the query string is taken on this route only.
+#[tokio::test]
+async fn a_device_holds_at_most_eight_sockets_and_query_tokens_work_only_here() {
+    let app = TestApp::spawn().await;
+    let device = app.manager("boss", "boss-phone").await;
+    let mut open_sockets = Vec::new();
+    for _ in 0..8 {
+        open_sockets.push(open(&app.base, &device).await);
+    }
+    let url = format!("{}/api/v1/sync/ws", app.base.replace("http://", "ws://"));
+    let err = tokio_tungstenite::connect_async(format!("{url}?access_token={}", device.token))
+        .await
+        .unwrap_err();
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(resp) => {
+            assert_eq!(resp.status().as_u16(), 429);
+        }
+        other => panic!("expected 429, got {other}"),
+    }
+    // Another device is not affected; a closed socket frees a place.
+    let other = app.login("boss", "boss-tablet").await;
+    let _theirs = open(&app.base, &other).await;
+    drop(open_sockets.pop());
+    let mut freed = false;
+    for _ in 0..50 {
+        if tokio_tungstenite::connect_async(format!("{url}?access_token={}", device.token))
+            .await
+            .is_ok()
+        {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "a closed socket did not free its place");
+
+    // Elsewhere a token in the URL is not a credential.
+    let (status, body) = app
+        .get(
+            &format!("/api/v1/sync/status?access_token={}", device.token),
+            None,
+        )
+        .await;
+    common::assert_error(status, &body, 401, "UNAUTHORIZED");
+}

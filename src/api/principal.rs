@@ -12,8 +12,12 @@ use crate::app::AppState;
 use crate::auth::{Principal, Role};
 use crate::error::AppError;
 
-/// The bearer token of a request: the `Authorization` header, or `access_token` in the
-/// query string for clients that cannot set headers (WebSocket upgrades).
+/// The one route that takes its token from the query string.
+const WS_ROUTE: &str = "/api/v1/sync/ws";
+
+/// The bearer token of a request: the `Authorization` header, or, on the WebSocket
+/// route only (browsers cannot set headers on an upgrade), `access_token` in the query
+/// string. Elsewhere a token in a URL would end up in logs and proxies' histories.
 fn bearer(parts: &Parts) -> Option<String> {
     if let Some(h) = parts.headers.get(AUTHORIZATION) {
         let v = h.to_str().ok()?;
@@ -21,6 +25,9 @@ fn bearer(parts: &Parts) -> Option<String> {
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_string());
+    }
+    if parts.uri.path() != WS_ROUTE {
+        return None;
     }
     parts
         .uri

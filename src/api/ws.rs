@@ -13,12 +13,13 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::error::AppError;
 use crate::realtime::hub::Outgoing;
 
 /// Least time between two `changes` messages on one socket.
@@ -28,16 +29,29 @@ const PING: Duration = Duration::from_secs(25);
 /// A write that takes longer than this means the client stopped reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most WebSockets one device may hold open at once (docs/contract.md §9).
+pub const MAX_SOCKETS_PER_DEVICE: usize = 8;
+
 /// Upgrades to a WebSocket that receives pokes.
 #[utoipa::path(get, path = "/api/v1/sync/ws", operation_id = "webSocket", tag = "sync",
     responses((status = 101, description = "WebSocket: {\"type\":\"changes\",\"tables\":[...]} and {\"type\":\"event\",\"table\",\"record\"}"),
-              (status = 401, description = "UNAUTHORIZED, TOKEN_EXPIRED, DEVICE_REVOKED")),
+              (status = 401, description = "UNAUTHORIZED, TOKEN_EXPIRED, DEVICE_REVOKED"),
+              (status = 429, description = "RATE_LIMITED: the device already holds 8 WebSockets")),
     security(("bearer" = [])))]
 pub async fn ws(
     State(state): State<AppState>,
     who: Principal,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    // A device has a few sockets at most (an app, a background isolate); more is a bug
+    // or an attack, and each costs a task and buffers.
+    if state.hub.count_for(&who.tenant, &who.device_id) >= MAX_SOCKETS_PER_DEVICE {
+        tracing::warn!(device_id = %who.device_id, tenant = %who.tenant, "WebSocket refused: too many open for this device");
+        return AppError::RateLimited {
+            retry_after_secs: 30,
+        }
+        .into_response();
+    }
     // Small buffers: pokes are tiny, and a NAS holds thousands of idle sockets
     // (tungstenite's default 128 KiB read buffer per socket would dominate memory).
     upgrade
@@ -49,6 +63,18 @@ pub async fn ws(
 
 async fn serve(state: AppState, who: Principal, socket: WebSocket) {
     let (id, mut rx) = state.hub.subscribe(&who);
+    // Upgrades racing past the check above: the ones over the limit close at once.
+    if state.hub.count_for(&who.tenant, &who.device_id) > MAX_SOCKETS_PER_DEVICE {
+        state.hub.unsubscribe(id);
+        let (mut sink, _) = socket.split();
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: 1008,
+                reason: Utf8Bytes::from_static("too many WebSockets for this device"),
+            })))
+            .await;
+        return;
+    }
     tracing::info!(socket = id, device_id = %who.device_id, tenant = %who.tenant, "WebSocket open");
     let (mut sink, mut stream) = socket.split();
     let mut pending: BTreeSet<String> = BTreeSet::new();

@@ -96,6 +96,18 @@ impl Hub {
         }
     }
 
+    /// Open sockets of one device in this process.
+    pub fn count_for(&self, tenant: &str, device_id: &str) -> usize {
+        self.sockets
+            .read()
+            .map(|m| {
+                m.values()
+                    .filter(|s| s.tenant == tenant && s.device_id == device_id)
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     /// Open sockets of this process.
     pub fn len(&self) -> usize {
         self.sockets.read().map(|m| m.len()).unwrap_or(0)
