@@ -2,10 +2,12 @@
 //! are stored only sealed under `NAS_SYNC_SECRET_KEY`; a server without it refuses to
 //! store one (503 `SECRET_KEY_MISSING`); keys stored in plain text by an earlier
 //! version are sealed at start; a changed secret key shows on the connection instead
-//! of a panic.
+//! of a panic; `nas-sync doctor` reports a missing or short secret key and a JWT
+//! secret kept in the database.
 
 mod common;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Device, SECRET_KEY, TestApp, assert_error};
@@ -272,4 +274,77 @@ async fn a_changed_secret_key_shows_on_the_connection_until_the_key_is_sent_agai
     fake.insert("res.partner", json!({"name": "After"}));
     wait_mirrored(&app.pool, "After").await;
     wait_connection(&manager, &id, |c| c["last_error"].is_null()).await;
+}
+
+/// `nas-sync doctor` with the test database and these secrets (`None`: unset).
+fn doctor(url: &str, secret_key: Option<&str>, jwt: Option<&str>) -> (bool, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nas-sync"));
+    cmd.arg("doctor")
+        .env("DATABASE_URL", url)
+        .env("NAS_SYNC_LOG", "warn")
+        .env_remove("NAS_SYNC_SECRET_KEY")
+        .env_remove("NAS_SYNC_SECRET_KEY_FILE")
+        .env_remove("NAS_SYNC_JWT_SECRET")
+        .env_remove("NAS_SYNC_JWT_SECRET_FILE");
+    if let Some(k) = secret_key {
+        cmd.env("NAS_SYNC_SECRET_KEY", k);
+    }
+    if let Some(j) = jwt {
+        cmd.env("NAS_SYNC_JWT_SECRET", j);
+    }
+    let out = cmd.output().expect("run nas-sync doctor");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn doctor_reports_a_missing_or_short_secret_key_and_a_jwt_secret_in_the_database() {
+    let app = TestApp::spawn().await;
+    let url = &app.db.url;
+    let (ok, text) = doctor(url, Some(SECRET_KEY), Some(common::JWT_SECRET));
+    assert!(ok, "{text}");
+    assert!(text.contains("ok   secret key"), "{text}");
+    assert!(text.contains("ok   jwt secret"), "{text}");
+
+    let (ok, text) = doctor(url, None, Some(common::JWT_SECRET));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL secret key") && text.contains("NAS_SYNC_SECRET_KEY is not set"),
+        "{text}"
+    );
+    assert!(text.contains("openssl rand -hex 32"), "{text}");
+
+    let (ok, text) = doctor(url, Some("only-twenty-chars-ok"), Some(common::JWT_SECRET));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL secret key") && text.contains("fewer than 32"),
+        "{text}"
+    );
+
+    let (ok, text) = doctor(url, Some(SECRET_KEY), None);
+    assert!(ok, "a JWT secret in the database is a warning: {text}");
+    assert!(
+        text.contains("WARN jwt secret") && text.contains("every backup carries it"),
+        "{text}"
+    );
+
+    // A key an earlier version stored in plain text.
+    sqlx::query(
+        "INSERT INTO odoo_connections (tenant_id, url, database, username, api_key, protocol,
+             server_version, models, initial_range_days, batch_size, safety_lag_seconds,
+             poll_interval_seconds)
+         VALUES ('default', 'http://127.0.0.1:9', 'odoo', 'bot', 'plain', 'jsonrpc', '17.0',
+             '{res.partner}', 0, 200, 120, 10)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (ok, text) = doctor(url, Some(SECRET_KEY), Some(common::JWT_SECRET));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("FAIL odoo keys") && text.contains("plain text"),
+        "{text}"
+    );
 }
