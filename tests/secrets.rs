@@ -7,7 +7,8 @@
 
 mod common;
 
-use std::process::Command;
+use std::io::Read;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Device, SECRET_KEY, TestApp, assert_error};
@@ -199,6 +200,24 @@ async fn without_a_secret_key_odoo_keys_are_refused_clearly() {
     );
     // Refused before asking Odoo anything; the worker cannot call it without a key.
     assert_eq!(fake.calls(), Vec::<(String, String)>::new());
+
+    // `nas-sync serve` says at start what the missing key means.
+    let mut server =
+        common::ServerProcess::start(&app.db.url, &[("NAS_SYNC_SECRET_KEY", "")], Stdio::piped())
+            .await;
+    server.terminate();
+    let mut log = String::new();
+    server
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(
+        log.contains("NAS_SYNC_SECRET_KEY is not set") && log.contains("SECRET_KEY_MISSING"),
+        "{log}"
+    );
 }
 
 #[tokio::test]
