@@ -74,7 +74,7 @@ RUN touch src/main.rs src/lib.rs \
     && cp "target/$(cat /target)/release/nas-sync" /nas-sync
 
 FROM debian:bookworm-slim
-# ca-certificates: HTTPS to Odoo. postgresql-client-15: pg_dump/pg_restore for
+# ca-certificates: HTTPS to Odoo. postgresql-client-15: pg_dump, pg_restore and psql for
 # `nas-sync backup` / `restore` (the same major version as compose's PostgreSQL).
 # libatomic1: mimalloc asks the linker for libatomic on 32-bit ARM.
 RUN apt-get update \

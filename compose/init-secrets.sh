@@ -31,6 +31,12 @@ umask 022
 rand() { LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32; }
 [ -s secrets/db_password.txt ] || { rand; echo; } > secrets/db_password.txt
 [ -s secrets/jwt_secret.txt ] || { rand; echo; } > secrets/jwt_secret.txt
+# Seals the Odoo API keys in the database (NAS_SYNC_SECRET_KEY). Backups do not hold
+# it: keep a copy of secrets/ apart from them, or restored Odoo keys must be re-entered.
+if [ ! -s secrets/secret_key.txt ]; then
+  { rand; rand; echo; } > secrets/secret_key.txt
+  echo "wrote secrets/secret_key.txt (keep a copy apart from your backups)"
+fi
 # nas-sync talks to PostgreSQL over its Unix socket (host=, a folder shared through
 # the db-socket volume); `db:5432` is still used by pg_dump/pg_restore (backups) and
 # by the migration runner, which take the host from the URL's address.

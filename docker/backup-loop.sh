@@ -1,7 +1,10 @@
 #!/bin/sh
 # The compose backup profile: `nas-sync backup` every BACKUP_EVERY_HOURS hours into
-# /backups, keeping the BACKUP_KEEP newest dumps.
+# /backups, keeping the BACKUP_KEEP newest dumps. Dumps hold every row and the users'
+# password hashes: they are readable by their owner only (nas-sync writes them 0600;
+# the umask covers anything else made here).
 set -eu
+umask 077
 every=$(( ${BACKUP_EVERY_HOURS:-24} * 3600 ))
 keep=${BACKUP_KEEP:-14}
 while true; do

@@ -28,6 +28,7 @@ use crate::bridge::BridgeCtx;
 use crate::config::Config;
 use crate::error::AppError;
 use crate::odoo::OdooCtx;
+use crate::secrets::SecretBox;
 use crate::sync::registry::RegistryHandle;
 use crate::sync::{Registry, SyncCtx, SyncLimits, horizon};
 
@@ -50,16 +51,20 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Creates the database if missing, migrates it, checks the epoch, and loads the
-    /// table registry and the signing secret.
+    /// Creates the database if missing, migrates it, checks the epoch, seals Odoo API
+    /// keys stored in plain text (with `NAS_SYNC_SECRET_KEY`), and loads the table
+    /// registry and the signing secret.
     pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
+        let secrets = secret_box(&config)?;
         let pool = crate::db::prepare(&config).await?;
         horizon::check_epoch(&pool).await?;
+        crate::odoo::connections::seal_stored_keys(&pool, secrets.as_deref()).await?;
         AppState::from_pool(config, pool).await
     }
 
     /// Builds the state over an already migrated database.
     pub async fn from_pool(config: Config, pool: PgPool) -> anyhow::Result<AppState> {
+        let secrets = secret_box(&config)?;
         let registry = RegistryHandle::new(Registry::load(&pool).await?);
         let secret = token::load_secret(&pool, config.jwt_secret.as_deref()).await?;
         let keys = Arc::new(Keys::new(&secret, config.access_token_ttl));
@@ -77,6 +82,7 @@ impl AppState {
             pool: pool.clone(),
             registry: registry.clone(),
             settings: Arc::new(config.odoo.clone()),
+            secrets,
             wakeup: Arc::new(tokio::sync::Notify::new()),
         };
         let bridge = BridgeCtx {
@@ -97,6 +103,16 @@ impl AppState {
             metrics: metrics_handle(),
         })
     }
+}
+
+/// The sealing key from `NAS_SYNC_SECRET_KEY`; a key too short stops the start.
+fn secret_box(config: &Config) -> anyhow::Result<Option<Arc<SecretBox>>> {
+    config
+        .secret_key
+        .as_deref()
+        .map(|k| SecretBox::new(k).map(Arc::new))
+        .transpose()
+        .map_err(anyhow::Error::new)
 }
 
 impl FromRef<AppState> for SyncCtx {

@@ -9,13 +9,16 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 /// Everything the server can be told from outside. `Debug` hides the database
-/// password and the JWT secret, so a logged config leaks neither.
+/// password, the JWT secret and the secret key, so a logged config leaks none.
 #[derive(Clone)]
 pub struct Config {
     pub database_url: String,
     pub bind: SocketAddr,
     /// `None`: generated on first start and kept in the database.
     pub jwt_secret: Option<String>,
+    /// `NAS_SYNC_SECRET_KEY`: seals Odoo API keys at rest (`crate::secrets`). Its
+    /// length is checked where it is used, so `doctor` can report a short one.
+    pub secret_key: Option<String>,
     pub log: String,
     /// `NAS_SYNC_LOG_FORMAT=json`: one JSON object per log line.
     pub log_json: bool,
@@ -53,6 +56,10 @@ impl std::fmt::Debug for Config {
             .field(
                 "jwt_secret",
                 &self.jwt_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "secret_key",
+                &self.secret_key.as_ref().map(|_| "<redacted>"),
             )
             .field("log", &self.log)
             .field("log_json", &self.log_json)
@@ -155,6 +162,7 @@ impl Config {
                 }
                 other => other,
             },
+            secret_key: get("NAS_SYNC_SECRET_KEY")?,
             log: get("NAS_SYNC_LOG")?.unwrap_or_else(|| "info".into()),
             log_json: match get("NAS_SYNC_LOG_FORMAT")?.as_deref() {
                 None | Some("text") => false,
@@ -328,17 +336,26 @@ mod tests {
     }
 
     #[test]
-    fn debug_hides_the_database_password_and_the_jwt_secret() {
+    fn debug_hides_the_database_password_and_the_secrets() {
         let c = cfg(&[
             (
                 "DATABASE_URL",
                 "postgres://app:s3cret-pw@db:5432/nas_sync?sslmode=require&password=other-pw",
             ),
             ("NAS_SYNC_JWT_SECRET", "jwt-secret-0123456789"),
+            (
+                "NAS_SYNC_SECRET_KEY",
+                "sealing-key-0123456789abcdefghijklmn",
+            ),
         ])
         .unwrap();
         let shown = format!("{c:?}");
-        for secret in ["s3cret-pw", "other-pw", "jwt-secret-0123456789"] {
+        for secret in [
+            "s3cret-pw",
+            "other-pw",
+            "jwt-secret-0123456789",
+            "sealing-key-0123456789abcdefghijklmn",
+        ] {
             assert!(!shown.contains(secret), "{secret} leaked: {shown}");
         }
         assert!(shown.contains("app:redacted@db:5432/nas_sync"), "{shown}");

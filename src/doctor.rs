@@ -1,13 +1,16 @@
 //! `nas-sync doctor`: checks what usually goes wrong on a NAS and says what to fix:
-//! settings, database reachability and version, migrations, clock skew against the
-//! database, the change-feed horizon lag, and free disk where the database keeps its
-//! data (when it runs on this host). Exits non-zero when a check fails.
+//! settings, the secrets (the secret key that seals Odoo API keys, where the JWT
+//! secret lives, whether the stored Odoo keys are sealed and open), database
+//! reachability and version, migrations, clock skew against the database, the
+//! change-feed horizon lag, and free disk where the database keeps its data (when it
+//! runs on this host). Exits non-zero when a check fails.
 
 use std::time::Duration;
 
 use sqlx::postgres::PgPoolOptions;
 
 use crate::config::Config;
+use crate::secrets::{MIN_KEY_CHARS, SecretBox};
 
 /// How a check went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,10 +51,9 @@ pub async fn run(config: &Config) -> Vec<Check> {
         "settings",
         if config.bind.ip().is_loopback() { Verdict::Warn } else { Verdict::Ok },
         format!(
-            "bind {}, rate limits {}, JWT secret {}",
+            "bind {}, rate limits {}",
             config.bind,
             if config.rate_limit { "on" } else { "off" },
-            if config.jwt_secret.is_some() { "from the environment" } else { "kept in the database" }
         ),
         if config.bind.ip().is_loopback() {
             "NAS_SYNC_BIND listens on loopback only: devices (and a container's port mapping) cannot reach it; use 0.0.0.0:8080 in a container"
@@ -59,6 +61,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
             ""
         },
     ));
+    out.extend(secret_checks(config));
     let opts = match crate::db::connect_options(&config.database_url) {
         Ok(o) => o,
         Err(e) => {
@@ -141,6 +144,9 @@ pub async fn run(config: &Config) -> Vec<Check> {
             "run `nas-sync migrate` (serve does it too)",
         )
     });
+    if current {
+        out.push(odoo_keys(config, &pool).await);
+    }
     match sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("SELECT now()")
         .fetch_one(&pool)
         .await
@@ -190,6 +196,97 @@ pub async fn run(config: &Config) -> Vec<Check> {
     out.push(disk(&pool).await);
     pool.close().await;
     out
+}
+
+/// The secret key (set, long enough) and the JWT secret (kept out of the database).
+fn secret_checks(config: &Config) -> [Check; 2] {
+    let generate = "put `openssl rand -hex 32` in a file only the server can read and name it \
+                    in NAS_SYNC_SECRET_KEY_FILE (compose: `sh init-secrets.sh` writes \
+                    secrets/secret_key.txt); keep a copy apart from the backups";
+    let key = match config.secret_key.as_deref() {
+        None => check(
+            "secret key",
+            Verdict::Fail,
+            "NAS_SYNC_SECRET_KEY is not set: Odoo API keys cannot be stored encrypted, so \
+             creating Odoo connections is refused (SECRET_KEY_MISSING)",
+            generate,
+        ),
+        Some(k) if SecretBox::new(k).is_err() => check(
+            "secret key",
+            Verdict::Fail,
+            format!(
+                "NAS_SYNC_SECRET_KEY has {} characters, fewer than {MIN_KEY_CHARS}: the server \
+                 refuses to start",
+                k.chars().count()
+            ),
+            generate,
+        ),
+        Some(k) => check(
+            "secret key",
+            Verdict::Ok,
+            format!("set ({} characters)", k.chars().count()),
+            "",
+        ),
+    };
+    let jwt = if config.jwt_secret.is_some() {
+        check(
+            "jwt secret",
+            Verdict::Ok,
+            "from NAS_SYNC_JWT_SECRET (not in the database or its backups)",
+            "",
+        )
+    } else {
+        check(
+            "jwt secret",
+            Verdict::Warn,
+            "NAS_SYNC_JWT_SECRET is not set: the signing secret is kept in the database, so \
+             every backup carries it (whoever holds a backup can sign tokens)",
+            "set NAS_SYNC_JWT_SECRET_FILE to a file of at least 16 random characters (compose \
+             does, from secrets/jwt_secret.txt); changing it logs every device out once",
+        )
+    };
+    [key, jwt]
+}
+
+/// Whether the stored Odoo API keys are sealed, and open with this secret key.
+async fn odoo_keys(config: &Config, pool: &sqlx::PgPool) -> Check {
+    let secrets = config
+        .secret_key
+        .as_deref()
+        .and_then(|k| SecretBox::new(k).ok());
+    let counts = match crate::odoo::connections::key_counts(pool, secrets.as_ref()).await {
+        Ok(c) => c,
+        Err(e) => return check("odoo keys", Verdict::Warn, format!("{e}"), ""),
+    };
+    if counts.plain > 0 {
+        return check(
+            "odoo keys",
+            Verdict::Fail,
+            format!(
+                "{} of {} Odoo API keys are stored in plain text (so is every backup of them)",
+                counts.plain, counts.connections
+            ),
+            "set NAS_SYNC_SECRET_KEY and restart the server: it encrypts them at start",
+        );
+    }
+    if counts.unreadable > 0 {
+        return check(
+            "odoo keys",
+            Verdict::Fail,
+            format!(
+                "{} of {} Odoo API keys cannot be opened with this NAS_SYNC_SECRET_KEY (sealed \
+                 under another one, or it is not set)",
+                counts.unreadable, counts.connections
+            ),
+            "set the secret key they were sealed with, or send each connection its API key \
+             again (PATCH /api/v1/odoo/connections/ID with api_key)",
+        );
+    }
+    let detail = match counts.connections {
+        0 => "no Odoo connections".to_string(),
+        n => format!("{n} Odoo connections, API keys stored encrypted and readable"),
+    };
+    check("odoo keys", Verdict::Ok, detail, "")
 }
 
 /// Free space where PostgreSQL keeps its data, when that directory is on this host.

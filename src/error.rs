@@ -47,6 +47,9 @@ pub enum AppError {
     OdooAuthFailed(String),
     #[error("Odoo unreachable: {0}")]
     OdooUnreachable(String),
+    /// `NAS_SYNC_SECRET_KEY` is not set, so an Odoo API key cannot be stored sealed.
+    #[error("NAS_SYNC_SECRET_KEY is not set")]
+    SecretKeyMissing,
     /// An Odoo mirror table whose first full mirror has not finished; details carry
     /// the progress.
     #[error("Odoo mirror not ready")]
@@ -188,6 +191,17 @@ impl AppError {
             ),
             OdooAuthFailed(m) => r(S::BAD_REQUEST, "ODOO_AUTH_FAILED", "OdooAuthFailed", m),
             OdooUnreachable(m) => r(S::BAD_GATEWAY, "ODOO_UNREACHABLE", "OdooUnreachable", m),
+            SecretKeyMissing => Rendered {
+                details: json!({ "setting": "NAS_SYNC_SECRET_KEY" }),
+                ..r(
+                    S::SERVICE_UNAVAILABLE,
+                    "SECRET_KEY_MISSING",
+                    "SecretKeyMissing",
+                    "This server has no NAS_SYNC_SECRET_KEY, so it cannot store Odoo API keys \
+                     encrypted. The operator must set it (at least 32 characters, e.g. the \
+                     output of `openssl rand -hex 32`) and restart the server.",
+                )
+            },
             SyncNotReady(progress) => Rendered {
                 details: progress.clone(),
                 ..r(

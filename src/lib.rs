@@ -24,6 +24,8 @@ pub mod error;
 pub mod odoo;
 /// WebSocket pokes: the LISTEN connection and the hub.
 pub mod realtime;
+/// Secrets at rest: values sealed under `NAS_SYNC_SECRET_KEY`.
+pub mod secrets;
 /// The sync engine: registry, cursor, pull, push, rules.
 pub mod sync;
 

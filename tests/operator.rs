@@ -24,6 +24,7 @@ fn bin(args: &[&str], database_url: &str) -> std::process::Output {
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("NAS_SYNC_JWT_SECRET", JWT_SECRET)
+        .env("NAS_SYNC_SECRET_KEY", SECRET_KEY)
         .env("NAS_SYNC_LOG", "warn")
         .output()
         .expect("run nas-sync")

@@ -19,7 +19,8 @@ fn parse_id(raw: &str) -> AppResult<Uuid> {
 /// Connects an Odoo database after checking the credentials with Odoo.
 #[utoipa::path(post, path = "/api/v1/odoo/connections", operation_id = "createOdooConnection", tag = "odoo", request_body = CreateConnection,
     responses((status = 201, body = ConnectionView), (status = 400, description = "ODOO_AUTH_FAILED, VALIDATION_FAILED"),
-              (status = 403, description = "FORBIDDEN (not a manager)"), (status = 502, description = "ODOO_UNREACHABLE")),
+              (status = 403, description = "FORBIDDEN (not a manager)"), (status = 502, description = "ODOO_UNREACHABLE"),
+              (status = 503, description = "SECRET_KEY_MISSING (the server has no NAS_SYNC_SECRET_KEY)")),
     security(("bearer" = [])))]
 pub async fn create(
     State(ctx): State<OdooCtx>,
@@ -53,7 +54,8 @@ pub async fn show(
 /// Renews the API key (checked with Odoo first) or changes pacing settings.
 #[utoipa::path(patch, path = "/api/v1/odoo/connections/{id}", operation_id = "updateOdooConnection", tag = "odoo", request_body = UpdateConnection,
     responses((status = 200, body = ConnectionView), (status = 400, description = "ODOO_AUTH_FAILED, VALIDATION_FAILED"),
-              (status = 404, description = "NOT_FOUND"), (status = 502, description = "ODOO_UNREACHABLE")),
+              (status = 404, description = "NOT_FOUND"), (status = 502, description = "ODOO_UNREACHABLE"),
+              (status = 503, description = "SECRET_KEY_MISSING (a new api_key, and the server has no NAS_SYNC_SECRET_KEY)")),
     security(("bearer" = [])))]
 pub async fn update(
     State(ctx): State<OdooCtx>,

@@ -141,15 +141,11 @@ async fn run_worker(ctx: OdooCtx, conn: Connection, owner: String, stop: Cancell
         tracing::warn!(connection = %id, error = %e, "could not reset running batches");
         return;
     }
-    let mut key = conn.api_key.clone();
-    let mut client = match conn.client(&ctx.settings) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(connection = %id, error = %e, "could not build the Odoo client");
-            return;
-        }
-    };
-    tracing::info!(connection = %id, tenant = %conn.tenant_id, "Odoo worker started");
+    // The connection as last read, and a client with its key (none while the key
+    // cannot be opened: the connection's `last_error` says why).
+    let mut client = build_client(&ctx, &conn).await;
+    let mut keyed = conn;
+    tracing::info!(connection = %id, tenant = %keyed.tenant_id, "Odoo worker started");
     loop {
         if stop.is_cancelled() {
             break;
@@ -176,19 +172,26 @@ async fn run_worker(ctx: OdooCtx, conn: Connection, owner: String, stop: Cancell
                 continue;
             }
         };
-        if conn.api_key != key {
-            // The manager renewed the key: talk to Odoo with the new one.
-            match conn.client(&ctx.settings) {
-                Ok(c) => {
-                    client = c;
-                    key = conn.api_key.clone();
-                    tracing::info!(connection = %id, "Odoo key renewed; client rebuilt");
-                }
-                Err(e) => {
-                    tracing::warn!(connection = %id, error = %e, "could not rebuild the Odoo client");
+        if conn.key_differs(&keyed) {
+            // A renewed key (or one sealed at start): talk to Odoo with it.
+            let had_client = client.is_some();
+            client = build_client(&ctx, &conn).await;
+            if client.is_some() {
+                tracing::info!(connection = %id, "Odoo key renewed; client rebuilt");
+                if !had_client {
+                    let _ =
+                        sqlx::query("UPDATE odoo_connections SET last_error = NULL WHERE id = $1")
+                            .bind(id)
+                            .execute(&ctx.pool)
+                            .await;
                 }
             }
+            keyed = conn.clone();
         }
+        let Some(client) = &client else {
+            sleep_or_stop(&stop, ctx.settings.tick).await;
+            continue;
+        };
         // The lease is renewed while a step runs (one step may take minutes against
         // a slow Odoo); if another process took it, this step is abandoned.
         let heartbeat = async {
@@ -205,7 +208,7 @@ async fn run_worker(ctx: OdooCtx, conn: Connection, owner: String, stop: Cancell
                 tracing::warn!(connection = %id, "lease lost during a step; worker stops");
                 break;
             }
-            step = step(&ctx, &conn, &client) => step,
+            step = step(&ctx, &conn, client) => step,
         };
         match step {
             Ok(Step::Worked) => {}
@@ -230,6 +233,24 @@ async fn run_worker(ctx: OdooCtx, conn: Connection, owner: String, stop: Cancell
         }
     }
     tracing::info!(connection = %id, "Odoo worker stopped");
+}
+
+/// The connection's client, or `None` when its key cannot be opened (a missing or
+/// changed `NAS_SYNC_SECRET_KEY`), with the reason in its `last_error`.
+async fn build_client(ctx: &OdooCtx, conn: &Connection) -> Option<OdooClient> {
+    match conn.client(&ctx.settings, ctx.secrets.as_deref()) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::warn!(connection = %conn.id, error, "could not build the Odoo client");
+            let _ = sqlx::query("UPDATE odoo_connections SET last_error = $2 WHERE id = $1")
+                .bind(conn.id)
+                .bind(&error)
+                .execute(&ctx.pool)
+                .await;
+            None
+        }
+    }
 }
 
 async fn sleep_or_stop(stop: &CancellationToken, d: Duration) {

@@ -24,6 +24,8 @@ use sqlx::{ConnectOptions, PgPool};
 use tokio::sync::OnceCell;
 
 pub const JWT_SECRET: &str = "test-secret-0123456789-abcdefghij";
+/// `NAS_SYNC_SECRET_KEY` of every test server (seals Odoo API keys).
+pub const SECRET_KEY: &str = "test-sealing-key-0123456789-abcdefghijklmnop";
 
 /// The server URL tests create their databases on (database part ignored).
 async fn server_url() -> String {
@@ -200,6 +202,7 @@ pub fn test_config(url: &str, rate_limit: bool) -> Config {
     Config::from_lookup(move |name| match name {
         "DATABASE_URL" => Some(url.clone()),
         "NAS_SYNC_JWT_SECRET" => Some(JWT_SECRET.into()),
+        "NAS_SYNC_SECRET_KEY" => Some(SECRET_KEY.into()),
         "NAS_SYNC_RATE_LIMIT" => Some(if rate_limit { "on" } else { "off" }.into()),
         "NAS_SYNC_BODY_LIMIT_BYTES" => std::env::var("TEST_BODY_LIMIT").ok(),
         _ => None,
@@ -586,7 +589,7 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts it on a free port with the test secret and `env` on top; waits for
+    /// Starts it on a free port with the test secrets and `env` on top; waits for
     /// `/ready`.
     pub async fn start(
         db_url: &str,
@@ -603,6 +606,7 @@ impl ServerProcess {
             .env("DATABASE_URL", db_url)
             .env("NAS_SYNC_BIND", format!("127.0.0.1:{port}"))
             .env("NAS_SYNC_JWT_SECRET", JWT_SECRET)
+            .env("NAS_SYNC_SECRET_KEY", SECRET_KEY)
             .env("NAS_SYNC_RATE_LIMIT", "off")
             .env("NAS_SYNC_LOG", "warn")
             .stdout(std::process::Stdio::null())

@@ -1,8 +1,8 @@
 //! Creating a connection, in the order that keeps a bad one out: check the body,
 //! authenticate against Odoo, describe every model (`fields_get`, or the curated field
 //! list where the server refuses it), refuse models whose table another model owns,
-//! create or widen the mirror tables, then store the connection `not_started` and wake
-//! the scheduler.
+//! create or widen the mirror tables, then store the connection `not_started`, its key
+//! sealed, and wake the scheduler. Without the server's secret key nothing is tried.
 
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -40,6 +40,7 @@ pub async fn create(
     req: CreateConnection,
 ) -> AppResult<ConnectionView> {
     super::require_manager(who)?;
+    let secrets = super::keys::require(ctx)?;
     let creds = credentials(&req)?;
     let named_models = req.models.is_some();
     let models = model_names(req.models.as_deref())?;
@@ -64,7 +65,9 @@ pub async fn create(
     check_table_owners(ctx, &models).await?;
     prepare_tables(ctx, &specs, &models).await?;
 
-    let id = store(ctx, who, &creds, &client, &specs, &pacing).await?;
+    let id = Uuid::new_v4();
+    let sealed = super::keys::seal(secrets, id, &creds.api_key)?;
+    store(ctx, who, id, (&creds, &sealed), &client, &specs, &pacing).await?;
     tracing::info!(connection = %id, tenant = %who.tenant, url = %creds.url, protocol = client.protocol.as_str(),
         version = %client.version, models = ?models, "Odoo connection created");
     let conn = get(ctx, who, id).await?;
@@ -245,28 +248,31 @@ async fn prepare_tables(ctx: &OdooCtx, specs: &[ModelSpec], models: &[String]) -
     Ok(())
 }
 
-/// Stores the connection and its models' state in one transaction.
+/// Stores the connection (its key only sealed) and its models' state in one
+/// transaction.
 async fn store(
     ctx: &OdooCtx,
     who: &Principal,
-    creds: &Credentials,
+    id: Uuid,
+    (creds, sealed_key): (&Credentials, &[u8]),
     client: &OdooClient,
     specs: &[ModelSpec],
     pacing: &Pacing,
-) -> AppResult<Uuid> {
+) -> AppResult<()> {
     let models: Vec<&str> = specs.iter().map(|s| s.model.as_str()).collect();
     let mut tx = ctx.pool.begin().await?;
-    let id: Uuid = sqlx::query_scalar(
-        "INSERT INTO odoo_connections (tenant_id, url, database, username, api_key, protocol,
-            server_version, uid, models, initial_range_days, batch_size, safety_lag_seconds,
-            poll_interval_seconds, created_by)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING id",
+    sqlx::query(
+        "INSERT INTO odoo_connections (id, tenant_id, url, database, username, api_key_sealed,
+            protocol, server_version, uid, models, initial_range_days, batch_size,
+            safety_lag_seconds, poll_interval_seconds, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
     )
+    .bind(id)
     .bind(&who.tenant)
     .bind(&creds.url)
     .bind(&creds.database)
     .bind(&creds.username)
-    .bind(&creds.api_key)
+    .bind(sealed_key)
     .bind(client.protocol.as_str())
     .bind(&client.version)
     .bind(client.uid)
@@ -276,7 +282,7 @@ async fn store(
     .bind(pacing.safety_lag)
     .bind(pacing.poll)
     .bind(&who.username)
-    .fetch_one(&mut *tx)
+    .execute(&mut *tx)
     .await?;
     for spec in specs {
         sqlx::query(
@@ -292,5 +298,5 @@ async fn store(
         .await?;
     }
     tx.commit().await?;
-    Ok(id)
+    Ok(())
 }

@@ -1,5 +1,6 @@
-//! Changing a connection: renewing its key or pacing, deleting it (its mirrored rows
-//! become tombstones), and putting failed batches and write-backs back in the queue.
+//! Changing a connection: renewing its key (sealed, so only with the server's secret
+//! key) or pacing, deleting it (its mirrored rows become tombstones), and putting
+//! failed batches and write-backs back in the queue.
 
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -35,41 +36,54 @@ pub async fn update(
         1,
         86_400,
     )?;
-    let mut protocol = conn.protocol.clone();
-    let mut version = conn.server_version.clone();
-    let mut uid = conn.uid;
-    let mut key = conn.api_key.clone();
-    if let Some(new_key) = &req.api_key {
-        let mut creds = conn.credentials();
-        creds.api_key = text("api_key", new_key, 500)?;
-        let check_model = conn
-            .models
-            .first()
-            .map(String::as_str)
-            .unwrap_or("res.partner");
-        let client = OdooClient::connect(creds.clone(), policy(&ctx.settings), check_model)
+    // A new key: checked with Odoo, then stored sealed.
+    let renewed = match &req.api_key {
+        Some(new_key) => {
+            let secrets = super::keys::require(ctx)?;
+            let key = text("api_key", new_key, 500)?;
+            let check_model = conn
+                .models
+                .first()
+                .map(String::as_str)
+                .unwrap_or("res.partner");
+            let client = OdooClient::connect(
+                conn.credentials(key.clone()),
+                policy(&ctx.settings),
+                check_model,
+            )
             .await
             .map_err(connect_error)?;
-        protocol = client.protocol.as_str().to_string();
-        version = client.version.clone();
-        uid = client.uid;
-        key = creds.api_key;
+            Some((super::keys::seal(secrets, id, &key)?, client))
+        }
+        None => None,
+    };
+    let mut tx = ctx.pool.begin().await?;
+    if let Some((sealed, client)) = &renewed {
+        sqlx::query(
+            "UPDATE odoo_connections SET api_key = NULL, api_key_sealed = $2, protocol = $3,
+                    server_version = $4, uid = $5
+             WHERE id = $1",
+        )
+        .bind(id)
+        .bind(sealed)
+        .bind(client.protocol.as_str())
+        .bind(&client.version)
+        .bind(client.uid)
+        .execute(&mut *tx)
+        .await?;
     }
     sqlx::query(
-        "UPDATE odoo_connections SET api_key = $2, protocol = $3, server_version = $4, uid = $5,
-                batch_size = $6, safety_lag_seconds = $7, poll_interval_seconds = $8
+        "UPDATE odoo_connections SET batch_size = $2, safety_lag_seconds = $3,
+                poll_interval_seconds = $4
          WHERE id = $1",
     )
     .bind(id)
-    .bind(&key)
-    .bind(&protocol)
-    .bind(&version)
-    .bind(uid)
     .bind(batch_size)
     .bind(lag)
     .bind(poll)
-    .execute(&ctx.pool)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     tracing::info!(connection = %id, key_renewed = req.api_key.is_some(), "Odoo connection updated");
     ctx.wakeup.notify_waiters();
     Ok(get(ctx, who, id).await?.view())

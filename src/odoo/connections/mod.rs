@@ -1,20 +1,24 @@
 //! Odoo connections (docs/contract.md §7): created only after Odoo accepted the
 //! credentials, listed, described with their progress, retried and deleted. The API
-//! key is stored for the workers and never returned.
+//! key is stored sealed for the workers and never returned.
 //!
 //! - `wire`: request bodies, the view routes answer with, value checks.
 //! - `stored`: the stored connection, its client, the scheduler's queries.
+//! - `keys`: the API key sealed at rest, opened for the client; plain keys sealed at
+//!   start.
 //! - `create`: checking a new connection with Odoo and preparing its tables.
 //! - `manage`: update, delete, retry.
 //! - `status`: progress, failures, readiness (`SYNC_NOT_READY`).
 
 mod create;
+mod keys;
 mod manage;
 mod status;
 mod stored;
 mod wire;
 
 pub use create::create;
+pub use keys::{KeyCounts, KeyError, key_counts, seal_stored_keys};
 pub use manage::{delete, retry, update};
 pub use status::{check_ready, progress, status};
 pub use stored::{Connection, all, load, policy};

@@ -1,5 +1,6 @@
-//! A connection as stored, API key included (for the workers; `Debug` hides it), its
-//! client and call policy, and the queries that load connections for the scheduler.
+//! A connection as stored, its API key sealed (for the workers; `Debug` hides it),
+//! its client and call policy, and the queries that load connections for the
+//! scheduler.
 
 use chrono::{DateTime, Utc};
 use serde_json::Map;
@@ -9,7 +10,9 @@ use uuid::Uuid;
 use super::wire::ConnectionView;
 use crate::config::OdooSettings;
 use crate::odoo::client::{CallPolicy, Credentials, OdooClient, Protocol};
-use crate::odoo::fault::OdooError;
+use crate::secrets::SecretBox;
+
+use super::keys::{self, KeyError};
 
 /// A stored connection, key included (for the workers; `Debug` hides it).
 #[derive(Clone, sqlx::FromRow)]
@@ -19,7 +22,11 @@ pub struct Connection {
     pub url: String,
     pub database: String,
     pub username: String,
-    pub api_key: String,
+    /// A key stored in plain text by an earlier version, until a server with
+    /// `NAS_SYNC_SECRET_KEY` seals it at start.
+    pub api_key: Option<String>,
+    /// The key sealed with the secret key, bound to `id` (`keys`).
+    pub api_key_sealed: Option<Vec<u8>>,
     pub protocol: String,
     pub server_version: String,
     pub uid: Option<i64>,
@@ -44,6 +51,7 @@ impl std::fmt::Debug for Connection {
             .field("database", &self.database)
             .field("username", &self.username)
             .field("api_key", &"<redacted>")
+            .field("api_key_sealed", &self.api_key_sealed.is_some())
             .field("sync_status", &self.sync_status)
             .finish_non_exhaustive()
     }
@@ -73,25 +81,43 @@ impl Connection {
         }
     }
 
-    pub fn credentials(&self) -> Credentials {
+    /// The connection's URL, database and user with `api_key`.
+    pub fn credentials(&self, api_key: String) -> Credentials {
         Credentials {
             url: self.url.clone(),
             database: self.database.clone(),
             username: self.username.clone(),
-            api_key: self.api_key.clone(),
+            api_key,
         }
     }
 
-    /// A client over the stored protocol, without probing again.
-    pub fn client(&self, settings: &OdooSettings) -> Result<OdooClient, OdooError> {
+    /// The stored key, opened with the server's secret key when it is sealed.
+    pub fn api_key(&self, secrets: Option<&SecretBox>) -> Result<String, KeyError> {
+        keys::open(self, secrets)
+    }
+
+    /// Whether `other` holds another key than this (a renewal, or a key sealed at
+    /// start).
+    pub fn key_differs(&self, other: &Connection) -> bool {
+        self.api_key != other.api_key || self.api_key_sealed != other.api_key_sealed
+    }
+
+    /// A client over the stored protocol, without probing again. Fails with a
+    /// sentence for the connection's `last_error` when the key cannot be opened.
+    pub fn client(
+        &self,
+        settings: &OdooSettings,
+        secrets: Option<&SecretBox>,
+    ) -> anyhow::Result<OdooClient> {
         let protocol = Protocol::parse(&self.protocol).unwrap_or(Protocol::JsonRpc);
-        OdooClient::resume(
-            self.credentials(),
+        let key = self.api_key(secrets)?;
+        Ok(OdooClient::resume(
+            self.credentials(key),
             policy(settings),
             protocol,
             self.server_version.clone(),
             self.uid,
-        )
+        )?)
     }
 }
 
@@ -106,7 +132,8 @@ pub fn policy(settings: &OdooSettings) -> CallPolicy {
 }
 
 /// Every column of `odoo_connections`, for `FromRow`.
-pub(super) const SELECT: &str = "SELECT id, tenant_id, url, database, username, api_key, protocol,
+pub(super) const SELECT: &str =
+    "SELECT id, tenant_id, url, database, username, api_key, api_key_sealed, protocol,
     server_version, uid, models, initial_range_days, batch_size, safety_lag_seconds,
     poll_interval_seconds, sync_status, first_mirror_done_at, last_poll_at, last_error,
     created_at FROM odoo_connections";
