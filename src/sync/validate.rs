@@ -375,4 +375,21 @@ mod tests {
         ));
         assert!(same_value(&Kind::Text, None, Some(&Value::Null)));
     }
+
+    #[test]
+    fn values_over_the_size_limit_are_refused() {
+        let t = table();
+        let fits = pushed_row(&t, &json!({"id": ID, "metric": "x".repeat(10)}), "default").unwrap();
+        assert!(check_sizes(&fits, 10).is_ok());
+        let big = pushed_row(&t, &json!({"id": ID, "metric": "x".repeat(11)}), "default").unwrap();
+        let e = check_sizes(&big, 10).unwrap_err();
+        assert_eq!(e.code, "VALIDATION_FAILED");
+        assert!(
+            e.message.contains("NAS_SYNC_MAX_VALUE_BYTES"),
+            "{}",
+            e.message
+        );
+        assert_eq!(value_bytes(&json!({"a": [1, 2]})), 11);
+        assert_eq!(value_bytes(&json!("héllo")), 6);
+    }
 }

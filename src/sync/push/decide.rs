@@ -487,23 +487,6 @@ mod tests {
     }
 
     #[test]
-    fn values_over_the_size_limit_are_refused() {
-        let t = kpis(Rule::LatestWins);
-        let who = principal(Role::Manager, None);
-        let id = Uuid::new_v4();
-        let fits = json!({"id": id, "metric": "x".repeat(10)});
-        assert!(checked_row(&t, &who, &fits, 10).is_ok());
-        let big = json!({"id": id, "metric": "x".repeat(11)});
-        let e = checked_row(&t, &who, &big, 10).unwrap_err();
-        assert_eq!(e.code, "VALIDATION_FAILED");
-        assert!(
-            e.message.contains("NAS_SYNC_MAX_VALUE_BYTES"),
-            "{}",
-            e.message
-        );
-    }
-
-    #[test]
     fn only_changed_references_are_checked() {
         let parent = ParentRef {
             column: "form_id".into(),
