@@ -36,9 +36,20 @@ fn forge(claims: &Value, secret: &str) -> String {
     .expect("sign token")
 }
 
-/// Claims for `device`'s user, as the server would issue them, expiring at `exp`.
+/// Claims for `device`'s user, as the server would issue them, expiring at `exp`: the
+/// device's token generation is the one of the login's access token, if any.
 fn claims_for(login: &Value, exp: i64) -> Value {
     let now = chrono::Utc::now().timestamp();
+    let generation = login["access_token"].as_str().map_or(json!(0), |t| {
+        jsonwebtoken::decode::<Value>(
+            t,
+            &jsonwebtoken::DecodingKey::from_secret(JWT_SECRET.as_bytes()),
+            &jsonwebtoken::Validation::default(),
+        )
+        .expect("the server's access token")
+        .claims["gen"]
+            .clone()
+    });
     json!({
         "sub": login["user"]["id"],
         "username": login["user"]["username"],
@@ -46,6 +57,7 @@ fn claims_for(login: &Value, exp: i64) -> Value {
         "role": login["user"]["role"],
         "store_id": login["user"]["store_id"],
         "device_id": login["device_id"],
+        "gen": generation,
         "iat": now - 7200,
         "exp": exp,
     })

@@ -1,5 +1,7 @@
-//! Login and refresh: checks credentials, binds the device, issues a token pair and
-//! rotates refresh tokens (a used refresh token never works again).
+//! Login and refresh: checks credentials, binds the device to its user (another
+//! user's device is refused: `DEVICE_IN_USE`), issues a token pair carrying the
+//! device's token generation, and rotates refresh tokens (a used refresh token never
+//! works again).
 
 use std::time::Duration;
 
@@ -91,14 +93,15 @@ pub async fn login(
     };
 
     let mut tx = pool.begin().await?;
-    let revoked: Option<bool> = sqlx::query_scalar(
+    // A new device, or the user's own; another user's device is not taken over.
+    let bound: Option<(bool, i64)> = sqlx::query_as(
         "INSERT INTO devices (tenant_id, device_id, user_id, device_name, last_seen_at)
          VALUES ($1, $2, $3, $4, now())
          ON CONFLICT (tenant_id, device_id) DO UPDATE
-            SET user_id = EXCLUDED.user_id,
-                device_name = coalesce(EXCLUDED.device_name, devices.device_name),
+            SET device_name = coalesce(EXCLUDED.device_name, devices.device_name),
                 last_seen_at = now()
-         RETURNING revoked_at IS NOT NULL",
+            WHERE devices.user_id = EXCLUDED.user_id
+         RETURNING revoked_at IS NOT NULL, token_generation",
     )
     .bind(&user.tenant_id)
     .bind(&req.device_id)
@@ -106,10 +109,35 @@ pub async fn login(
     .bind(&req.device_name)
     .fetch_optional(&mut *tx)
     .await?;
-    if revoked == Some(true) {
-        return Err(AppError::DeviceRevoked);
-    }
-    let response = issue_pair(&mut tx, keys, refresh_ttl, &user, &req.device_id).await?;
+    let generation = match bound {
+        Some((false, generation)) => generation,
+        Some((true, _)) => return Err(AppError::DeviceRevoked),
+        None => {
+            // Another user's device (its row is locked by the attempt above).
+            let revoked: Option<bool> = sqlx::query_scalar(
+                "SELECT revoked_at IS NOT NULL FROM devices WHERE tenant_id = $1 AND device_id = $2",
+            )
+            .bind(&user.tenant_id)
+            .bind(&req.device_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if revoked == Some(true) {
+                return Err(AppError::DeviceRevoked);
+            }
+            tracing::warn!(username = %user.username, tenant = %user.tenant_id,
+                device_id = %req.device_id, "login refused: the device belongs to another user");
+            return Err(AppError::DeviceInUse);
+        }
+    };
+    let response = issue_pair(
+        &mut tx,
+        keys,
+        refresh_ttl,
+        &user,
+        &req.device_id,
+        generation,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(username = %user.username, tenant = %user.tenant_id, device_id = %req.device_id, "login");
     Ok(response)
@@ -137,22 +165,25 @@ pub async fn refresh(
             "The refresh token is not valid.".into(),
         ));
     };
-    let bound: Option<(bool, Uuid)> = sqlx::query_as(
-        "SELECT revoked_at IS NOT NULL, user_id FROM devices WHERE tenant_id = $1 AND device_id = $2",
+    // Shared lock: releasing the device waits for this refresh, then deletes the
+    // token issued here too.
+    let bound: Option<(bool, Uuid, i64)> = sqlx::query_as(
+        "SELECT revoked_at IS NOT NULL, user_id, token_generation FROM devices
+         WHERE tenant_id = $1 AND device_id = $2 FOR SHARE",
     )
     .bind(&tenant)
     .bind(&device_id)
     .fetch_optional(&mut *tx)
     .await?;
-    match bound {
-        Some((true, _)) => return Err(AppError::DeviceRevoked),
-        Some((false, owner)) if owner == user_id => {}
+    let generation = match bound {
+        Some((true, ..)) => return Err(AppError::DeviceRevoked),
+        Some((false, owner, generation)) if owner == user_id => generation,
         _ => {
             return Err(AppError::Unauthorized(
                 "The refresh token is not valid.".into(),
             ));
         }
-    }
+    };
     let user = users::find_by_id(pool, user_id)
         .await?
         .ok_or_else(|| AppError::Unauthorized("The refresh token is not valid.".into()))?;
@@ -164,7 +195,7 @@ pub async fn refresh(
     .bind(&device_id)
     .execute(&mut *tx)
     .await?;
-    let response = issue_pair(&mut tx, keys, refresh_ttl, &user, &device_id).await?;
+    let response = issue_pair(&mut tx, keys, refresh_ttl, &user, &device_id, generation).await?;
     tx.commit().await?;
     Ok(response)
 }
@@ -175,6 +206,7 @@ async fn issue_pair(
     refresh_ttl: Duration,
     user: &User,
     device_id: &str,
+    generation: i64,
 ) -> AppResult<TokenResponse> {
     let access_token = keys.issue(Claims {
         sub: user.id,
@@ -183,6 +215,7 @@ async fn issue_pair(
         role: user.role.clone(),
         store_id: user.store_id.clone(),
         device_id: device_id.to_string(),
+        generation,
         iat: 0,
         exp: 0,
     })?;

@@ -340,8 +340,7 @@ async fn pull_once(
         scope,
     }
     .encode(&ctx.keys);
-    ctx.pull_ledger
-        .record(&who.tenant, &who.device_id, cursor.clone());
+    ctx.pull_ledger.record(who, cursor.clone());
 
     // The device's own open conflicts (docs/contract.md §8), when it has any.
     let conflicts = match open_conflicts {

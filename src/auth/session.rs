@@ -1,0 +1,154 @@
+//! A device's session: which user owns the device id, and the token generation its
+//! access tokens are checked against on every request (`check_access`, one query).
+//!
+//! - Releasing a device (`release`: the owner's logout, `nas-sync device release`)
+//!   forgets it: owner, tokens and sync state (cursor, counts, push answers, BridgeCore
+//!   positions and local ids), so whoever logs in with the id next starts fresh. A
+//!   revoked device is never released: it stays revoked.
+//!
+//! Every ending closes the device's WebSockets (channel `nas_sync_revoke`, reason
+//! `SIGNED_OUT`) once its transaction commits.
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::Principal;
+use super::token::Claims;
+use crate::error::{AppError, AppResult};
+
+/// Checks an access token's claims against its device: still owned by the token's
+/// user, not revoked, the token's generation still current.
+pub async fn check_access(pool: &PgPool, claims: &Claims) -> AppResult<()> {
+    let row: Option<(bool, Uuid, i64)> = sqlx::query_as(
+        "SELECT d.revoked_at IS NOT NULL, d.user_id, d.token_generation
+         FROM devices d WHERE d.tenant_id = $1 AND d.device_id = $2",
+    )
+    .bind(&claims.tenant)
+    .bind(&claims.device_id)
+    .fetch_optional(pool)
+    .await?;
+    match row {
+        Some((true, ..)) => Err(AppError::DeviceRevoked),
+        Some((false, owner, generation)) if owner == claims.sub => {
+            if generation != claims.generation {
+                Err(ended())
+            } else {
+                Ok(())
+            }
+        }
+        // Released, or owned by someone else since.
+        _ => Err(ended()),
+    }
+}
+
+/// The answer to a token that was ended.
+fn ended() -> AppError {
+    AppError::Unauthorized(
+        "The session of this device has ended (signed out, released, or its tokens were ended); log in again."
+            .into(),
+    )
+}
+
+/// Closes the device's WebSockets, in every server process, when `conn`'s transaction
+/// commits.
+async fn close_sockets(conn: &mut PgConnection, tenant: &str, device_id: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "SELECT pg_notify('nas_sync_revoke',
+             json_build_object('t', $1::text, 'd', $2::text, 'r', 'SIGNED_OUT')::text)",
+    )
+    .bind(tenant)
+    .bind(device_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// What `release` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    /// The device is forgotten; its id is free.
+    Done,
+    /// No such device in that tenant.
+    Unknown,
+    /// The device is revoked and stays so.
+    Revoked,
+}
+
+/// Releases a device (the operator's `device release`): see the module comment.
+pub async fn release(pool: &PgPool, tenant: &str, device_id: &str) -> sqlx::Result<Released> {
+    let mut tx = pool.begin().await?;
+    let released = forget(&mut tx, tenant, device_id, None).await?;
+    tx.commit().await?;
+    if released == Released::Done {
+        tracing::warn!(tenant, device_id, "device released");
+    }
+    Ok(released)
+}
+
+/// Signs the caller out (`POST /api/v1/auth/logout`): releases its device, if the
+/// access token is still the device's current one.
+pub async fn logout(pool: &PgPool, who: &Principal) -> AppResult<()> {
+    let mut tx = pool.begin().await?;
+    match forget(&mut tx, &who.tenant, &who.device_id, Some(who)).await? {
+        Released::Done => {}
+        Released::Revoked => return Err(AppError::DeviceRevoked),
+        // Ended by something that committed since this request was checked.
+        Released::Unknown => return Err(ended()),
+    }
+    tx.commit().await?;
+    tracing::info!(username = %who.username, tenant = %who.tenant, device_id = %who.device_id, "logout");
+    Ok(())
+}
+
+/// Deletes the device (its refresh tokens go with it) and its sync state, in `tx`;
+/// with `owner`, only while the device is still that caller's, at its generation.
+async fn forget(
+    tx: &mut PgConnection,
+    tenant: &str,
+    device_id: &str,
+    owner: Option<&Principal>,
+) -> sqlx::Result<Released> {
+    // First, so that a push or refresh holding the device row finishes before the
+    // state below is read, and one starting later finds no device.
+    let deleted = sqlx::query(
+        "DELETE FROM devices
+         WHERE tenant_id = $1 AND device_id = $2 AND revoked_at IS NULL
+           AND ($3::uuid IS NULL OR (user_id = $3 AND token_generation = $4))",
+    )
+    .bind(tenant)
+    .bind(device_id)
+    .bind(owner.map(|p| p.user_id))
+    .bind(owner.map(|p| p.generation))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        > 0;
+    if !deleted {
+        let revoked: Option<bool> = sqlx::query_scalar(
+            "SELECT revoked_at IS NOT NULL FROM devices WHERE tenant_id = $1 AND device_id = $2",
+        )
+        .bind(tenant)
+        .bind(device_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        return Ok(match revoked {
+            Some(true) => Released::Revoked,
+            _ => Released::Unknown,
+        });
+    }
+    // The push answers, BridgeCore positions and local ids of the old owner: a new
+    // owner's push_id or local_id must never meet them.
+    for sql in [
+        "DELETE FROM push_log WHERE tenant_id = $1 AND device_id = $2",
+        "DELETE FROM offline_sync_state WHERE tenant_id = $1 AND device_id = $2",
+        "DELETE FROM offline_local_ids WHERE tenant_id = $1 AND device_id = $2",
+    ] {
+        sqlx::query(sql)
+            .bind(tenant)
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    close_sockets(tx, tenant, device_id).await?;
+    Ok(Released::Done)
+}
