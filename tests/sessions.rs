@@ -1,6 +1,7 @@
 //! Device sessions (docs/contract.md §3 and §9): a device id belongs to the user who
-//! logged in with it (another user gets `DEVICE_IN_USE`), and logout ends its tokens and
-//! frees it with a fresh sync state.
+//! logged in with it (another user gets `DEVICE_IN_USE`), logout ends its tokens and
+//! frees it with a fresh sync state, and a replayed refresh token ends every token of
+//! its device.
 mod common;
 use common::*;
 
@@ -191,5 +192,45 @@ async fn logout_ends_the_tokens_and_frees_the_device_with_a_fresh_state() {
 
     // Maria, signed out, logs in elsewhere as usual.
     let (s, b) = login_raw(&app, "maria", "password", "maria-phone").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[tokio::test]
+async fn a_replayed_refresh_token_ends_every_token_of_the_device() {
+    let app = TestApp::spawn().await;
+    let dev = app.manager("maria", "maria-phone").await;
+    let laptop = app.login("maria", "maria-laptop").await;
+
+    // The genuine client rotates once.
+    let (s, rotated) = refresh(&app, &dev.refresh_token).await;
+    assert_eq!(s, StatusCode::OK, "{rotated}");
+    let access = rotated["access_token"].as_str().unwrap();
+    let newest = rotated["refresh_token"].as_str().unwrap();
+    let (s, b) = app.get("/api/v1/sync/status", Some(access)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+
+    // Someone presents the spent token again.
+    let (s, b) = refresh(&app, &dev.refresh_token).await;
+    assert_error(s, &b, 401, "UNAUTHORIZED");
+    assert!(b.get("access_token").is_none(), "{b}");
+
+    // Every token of the device ends: the newest refresh token, the access tokens.
+    let (s, b) = refresh(&app, newest).await;
+    assert_error(s, &b, 401, "UNAUTHORIZED");
+    let (s, b) = app.get("/api/v1/sync/status", Some(access)).await;
+    assert_error(s, &b, 401, "UNAUTHORIZED");
+    let (s, b) = dev.get("/api/v1/sync/status").await;
+    assert_error(s, &b, 401, "UNAUTHORIZED");
+
+    // The user's other device is untouched; the device itself logs in again and
+    // keeps its owner.
+    let (s, b) = laptop.get("/api/v1/sync/status").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = refresh(&app, &laptop.refresh_token).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let again = app.login("maria", "maria-phone").await;
+    let (s, b) = again.get("/api/v1/sync/status").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = refresh(&app, &again.refresh_token).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }

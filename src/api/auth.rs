@@ -33,7 +33,8 @@ pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Jso
     .map(Json)
 }
 
-/// Exchanges a refresh token for a new pair (the old one stops working).
+/// Exchanges a refresh token for a new pair (the old one stops working; presenting it
+/// again ends every token of its device).
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenResponse), (status = 401, description = "UNAUTHORIZED or DEVICE_REVOKED")))]
 pub async fn refresh(

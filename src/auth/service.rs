@@ -1,7 +1,7 @@
-//! Login and refresh: checks credentials, binds the device to its user (another
-//! user's device is refused: `DEVICE_IN_USE`), issues a token pair carrying the
-//! device's token generation, and rotates refresh tokens (a used refresh token never
-//! works again).
+//! Login and refresh: checks credentials, binds the device to its user (another user's
+//! device is refused: `DEVICE_IN_USE`), issues a token pair carrying the device's token
+//! generation, and rotates refresh tokens (a used refresh token never works again, and
+//! presenting one ends every token of its device). Logout is `session::logout`.
 
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::token::{self, Claims, Keys};
 use super::users::{self, User};
-use super::{password, valid_device_id};
+use super::{password, session, valid_device_id};
 use crate::error::{AppError, AppResult};
 
 /// `POST /api/v1/auth/login` body.
@@ -143,15 +143,20 @@ pub async fn login(
     Ok(response)
 }
 
-/// Exchanges a refresh token for a new pair; the old one stops working.
+/// Exchanges a refresh token for a new pair; the old one stops working. A refresh
+/// token presented again after it was spent means two holders (theft): every token of
+/// its device ends, and the device's user logs in again.
 pub async fn refresh(
     pool: &PgPool,
     keys: &Keys,
     refresh_ttl: Duration,
     req: RefreshRequest,
 ) -> AppResult<TokenResponse> {
+    let not_valid = || AppError::Unauthorized("The refresh token is not valid.".into());
     let hash = token::hash_refresh_token(&req.refresh_token);
     let mut tx = pool.begin().await?;
+    // A concurrent refresh with the same token waits here for the first, then finds
+    // it spent.
     let row: Option<(String, String, Uuid)> = sqlx::query_as(
         "UPDATE refresh_tokens SET used_at = now()
          WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
@@ -161,12 +166,30 @@ pub async fn refresh(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((tenant, device_id, user_id)) = row else {
+        let spent: Option<(String, String)> = sqlx::query_as(
+            "SELECT tenant_id, device_id FROM refresh_tokens
+             WHERE token_hash = $1 AND used_at IS NOT NULL",
+        )
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((tenant, device_id)) = spent else {
+            return Err(not_valid());
+        };
+        session::end_device_tokens(&mut tx, &tenant, &device_id).await?;
+        tx.commit().await?;
+        tracing::warn!(
+            tenant,
+            device_id,
+            "a spent refresh token was presented again; every token of the device was ended"
+        );
         return Err(AppError::Unauthorized(
-            "The refresh token is not valid.".into(),
+            "This refresh token was already used, so it may have been stolen: every token of this device has been ended. Log in again."
+                .into(),
         ));
     };
-    // Shared lock: releasing the device waits for this refresh, then deletes the
-    // token issued here too.
+    // Shared lock: ending the device's tokens (a new generation) waits for this
+    // refresh, then deletes the token issued here too.
     let bound: Option<(bool, Uuid, i64)> = sqlx::query_as(
         "SELECT revoked_at IS NOT NULL, user_id, token_generation FROM devices
          WHERE tenant_id = $1 AND device_id = $2 FOR SHARE",
@@ -178,18 +201,14 @@ pub async fn refresh(
     let generation = match bound {
         Some((true, ..)) => return Err(AppError::DeviceRevoked),
         Some((false, owner, generation)) if owner == user_id => generation,
-        _ => {
-            return Err(AppError::Unauthorized(
-                "The refresh token is not valid.".into(),
-            ));
-        }
+        _ => return Err(not_valid()),
     };
-    let user = users::find_by_id(pool, user_id)
+    let user = users::find_by_id(&mut *tx, user_id)
         .await?
-        .ok_or_else(|| AppError::Unauthorized("The refresh token is not valid.".into()))?;
+        .ok_or_else(not_valid)?;
+    // Spent tokens are kept until they expire, so that a replay is recognised.
     sqlx::query(
-        "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND device_id = $2
-           AND (expires_at < now() OR used_at < now() - interval '1 day')",
+        "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND device_id = $2 AND expires_at < now()",
     )
     .bind(&tenant)
     .bind(&device_id)

@@ -1,6 +1,9 @@
 //! A device's session: which user owns the device id, and the token generation its
 //! access tokens are checked against on every request (`check_access`, one query).
 //!
+//! - Ending a device's tokens (`end_device_tokens`: a replayed refresh token) draws a
+//!   new generation, so its access tokens fail at their next request, and deletes its
+//!   refresh tokens.
 //! - Releasing a device (`release`: the owner's logout, `nas-sync device release`)
 //!   forgets it: owner, tokens and sync state (cursor, counts, push answers, BridgeCore
 //!   positions and local ids), so whoever logs in with the id next starts fresh. A
@@ -61,6 +64,36 @@ async fn close_sockets(conn: &mut PgConnection, tenant: &str, device_id: &str) -
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Ends every token of a device, in the caller's transaction: a new generation, its
+/// refresh tokens deleted. The device keeps its owner and sync state; its user logs in
+/// again. Returns whether the device exists.
+pub async fn end_device_tokens(
+    conn: &mut PgConnection,
+    tenant: &str,
+    device_id: &str,
+) -> sqlx::Result<bool> {
+    // The row lock taken here orders this after any refresh holding the device.
+    let found = sqlx::query(
+        "UPDATE devices SET token_generation = nextval('device_token_generation')
+         WHERE tenant_id = $1 AND device_id = $2",
+    )
+    .bind(tenant)
+    .bind(device_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    sqlx::query("DELETE FROM refresh_tokens WHERE tenant_id = $1 AND device_id = $2")
+        .bind(tenant)
+        .bind(device_id)
+        .execute(&mut *conn)
+        .await?;
+    if found {
+        close_sockets(conn, tenant, device_id).await?;
+    }
+    Ok(found)
 }
 
 /// What `release` did.

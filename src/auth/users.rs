@@ -83,11 +83,11 @@ pub async fn find_by_username(pool: &PgPool, username: &str) -> sqlx::Result<Opt
     .await
 }
 
-pub async fn find_by_id(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<User>> {
+pub async fn find_by_id(conn: impl sqlx::PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<User>> {
     sqlx::query_as::<_, User>(
         "SELECT id, tenant_id, username, role, store_id, password_hash FROM users WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
 }
