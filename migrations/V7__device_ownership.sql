@@ -1,4 +1,4 @@
--- Device ownership and token generations (docs/contract.md §9).
+-- Device ownership, token generations and disabled users (docs/contract.md §9).
 
 -- A device's token generation: every access token carries the generation it was issued
 -- under, and the per-request check refuses a token whose generation is not the
@@ -11,3 +11,11 @@ CREATE SEQUENCE device_token_generation;
 ALTER TABLE devices ADD COLUMN token_generation bigint NOT NULL DEFAULT 0;
 ALTER TABLE devices ALTER COLUMN token_generation SET DEFAULT nextval('device_token_generation');
 
+-- A disabled user cannot log in, and its tokens fail at once.
+ALTER TABLE users ADD COLUMN disabled_at timestamptz;
+
+-- Refresh tokens are now kept until they expire, used or not, so a replayed one is
+-- recognised; ending a user's tokens finds them by user.
+CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);
+-- ... and a user's devices by user.
+CREATE INDEX devices_user ON devices (user_id);

@@ -1,6 +1,6 @@
-//! The command line (docs/contract.md §1): `serve`, `migrate`, `user add`,
-//! `device list`, `device revoke`, `device release`; and for operators `backup`,
-//! `restore`, `doctor`.
+//! The command line (docs/contract.md §1): `serve`, `migrate`, `user add`, `user list`,
+//! `user disable`, `user enable`, `user passwd`, `device list`, `device revoke`,
+//! `device release`; and for operators `backup`, `restore`, `doctor`.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -68,6 +68,24 @@ pub enum UserCommand {
         store: Option<String>,
         #[arg(long, default_value = "default")]
         tenant: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// List users: name, role, store, tenant and whether disabled.
+    List {
+        /// Only this tenant's users.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Disable a user: it cannot log in, and every token of its devices ends at once.
+    Disable { username: String },
+    /// Enable a disabled user again; it logs in anew.
+    Enable { username: String },
+    /// Set a user's password (the first line of standard input); every token of its
+    /// devices ends.
+    Passwd {
+        username: String,
         /// Read the password from the first line of standard input.
         #[arg(long, required = true)]
         password_stdin: bool,
@@ -198,6 +216,61 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                 "created user {} ({}, tenant {}, id {})",
                 user.username, user.role, user.tenant_id, user.id
             );
+            Ok(())
+        }
+        Command::User(UserCommand::List { tenant }) => {
+            let pool = crate::db::prepare(&config).await?;
+            let list = users::list(&pool, tenant.as_deref()).await?;
+            println!(
+                "{:<20} {:<8} {:<16} {:<16} STATUS",
+                "USERNAME", "ROLE", "STORE", "TENANT"
+            );
+            for u in list {
+                println!(
+                    "{:<20} {:<8} {:<16} {:<16} {}",
+                    u.username,
+                    u.role,
+                    u.store_id.as_deref().unwrap_or("-"),
+                    u.tenant_id,
+                    if u.disabled_at.is_some() {
+                        "disabled"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Disable { username }) => {
+            let pool = crate::db::prepare(&config).await?;
+            let was = users::set_disabled(&pool, &username, true).await?;
+            println!(
+                "disabled user {username}{}; its devices' tokens were ended",
+                if was {
+                    " (it was already disabled)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Command::User(UserCommand::Enable { username }) => {
+            let pool = crate::db::prepare(&config).await?;
+            let was = users::set_disabled(&pool, &username, false).await?;
+            println!(
+                "enabled user {username}{}",
+                if was { "" } else { " (it was not disabled)" }
+            );
+            Ok(())
+        }
+        Command::User(UserCommand::Passwd {
+            username,
+            password_stdin: _,
+        }) => {
+            let password = read_password()?;
+            let pool = crate::db::prepare(&config).await?;
+            users::set_password(&pool, &username, &password).await?;
+            println!("changed the password of {username}; its devices log in again");
             Ok(())
         }
         Command::Device(DeviceCommand::Release { device_id, tenant }) => {

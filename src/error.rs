@@ -22,6 +22,8 @@ pub enum AppError {
     /// Another user owns this device id (it signs out first, or an operator releases it).
     #[error("device in use by another user")]
     DeviceInUse,
+    #[error("user disabled")]
+    UserDisabled,
     #[error("forbidden: {0}")]
     Forbidden(String),
     #[error("not found: {0}")]
@@ -121,6 +123,12 @@ impl AppError {
                 "DEVICE_IN_USE",
                 "DeviceInUse",
                 "This device id belongs to another user; that user signs out first, or an operator releases the device.",
+            ),
+            UserDisabled => r(
+                S::UNAUTHORIZED,
+                "USER_DISABLED",
+                "UserDisabled",
+                "This user is disabled; ask the operator.",
             ),
             Forbidden(m) => r(S::FORBIDDEN, "FORBIDDEN", "Forbidden", m),
             NotFound(m) => r(S::NOT_FOUND, "NOT_FOUND", "NotFound", m),

@@ -13,7 +13,7 @@ use crate::error::AppResult;
 
 /// Logs in a user on a device.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, description = "INVALID_CREDENTIALS or DEVICE_REVOKED"),
+    responses((status = 200, body = TokenResponse), (status = 401, description = "INVALID_CREDENTIALS, USER_DISABLED or DEVICE_REVOKED"),
               (status = 409, description = "DEVICE_IN_USE: the device id belongs to another user"),
               (status = 400, description = "VALIDATION_FAILED"), (status = 429, description = "RATE_LIMITED")))]
 pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Json<TokenResponse>> {
@@ -36,7 +36,7 @@ pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Jso
 /// Exchanges a refresh token for a new pair (the old one stops working; presenting it
 /// again ends every token of its device).
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, description = "UNAUTHORIZED or DEVICE_REVOKED")))]
+    responses((status = 200, body = TokenResponse), (status = 401, description = "UNAUTHORIZED, USER_DISABLED or DEVICE_REVOKED")))]
 pub async fn refresh(
     State(state): State<AppState>,
     extract::Json(body): extract::Json<RefreshRequest>,
@@ -54,7 +54,7 @@ pub async fn refresh(
 /// Signs the calling device out: its access and refresh tokens end at once and the
 /// device id is released, with its sync state, for whoever logs in with it next.
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth",
-    responses((status = 204, description = "Signed out"), (status = 401, description = "UNAUTHORIZED, TOKEN_EXPIRED or DEVICE_REVOKED")),
+    responses((status = 204, description = "Signed out"), (status = 401, description = "UNAUTHORIZED, TOKEN_EXPIRED, USER_DISABLED or DEVICE_REVOKED")),
     security(("bearer" = [])))]
 pub async fn logout(State(state): State<AppState>, who: Principal) -> AppResult<StatusCode> {
     session::logout(&state.pool, &who).await?;

@@ -2,7 +2,7 @@
 //! or `?access_token=` for WebSocket upgrades), spends the device's rate budget for the
 //! route family before any database work, and checks on every request, in one query
 //! (`auth::session::check_access`), that the device is still bound to the token's user
-//! at the token's generation, and not revoked.
+//! at the token's generation, not revoked, and the user not disabled.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;

@@ -91,6 +91,11 @@ pub async fn login(
             return Err(AppError::InvalidCredentials);
         }
     };
+    // Only someone who knows the password learns that the user is disabled.
+    if user.disabled_at.is_some() {
+        tracing::info!(username = %req.username, "login refused: user disabled");
+        return Err(AppError::UserDisabled);
+    }
 
     let mut tx = pool.begin().await?;
     // A new device, or the user's own; another user's device is not taken over.
@@ -190,9 +195,11 @@ pub async fn refresh(
     };
     // Shared lock: ending the device's tokens (a new generation) waits for this
     // refresh, then deletes the token issued here too.
-    let bound: Option<(bool, Uuid, i64)> = sqlx::query_as(
-        "SELECT revoked_at IS NOT NULL, user_id, token_generation FROM devices
-         WHERE tenant_id = $1 AND device_id = $2 FOR SHARE",
+    let bound: Option<(bool, Uuid, i64, bool)> = sqlx::query_as(
+        "SELECT d.revoked_at IS NOT NULL, d.user_id, d.token_generation, u.disabled_at IS NOT NULL
+         FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE d.tenant_id = $1 AND d.device_id = $2
+         FOR SHARE OF d",
     )
     .bind(&tenant)
     .bind(&device_id)
@@ -200,7 +207,8 @@ pub async fn refresh(
     .await?;
     let generation = match bound {
         Some((true, ..)) => return Err(AppError::DeviceRevoked),
-        Some((false, owner, generation)) if owner == user_id => generation,
+        Some((false, owner, _, true)) if owner == user_id => return Err(AppError::UserDisabled),
+        Some((false, owner, generation, false)) if owner == user_id => generation,
         _ => return Err(not_valid()),
     };
     let user = users::find_by_id(&mut *tx, user_id)

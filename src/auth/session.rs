@@ -3,7 +3,8 @@
 //!
 //! - Ending a device's tokens (`end_device_tokens`: a replayed refresh token) draws a
 //!   new generation, so its access tokens fail at their next request, and deletes its
-//!   refresh tokens.
+//!   refresh tokens. `end_user_tokens` does it for every device of a user (disabled,
+//!   new password).
 //! - Releasing a device (`release`: the owner's logout, `nas-sync device release`)
 //!   forgets it: owner, tokens and sync state (cursor, counts, push answers, BridgeCore
 //!   positions and local ids), so whoever logs in with the id next starts fresh. A
@@ -20,11 +21,12 @@ use super::token::Claims;
 use crate::error::{AppError, AppResult};
 
 /// Checks an access token's claims against its device: still owned by the token's
-/// user, not revoked, the token's generation still current.
+/// user, not revoked, the user not disabled, the token's generation still current.
 pub async fn check_access(pool: &PgPool, claims: &Claims) -> AppResult<()> {
-    let row: Option<(bool, Uuid, i64)> = sqlx::query_as(
-        "SELECT d.revoked_at IS NOT NULL, d.user_id, d.token_generation
-         FROM devices d WHERE d.tenant_id = $1 AND d.device_id = $2",
+    let row: Option<(bool, Uuid, i64, bool)> = sqlx::query_as(
+        "SELECT d.revoked_at IS NOT NULL, d.user_id, d.token_generation, u.disabled_at IS NOT NULL
+         FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE d.tenant_id = $1 AND d.device_id = $2",
     )
     .bind(&claims.tenant)
     .bind(&claims.device_id)
@@ -32,8 +34,10 @@ pub async fn check_access(pool: &PgPool, claims: &Claims) -> AppResult<()> {
     .await?;
     match row {
         Some((true, ..)) => Err(AppError::DeviceRevoked),
-        Some((false, owner, generation)) if owner == claims.sub => {
-            if generation != claims.generation {
+        Some((false, owner, generation, disabled)) if owner == claims.sub => {
+            if disabled {
+                Err(AppError::UserDisabled)
+            } else if generation != claims.generation {
                 Err(ended())
             } else {
                 Ok(())
@@ -94,6 +98,25 @@ pub async fn end_device_tokens(
         close_sockets(conn, tenant, device_id).await?;
     }
     Ok(found)
+}
+
+/// Ends every token of every device of a user, in the caller's transaction.
+pub async fn end_user_tokens(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
+    let devices: Vec<(String, String)> = sqlx::query_as(
+        "UPDATE devices SET token_generation = nextval('device_token_generation')
+         WHERE user_id = $1 RETURNING tenant_id, device_id",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    for (tenant, device_id) in &devices {
+        close_sockets(conn, tenant, device_id).await?;
+    }
+    Ok(())
 }
 
 /// What `release` did.
