@@ -1,7 +1,7 @@
 //! Device sessions (docs/contract.md §3 and §9): a device id belongs to the user who
 //! logged in with it (another user gets `DEVICE_IN_USE`), logout ends its tokens and
-//! frees it with a fresh sync state, and a replayed refresh token ends every token of
-//! its device.
+//! frees it with a fresh sync state, a replayed refresh token ends every token of its
+//! device, and a store device sees only itself in the sync status.
 mod common;
 use common::*;
 
@@ -233,4 +233,39 @@ async fn a_replayed_refresh_token_ends_every_token_of_the_device() {
     assert_eq!(s, StatusCode::OK, "{b}");
     let (s, b) = refresh(&app, &again.refresh_token).await;
     assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[tokio::test]
+async fn store_devices_see_only_themselves_in_the_sync_status() {
+    let app = TestApp::spawn().await;
+    let mut boss = app.manager("maria", "maria-phone").await;
+    let mut s1 = app.store("kiosk-1", "s1", "kiosk-1-tablet").await;
+    let mut s2 = app.store("kiosk-2", "s2", "kiosk-2-tablet").await;
+    for dev in [&mut boss, &mut s1, &mut s2] {
+        dev.sync_down().await;
+    }
+
+    let (s, b) = s1.get("/api/v1/sync/status").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let seen: Vec<&String> = b["last_sync"]
+        .as_object()
+        .expect("last_sync")
+        .keys()
+        .collect();
+    assert_eq!(seen, ["kiosk-1-tablet"], "{b}");
+    assert_eq!(b["active_devices"], 1, "{b}");
+
+    let (s, b) = boss.get("/api/v1/sync/status").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let seen: Vec<&String> = b["last_sync"]
+        .as_object()
+        .expect("last_sync")
+        .keys()
+        .collect();
+    assert_eq!(
+        seen,
+        ["kiosk-1-tablet", "kiosk-2-tablet", "maria-phone"],
+        "{b}"
+    );
+    assert_eq!(b["active_devices"], 3, "{b}");
 }
