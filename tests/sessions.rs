@@ -1,7 +1,8 @@
 //! Device sessions (docs/contract.md §3 and §9): a device id belongs to the user who
 //! logged in with it (another user gets `DEVICE_IN_USE`), logout ends its tokens and
-//! frees it with a fresh sync state, a replayed refresh token ends every token of its
-//! device, and a store device sees only itself in the sync status.
+//! frees it with a fresh sync state (its old owner's conflicts included), a replayed
+//! refresh token ends every token of its device, and a store device sees only itself in
+//! the sync status.
 mod common;
 use common::*;
 
@@ -268,4 +269,56 @@ async fn store_devices_see_only_themselves_in_the_sync_status() {
         "{b}"
     );
     assert_eq!(b["active_devices"], 3, "{b}");
+}
+
+#[tokio::test]
+async fn a_new_owner_does_not_see_the_old_owners_conflicts() {
+    let app = TestApp::builder()
+        .rules(&[("kpi_data", "manual")])
+        .spawn()
+        .await;
+    let boss = app.manager("maria", "maria-phone").await;
+    let mut old = app.store("kiosk-1", "s1", "shared-tablet").await;
+    app.add_user("kiosk-2", Role::Store, Some("s2"), "default")
+        .await;
+
+    // The old owner's stale write opens a manual conflict on the shared device.
+    let kpi = id();
+    old.push(
+        json!({"kpi_data": [{"id": kpi, "store_id": "s1", "metric": "sales",
+                                   "value": 10, "period": "2026-11", "version": 0}]}),
+    )
+    .await;
+    boss.push(json!({"kpi_data": [{"id": kpi, "version": 1, "updated_at": now(), "value": 11}]}))
+        .await;
+    let r = old
+        .push(json!({"kpi_data": [{"id": kpi, "version": 1, "updated_at": now(), "value": 12}]}))
+        .await;
+    let conflict = r["conflicts"][0]["conflict_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no conflict opened: {r}"))
+        .to_string();
+    let page = old.pull_page(None).await;
+    assert_eq!(page["conflicts"][0]["id"], json!(conflict), "{page}");
+
+    let (s, b) = old.post(LOGOUT, &json!({})).await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let mut new = app.login("kiosk-2", "shared-tablet").await;
+
+    // Nothing of it reaches the new owner: not on pulls, not in the inbox, not to resolve.
+    let page = new.pull_page(None).await;
+    assert_eq!(page["conflicts"], Value::Null, "{page}");
+    let (s, b) = new.get("/api/v1/sync/conflicts").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b, json!([]), "the old owner's conflicts are listed");
+    let (s, b) = new
+        .post(
+            &format!("/api/v1/sync/conflicts/{conflict}/resolve"),
+            &json!({"strategy": "client_wins"}),
+        )
+        .await;
+    assert_error(s, &b, 404, "NOT_FOUND");
+    // It stays in the tenant's inbox for managers.
+    let (_, b) = boss.get("/api/v1/sync/conflicts").await;
+    assert_eq!(b[0]["id"], json!(conflict), "{b}");
 }

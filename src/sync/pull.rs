@@ -109,7 +109,7 @@ pub(crate) fn row_docs(tables: &[&Table]) -> String {
 /// primary key and rendered as JSON text by PostgreSQL. Always at least one row (the
 /// bookkeeping); entry columns are NULL when the page is empty.
 ///
-/// Binds: tenant, cursor xid (text), cursor seq, tables, store, limit, device.
+/// Binds: tenant, cursor xid (text), cursor seq, tables, store, limit, device, user.
 pub fn page_sql(tables: &[&Table]) -> String {
     let docs = row_docs(tables);
     format!(
@@ -121,7 +121,8 @@ pub fn page_sql(tables: &[&Table]) -> String {
                     pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
                     statement_timestamp() AS now,
                     EXISTS (SELECT 1 FROM sync_conflicts WHERE tenant_id = $1
-                            AND device_id = $7 AND status = 'open') AS open_conflicts),
+                            AND device_id = $7 AND user_id = $8 AND status = 'open')
+                        AS open_conflicts),
          e AS (
              SELECT table_name, row_id, xid, seq, version, updated_at
              FROM sync_changes
@@ -249,6 +250,7 @@ async fn pull_once(
         .bind(store)
         .bind(limit + 1)
         .bind(&who.device_id)
+        .bind(who.user_id)
         .fetch_all(&ctx.pool)
         .await?;
     let Some(meta) = page.first() else {
