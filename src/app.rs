@@ -162,6 +162,7 @@ pub fn router(state: AppState) -> Router {
     let api_routes = Router::new()
         .route("/api/v1/auth/login", post(api::auth::login))
         .route("/api/v1/auth/refresh", post(api::auth::refresh))
+        .route("/api/v1/auth/logout", post(api::auth::logout))
         .route("/api/v1/sync/pull", post(api::sync::pull))
         .route("/api/v1/sync/push", post(api::sync::push))
         .route("/api/v1/sync/status", get(api::sync::status))

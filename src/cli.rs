@@ -1,5 +1,6 @@
-//! The command line (docs/contract.md §1): `serve`, `migrate`, `user add`,
-//! `device list`, `device revoke`; and for operators `backup`, `restore`, `doctor`.
+//! The command line (docs/contract.md §1): `serve`, `migrate`, `user add`, `user list`,
+//! `user disable`, `user enable`, `user passwd`, `device list`, `device revoke`,
+//! `device release`; and for operators `backup`, `restore`, `doctor`.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -7,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::auth::session::{self, Released};
 use crate::auth::{Role, devices, users};
 use crate::config::Config;
 
@@ -70,6 +72,24 @@ pub enum UserCommand {
         #[arg(long, required = true)]
         password_stdin: bool,
     },
+    /// List users: name, role, store, tenant and whether disabled.
+    List {
+        /// Only this tenant's users.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Disable a user: it cannot log in, and every token of its devices ends at once.
+    Disable { username: String },
+    /// Enable a disabled user again; it logs in anew.
+    Enable { username: String },
+    /// Set a user's password (the first line of standard input); every token of its
+    /// devices ends.
+    Passwd {
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,6 +102,13 @@ pub enum DeviceCommand {
     },
     /// Revoke a device: its tokens fail with DEVICE_REVOKED at once.
     Revoke {
+        device_id: String,
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Release a device: its tokens end at once and its sync state is forgotten, so
+    /// another user may log in with its id (a revoked device stays revoked).
+    Release {
         device_id: String,
         #[arg(long, default_value = "default")]
         tenant: String,
@@ -181,20 +208,85 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             let role = Role::parse(&role).with_context(|| {
                 format!("unknown role '{role}': use --role manager or --role store")
             })?;
-            let mut password = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut password)
-                .context("reading the password from standard input")?;
-            let password = password.trim_end_matches(['\r', '\n']);
+            let password = read_password()?;
             let pool = crate::db::prepare(&config).await?;
             let user =
-                users::add(&pool, &tenant, &username, role, store.as_deref(), password).await?;
+                users::add(&pool, &tenant, &username, role, store.as_deref(), &password).await?;
             println!(
                 "created user {} ({}, tenant {}, id {})",
                 user.username, user.role, user.tenant_id, user.id
             );
             Ok(())
+        }
+        Command::User(UserCommand::List { tenant }) => {
+            let pool = crate::db::prepare(&config).await?;
+            let list = users::list(&pool, tenant.as_deref()).await?;
+            println!(
+                "{:<20} {:<8} {:<16} {:<16} STATUS",
+                "USERNAME", "ROLE", "STORE", "TENANT"
+            );
+            for u in list {
+                println!(
+                    "{:<20} {:<8} {:<16} {:<16} {}",
+                    u.username,
+                    u.role,
+                    u.store_id.as_deref().unwrap_or("-"),
+                    u.tenant_id,
+                    if u.disabled_at.is_some() {
+                        "disabled"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+            Ok(())
+        }
+        Command::User(UserCommand::Disable { username }) => {
+            let pool = crate::db::prepare(&config).await?;
+            let was = users::set_disabled(&pool, &username, true).await?;
+            println!(
+                "disabled user {username}{}; its devices' tokens were ended",
+                if was {
+                    " (it was already disabled)"
+                } else {
+                    ""
+                }
+            );
+            Ok(())
+        }
+        Command::User(UserCommand::Enable { username }) => {
+            let pool = crate::db::prepare(&config).await?;
+            let was = users::set_disabled(&pool, &username, false).await?;
+            println!(
+                "enabled user {username}{}",
+                if was { "" } else { " (it was not disabled)" }
+            );
+            Ok(())
+        }
+        Command::User(UserCommand::Passwd {
+            username,
+            password_stdin: _,
+        }) => {
+            let password = read_password()?;
+            let pool = crate::db::prepare(&config).await?;
+            users::set_password(&pool, &username, &password).await?;
+            println!("changed the password of {username}; its devices log in again");
+            Ok(())
+        }
+        Command::Device(DeviceCommand::Release { device_id, tenant }) => {
+            let pool = crate::db::prepare(&config).await?;
+            match session::release(&pool, &tenant, &device_id).await? {
+                Released::Done => {
+                    println!("released device {device_id} (tenant {tenant})");
+                    Ok(())
+                }
+                Released::Unknown => anyhow::bail!(
+                    "no device '{device_id}' in tenant '{tenant}' (see `nas-sync device list`)"
+                ),
+                Released::Revoked => anyhow::bail!(
+                    "device '{device_id}' (tenant '{tenant}') is revoked and stays revoked"
+                ),
+            }
         }
         Command::Device(DeviceCommand::List { tenant }) => {
             let pool = crate::db::prepare(&config).await?;
@@ -235,6 +327,16 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The password: the first line of standard input, without its line ending.
+fn read_password() -> anyhow::Result<String> {
+    let mut password = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .context("reading the password from standard input")?;
+    Ok(password.trim_end_matches(['\r', '\n']).to_string())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -19,6 +19,11 @@ pub enum AppError {
     TokenExpired,
     #[error("device revoked")]
     DeviceRevoked,
+    /// Another user owns this device id (it signs out first, or an operator releases it).
+    #[error("device in use by another user")]
+    DeviceInUse,
+    #[error("user disabled")]
+    UserDisabled,
     #[error("forbidden: {0}")]
     Forbidden(String),
     #[error("not found: {0}")]
@@ -115,6 +120,18 @@ impl AppError {
                 "DEVICE_REVOKED",
                 "DeviceRevoked",
                 "This device has been revoked.",
+            ),
+            DeviceInUse => r(
+                S::CONFLICT,
+                "DEVICE_IN_USE",
+                "DeviceInUse",
+                "This device id belongs to another user; that user signs out first, or an operator releases the device.",
+            ),
+            UserDisabled => r(
+                S::UNAUTHORIZED,
+                "USER_DISABLED",
+                "UserDisabled",
+                "This user is disabled; ask the operator.",
             ),
             Forbidden(m) => r(S::FORBIDDEN, "FORBIDDEN", "Forbidden", m),
             NotFound(m) => r(S::NOT_FOUND, "NOT_FOUND", "NotFound", m),

@@ -1,10 +1,9 @@
 //! The command line (docs/contract.md §1), driven through the real binary:
 //! `migrate`, `user add`, `device list`, `device revoke`.
 mod common;
+use common::nas_cli::*;
 use common::*;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -13,68 +12,6 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, PgPool};
-
-const BIN: &str = env!("CARGO_BIN_EXE_nas-sync");
-
-/// Runs `nas-sync ARGS` against `url`, with `stdin` as standard input.
-async fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let url = url.to_string();
-    let args: Vec<String> = args.iter().map(ToString::to_string).collect();
-    let stdin = stdin.map(str::to_string);
-    tokio::task::spawn_blocking(move || {
-        let mut cmd = Command::new(BIN);
-        // Only the settings this test chooses.
-        for (name, _) in std::env::vars() {
-            if name.starts_with("NAS_SYNC_") || name.starts_with("DATABASE_URL") {
-                cmd.env_remove(name);
-            }
-        }
-        cmd.args(&args)
-            .env("DATABASE_URL", &url)
-            .env("NAS_SYNC_LOG", "warn")
-            .env("NAS_SYNC_DB_CONNECT_TIMEOUT_SECS", "5")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start nas-sync");
-        {
-            let mut input = child.stdin.take().expect("stdin");
-            if let Some(s) = stdin {
-                input.write_all(s.as_bytes()).expect("write stdin");
-            }
-        }
-        child.wait_with_output().expect("wait for nas-sync")
-    })
-    .await
-    .expect("join")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-#[track_caller]
-fn assert_ok(out: &Output) {
-    assert!(
-        out.status.success(),
-        "nas-sync failed ({}): {}",
-        out.status,
-        text(out)
-    );
-}
-
-#[track_caller]
-fn assert_fails(out: &Output) {
-    assert!(
-        !out.status.success(),
-        "nas-sync should have failed: {}",
-        text(out)
-    );
-}
 
 async fn connect(url: &str) -> PgPool {
     PgPool::connect(url)

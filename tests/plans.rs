@@ -57,6 +57,7 @@ async fn delta_pull_queries_use_indexes_not_scans() {
             .replace("$6", "501")
             .replace("$7", "'dev-1'")
             .replace("$8", "4194304")
+            .replace("$9", "'00000000-0000-0000-0000-000000000000'::uuid")
     })
     .await;
     // The big tables are never scanned (server_meta's handful of rows and the empty

@@ -1,7 +1,7 @@
 //! WebSocket pokes (docs/contract.md §6) with a real WebSocket client
 //! (tokio-tungstenite): who is poked, when, how urgent rows arrive, and how the server
-//! copes with revoked devices, slow readers, a lost LISTEN connection and several
-//! server processes on one database.
+//! copes with revoked and signed-out devices, slow readers, a lost LISTEN connection
+//! and several server processes on one database.
 
 mod common;
 
@@ -172,6 +172,41 @@ async fn a_burst_of_commits_is_one_message_and_urgent_rows_come_whole() {
     assert_eq!(event["record"]["id"], json!(row));
     assert_eq!(event["record"]["metric"], "alarm");
     assert!(event["record"].get("tenant_id").is_none());
+}
+
+#[tokio::test]
+async fn a_signed_out_device_is_disconnected() {
+    let app = TestApp::spawn().await;
+    let phone = app.manager("boss", "boss-phone").await;
+    let tablet = app.login("boss", "boss-tablet").await;
+    let mut by_logout = open(&app.base, &phone).await;
+    let mut by_replay = open(&app.base, &tablet).await;
+
+    // Logout closes the device's sockets.
+    let (s, b) = phone.post("/api/v1/auth/logout", &json!({})).await;
+    assert_eq!(s.as_u16(), 204, "{b}");
+    let msg = next_json(&mut by_logout, 5.0)
+        .await
+        .expect("socket left open");
+    assert_eq!(msg["closed"][0], 4001, "{msg}");
+    assert_eq!(msg["closed"][1], "SIGNED_OUT", "{msg}");
+
+    // So does a replayed refresh token, which ends the device's tokens.
+    for expected in [200, 401] {
+        let (s, b) = app
+            .post_json(
+                "/api/v1/auth/refresh",
+                None,
+                &json!({"refresh_token": tablet.refresh_token}),
+            )
+            .await;
+        assert_eq!(s.as_u16(), expected, "{b}");
+    }
+    let msg = next_json(&mut by_replay, 5.0)
+        .await
+        .expect("socket left open");
+    assert_eq!(msg["closed"][0], 4001, "{msg}");
+    assert_eq!(msg["closed"][1], "SIGNED_OUT", "{msg}");
 }
 
 #[tokio::test]

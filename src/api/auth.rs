@@ -1,17 +1,20 @@
-//! `/api/v1/auth`: login and refresh.
+//! `/api/v1/auth`: login, refresh and logout.
 
 use axum::extract::{Request, State};
+use axum::http::StatusCode;
 use axum::{Json, RequestExt};
 
 use super::extract;
 use super::middleware::client_ip;
 use crate::app::AppState;
 use crate::auth::service::{self, LoginRequest, RefreshRequest, TokenResponse};
+use crate::auth::{Principal, session};
 use crate::error::AppResult;
 
 /// Logs in a user on a device.
 #[utoipa::path(post, path = "/api/v1/auth/login", operation_id = "login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, description = "INVALID_CREDENTIALS or DEVICE_REVOKED"),
+    responses((status = 200, body = TokenResponse), (status = 401, description = "INVALID_CREDENTIALS, USER_DISABLED or DEVICE_REVOKED"),
+              (status = 409, description = "DEVICE_IN_USE: the device id belongs to another user"),
               (status = 400, description = "VALIDATION_FAILED"), (status = 429, description = "RATE_LIMITED")))]
 pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Json<TokenResponse>> {
     let ip = client_ip(req.extensions());
@@ -30,9 +33,10 @@ pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Jso
     .map(Json)
 }
 
-/// Exchanges a refresh token for a new pair (the old one stops working).
+/// Exchanges a refresh token for a new pair (the old one stops working; presenting it
+/// again ends every token of its device).
 #[utoipa::path(post, path = "/api/v1/auth/refresh", operation_id = "refresh", tag = "auth", request_body = RefreshRequest,
-    responses((status = 200, body = TokenResponse), (status = 401, description = "UNAUTHORIZED or DEVICE_REVOKED")))]
+    responses((status = 200, body = TokenResponse), (status = 401, description = "UNAUTHORIZED, USER_DISABLED or DEVICE_REVOKED")))]
 pub async fn refresh(
     State(state): State<AppState>,
     extract::Json(body): extract::Json<RefreshRequest>,
@@ -45,4 +49,14 @@ pub async fn refresh(
     )
     .await
     .map(Json)
+}
+
+/// Signs the calling device out: its access and refresh tokens end at once and the
+/// device id is released, with its sync state, for whoever logs in with it next.
+#[utoipa::path(post, path = "/api/v1/auth/logout", operation_id = "logout", tag = "auth",
+    responses((status = 204, description = "Signed out"), (status = 401, description = "UNAUTHORIZED, TOKEN_EXPIRED, USER_DISABLED or DEVICE_REVOKED")),
+    security(("bearer" = [])))]
+pub async fn logout(State(state): State<AppState>, who: Principal) -> AppResult<StatusCode> {
+    session::logout(&state.pool, &who).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

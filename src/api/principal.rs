@@ -1,15 +1,15 @@
 //! The `Principal` extractor: verifies the bearer token (the `Authorization` header,
 //! or `?access_token=` for WebSocket upgrades), spends the device's rate budget for the
-//! route family before any database work, and checks on every request that the device
-//! is still bound to the token's user and not revoked.
+//! route family before any database work, and checks on every request, in one query
+//! (`auth::session::check_access`), that the device is still bound to the token's user
+//! at the token's generation, not revoked, and the user not disabled.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use uuid::Uuid;
 
 use crate::app::AppState;
-use crate::auth::{Principal, Role};
+use crate::auth::{Principal, Role, session};
 use crate::error::AppError;
 
 /// The one route that takes its token from the query string.
@@ -60,27 +60,16 @@ impl FromRequestParts<AppState> for Principal {
         }
         let role = Role::parse(&claims.role)
             .ok_or_else(|| AppError::Unauthorized("The access token is not valid.".into()))?;
-        let bound: Option<(bool, Uuid)> = sqlx::query_as(
-            "SELECT revoked_at IS NOT NULL, user_id FROM devices WHERE tenant_id = $1 AND device_id = $2",
-        )
-        .bind(&claims.tenant)
-        .bind(&claims.device_id)
-        .fetch_optional(&state.pool)
-        .await?;
-        match bound {
-            Some((true, _)) => Err(AppError::DeviceRevoked),
-            Some((false, user)) if user == claims.sub => Ok(Principal {
-                user_id: claims.sub,
-                username: claims.username,
-                tenant: claims.tenant,
-                role,
-                store_id: claims.store_id,
-                device_id: claims.device_id,
-                expires_at: claims.exp,
-            }),
-            _ => Err(AppError::Unauthorized(
-                "The access token is no longer valid for this device.".into(),
-            )),
-        }
+        session::check_access(&state.pool, &claims).await?;
+        Ok(Principal {
+            user_id: claims.sub,
+            username: claims.username,
+            tenant: claims.tenant,
+            role,
+            store_id: claims.store_id,
+            device_id: claims.device_id,
+            generation: claims.generation,
+            expires_at: claims.exp,
+        })
     }
 }

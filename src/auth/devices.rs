@@ -1,5 +1,6 @@
-//! Devices: bound to a user at login, revocable by the operator, carrying their
-//! per-device sync state (last pull and push, cursor, sync count).
+//! Devices: bound to a user at login (until it signs out or an operator releases the
+//! device: `auth::session`), revocable by the operator, carrying their per-device sync
+//! state (last pull and push, cursor, sync count).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,6 +8,8 @@ use std::sync::Mutex;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
+
+use super::Principal;
 
 /// A device as the operator and the state route see it.
 #[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
@@ -91,9 +94,20 @@ pub async fn reset_state(pool: &PgPool, tenant: &str, device_id: &str) -> sqlx::
 /// a fleet's pulls cost no write each; the state and status routes flush first, and a
 /// push answers with the pending cursor. A crash loses at most a second of this
 /// bookkeeping, never data: cursors live on the devices.
+///
+/// Entries are kept per token generation (`auth::session`) and written only while the
+/// device still has it: pulls of a session that was ended (a device released and taken
+/// by another user) never land on the next session's state.
 #[derive(Debug, Default)]
 pub struct PullLedger {
-    pending: Mutex<HashMap<(String, String), Pending>>,
+    pending: Mutex<HashMap<Key, Pending>>,
+}
+
+/// Tenant, device id and token generation.
+type Key = (String, String, i64);
+
+fn key(who: &Principal) -> Key {
+    (who.tenant.clone(), who.device_id.clone(), who.generation)
 }
 
 #[derive(Debug)]
@@ -104,60 +118,59 @@ struct Pending {
 }
 
 impl PullLedger {
-    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Pending>> {
+    fn entries(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Pending>> {
         // The map stays consistent whatever panicked while holding it.
         self.pending
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Notes a finished pull.
-    pub fn record(&self, tenant: &str, device_id: &str, cursor: String) {
+    /// Notes a finished pull of the caller's device.
+    pub fn record(&self, who: &Principal, cursor: String) {
         let at = Utc::now();
         let mut pending = self.entries();
-        let entry = pending
-            .entry((tenant.to_string(), device_id.to_string()))
-            .or_insert_with(|| Pending {
-                cursor: String::new(),
-                at,
-                pulls: 0,
-            });
+        let entry = pending.entry(key(who)).or_insert_with(|| Pending {
+            cursor: String::new(),
+            at,
+            pulls: 0,
+        });
         entry.cursor = cursor;
         entry.at = at;
         entry.pulls += 1;
     }
 
-    /// The cursor of a pull not written yet.
-    pub fn pending_cursor(&self, tenant: &str, device_id: &str) -> Option<String> {
-        self.entries()
-            .get(&(tenant.to_string(), device_id.to_string()))
-            .map(|p| p.cursor.clone())
+    /// The cursor of a pull of the caller's device not written yet.
+    pub fn pending_cursor(&self, who: &Principal) -> Option<String> {
+        self.entries().get(&key(who)).map(|p| p.cursor.clone())
     }
 
     /// Writes what is pending in one statement; on failure it stays pending.
     pub async fn flush(&self, pool: &PgPool) -> sqlx::Result<()> {
-        let batch: Vec<((String, String), Pending)> =
-            std::mem::take(&mut *self.entries()).into_iter().collect();
+        let batch: Vec<(Key, Pending)> = std::mem::take(&mut *self.entries()).into_iter().collect();
         if batch.is_empty() {
             return Ok(());
         }
-        let tenants: Vec<&str> = batch.iter().map(|((t, _), _)| t.as_str()).collect();
-        let device_ids: Vec<&str> = batch.iter().map(|((_, d), _)| d.as_str()).collect();
+        let tenants: Vec<&str> = batch.iter().map(|((t, _, _), _)| t.as_str()).collect();
+        let device_ids: Vec<&str> = batch.iter().map(|((_, d, _), _)| d.as_str()).collect();
+        let generations: Vec<i64> = batch.iter().map(|((_, _, g), _)| *g).collect();
         let cursors: Vec<&str> = batch.iter().map(|(_, p)| p.cursor.as_str()).collect();
         let times: Vec<DateTime<Utc>> = batch.iter().map(|(_, p)| p.at).collect();
         let pulls: Vec<i64> = batch.iter().map(|(_, p)| p.pulls).collect();
         let written = sqlx::query(
             "UPDATE devices d
              SET last_pull_at = v.at, cursor = v.cursor, sync_count = d.sync_count + v.pulls
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[])
-                  AS v(tenant, device, cursor, at, pulls)
-             WHERE d.tenant_id = v.tenant AND d.device_id = v.device",
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::bigint[],
+                         $6::bigint[])
+                  AS v(tenant, device, cursor, at, pulls, generation)
+             WHERE d.tenant_id = v.tenant AND d.device_id = v.device
+               AND d.token_generation = v.generation",
         )
         .bind(&tenants)
         .bind(&device_ids)
         .bind(&cursors)
         .bind(&times)
         .bind(&pulls)
+        .bind(&generations)
         .execute(pool)
         .await;
         if let Err(e) = written {

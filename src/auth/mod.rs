@@ -1,10 +1,12 @@
 //! Authentication: password hashes, access and refresh tokens, the `Principal` (the
-//! caller's identity; its HTTP extractor lives in `api::principal`), users and devices.
+//! caller's identity; its HTTP extractor lives in `api::principal`), users, devices and
+//! their sessions (who owns a device id, and ending its tokens).
 
 pub mod devices;
 pub mod password;
 pub mod principal;
 pub mod service;
+pub mod session;
 pub mod token;
 pub mod users;
 

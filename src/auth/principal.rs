@@ -16,6 +16,8 @@ pub struct Principal {
     pub role: Role,
     pub store_id: Option<String>,
     pub device_id: String,
+    /// The device's token generation the access token was issued under.
+    pub generation: i64,
     /// When the access token expires (Unix seconds); a WebSocket closes then.
     pub expires_at: i64,
 }

@@ -1,5 +1,7 @@
-//! Login and refresh: checks credentials, binds the device, issues a token pair and
-//! rotates refresh tokens (a used refresh token never works again).
+//! Login and refresh: checks credentials, binds the device to its user (another user's
+//! device is refused: `DEVICE_IN_USE`), issues a token pair carrying the device's token
+//! generation, and rotates refresh tokens (a used refresh token never works again, and
+//! presenting one ends every token of its device). Logout is `session::logout`.
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use uuid::Uuid;
 
 use super::token::{self, Claims, Keys};
 use super::users::{self, User};
-use super::{password, valid_device_id};
+use super::{password, session, valid_device_id};
 use crate::error::{AppError, AppResult};
 
 /// `POST /api/v1/auth/login` body.
@@ -89,16 +91,22 @@ pub async fn login(
             return Err(AppError::InvalidCredentials);
         }
     };
+    // Only someone who knows the password learns that the user is disabled.
+    if user.disabled_at.is_some() {
+        tracing::info!(username = %req.username, "login refused: user disabled");
+        return Err(AppError::UserDisabled);
+    }
 
     let mut tx = pool.begin().await?;
-    let revoked: Option<bool> = sqlx::query_scalar(
+    // A new device, or the user's own; another user's device is not taken over.
+    let bound: Option<(bool, i64)> = sqlx::query_as(
         "INSERT INTO devices (tenant_id, device_id, user_id, device_name, last_seen_at)
          VALUES ($1, $2, $3, $4, now())
          ON CONFLICT (tenant_id, device_id) DO UPDATE
-            SET user_id = EXCLUDED.user_id,
-                device_name = coalesce(EXCLUDED.device_name, devices.device_name),
+            SET device_name = coalesce(EXCLUDED.device_name, devices.device_name),
                 last_seen_at = now()
-         RETURNING revoked_at IS NOT NULL",
+            WHERE devices.user_id = EXCLUDED.user_id
+         RETURNING revoked_at IS NOT NULL, token_generation",
     )
     .bind(&user.tenant_id)
     .bind(&req.device_id)
@@ -106,24 +114,54 @@ pub async fn login(
     .bind(&req.device_name)
     .fetch_optional(&mut *tx)
     .await?;
-    if revoked == Some(true) {
-        return Err(AppError::DeviceRevoked);
-    }
-    let response = issue_pair(&mut tx, keys, refresh_ttl, &user, &req.device_id).await?;
+    let generation = match bound {
+        Some((false, generation)) => generation,
+        Some((true, _)) => return Err(AppError::DeviceRevoked),
+        None => {
+            // Another user's device (its row is locked by the attempt above).
+            let revoked: Option<bool> = sqlx::query_scalar(
+                "SELECT revoked_at IS NOT NULL FROM devices WHERE tenant_id = $1 AND device_id = $2",
+            )
+            .bind(&user.tenant_id)
+            .bind(&req.device_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if revoked == Some(true) {
+                return Err(AppError::DeviceRevoked);
+            }
+            tracing::warn!(username = %user.username, tenant = %user.tenant_id,
+                device_id = %req.device_id, "login refused: the device belongs to another user");
+            return Err(AppError::DeviceInUse);
+        }
+    };
+    let response = issue_pair(
+        &mut tx,
+        keys,
+        refresh_ttl,
+        &user,
+        &req.device_id,
+        generation,
+    )
+    .await?;
     tx.commit().await?;
     tracing::info!(username = %user.username, tenant = %user.tenant_id, device_id = %req.device_id, "login");
     Ok(response)
 }
 
-/// Exchanges a refresh token for a new pair; the old one stops working.
+/// Exchanges a refresh token for a new pair; the old one stops working. A refresh
+/// token presented again after it was spent means two holders (theft): every token of
+/// its device ends, and the device's user logs in again.
 pub async fn refresh(
     pool: &PgPool,
     keys: &Keys,
     refresh_ttl: Duration,
     req: RefreshRequest,
 ) -> AppResult<TokenResponse> {
+    let not_valid = || AppError::Unauthorized("The refresh token is not valid.".into());
     let hash = token::hash_refresh_token(&req.refresh_token);
     let mut tx = pool.begin().await?;
+    // A concurrent refresh with the same token waits here for the first, then finds
+    // it spent.
     let row: Option<(String, String, Uuid)> = sqlx::query_as(
         "UPDATE refresh_tokens SET used_at = now()
          WHERE token_hash = $1 AND used_at IS NULL AND expires_at > now()
@@ -133,38 +171,58 @@ pub async fn refresh(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((tenant, device_id, user_id)) = row else {
+        let spent: Option<(String, String)> = sqlx::query_as(
+            "SELECT tenant_id, device_id FROM refresh_tokens
+             WHERE token_hash = $1 AND used_at IS NOT NULL",
+        )
+        .bind(&hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((tenant, device_id)) = spent else {
+            return Err(not_valid());
+        };
+        session::end_device_tokens(&mut tx, &tenant, &device_id).await?;
+        tx.commit().await?;
+        tracing::warn!(
+            tenant,
+            device_id,
+            "a spent refresh token was presented again; every token of the device was ended"
+        );
         return Err(AppError::Unauthorized(
-            "The refresh token is not valid.".into(),
+            "This refresh token was already used, so it may have been stolen: every token of this device has been ended. Log in again."
+                .into(),
         ));
     };
-    let bound: Option<(bool, Uuid)> = sqlx::query_as(
-        "SELECT revoked_at IS NOT NULL, user_id FROM devices WHERE tenant_id = $1 AND device_id = $2",
+    // Shared lock: ending the device's tokens (a new generation) waits for this
+    // refresh, then deletes the token issued here too.
+    let bound: Option<(bool, Uuid, i64, bool)> = sqlx::query_as(
+        "SELECT d.revoked_at IS NOT NULL, d.user_id, d.token_generation, u.disabled_at IS NOT NULL
+         FROM devices d JOIN users u ON u.id = d.user_id
+         WHERE d.tenant_id = $1 AND d.device_id = $2
+         FOR SHARE OF d",
     )
     .bind(&tenant)
     .bind(&device_id)
     .fetch_optional(&mut *tx)
     .await?;
-    match bound {
-        Some((true, _)) => return Err(AppError::DeviceRevoked),
-        Some((false, owner)) if owner == user_id => {}
-        _ => {
-            return Err(AppError::Unauthorized(
-                "The refresh token is not valid.".into(),
-            ));
-        }
-    }
-    let user = users::find_by_id(pool, user_id)
+    let generation = match bound {
+        Some((true, ..)) => return Err(AppError::DeviceRevoked),
+        Some((false, owner, _, true)) if owner == user_id => return Err(AppError::UserDisabled),
+        Some((false, owner, generation, false)) if owner == user_id => generation,
+        _ => return Err(not_valid()),
+    };
+    let user = users::find_by_id(&mut *tx, user_id)
         .await?
-        .ok_or_else(|| AppError::Unauthorized("The refresh token is not valid.".into()))?;
+        .ok_or_else(not_valid)?;
+    // Spent tokens are kept until they expire, so that a replay is recognised.
     sqlx::query(
-        "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND device_id = $2
-           AND (expires_at < now() OR used_at < now() - interval '1 day')",
+        "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND device_id = $2 AND expires_at < now()",
     )
     .bind(&tenant)
     .bind(&device_id)
     .execute(&mut *tx)
     .await?;
-    let response = issue_pair(&mut tx, keys, refresh_ttl, &user, &device_id).await?;
+    let response = issue_pair(&mut tx, keys, refresh_ttl, &user, &device_id, generation).await?;
     tx.commit().await?;
     Ok(response)
 }
@@ -175,6 +233,7 @@ async fn issue_pair(
     refresh_ttl: Duration,
     user: &User,
     device_id: &str,
+    generation: i64,
 ) -> AppResult<TokenResponse> {
     let access_token = keys.issue(Claims {
         sub: user.id,
@@ -183,6 +242,7 @@ async fn issue_pair(
         role: user.role.clone(),
         store_id: user.store_id.clone(),
         device_id: device_id.to_string(),
+        generation,
         iat: 0,
         exp: 0,
     })?;

@@ -26,6 +26,11 @@ pub struct Claims {
     pub store_id: Option<String>,
     /// The device this token is bound to.
     pub device_id: String,
+    /// The device's token generation when this token was issued; a token whose
+    /// generation is no longer the device's was ended (`auth::session`). Tokens issued
+    /// before generations existed carry none: 0.
+    #[serde(rename = "gen", default)]
+    pub generation: i64,
     pub iat: i64,
     pub exp: i64,
 }
@@ -127,6 +132,7 @@ mod tests {
             role: "store".into(),
             store_id: Some("s1".into()),
             device_id: "dev-1".into(),
+            generation: 0,
             iat: 0,
             exp: 0,
         }

@@ -1,9 +1,13 @@
-//! Users: created by the operator (`nas-sync user add`), looked up at login.
+//! Users: created and managed by the operator (`nas-sync user add`, `list`, `disable`,
+//! `enable`, `passwd`), looked up at login. Disabling a user or giving it a new
+//! password ends every token of its devices (`session::end_user_tokens`).
 
+use chrono::{DateTime, Utc};
+use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{Role, password};
+use super::{Role, password, session};
 
 /// A stored user.
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -14,7 +18,11 @@ pub struct User {
     pub role: String,
     pub store_id: Option<String>,
     pub password_hash: String,
+    /// When the operator disabled the user; a disabled user cannot log in.
+    pub disabled_at: Option<DateTime<Utc>>,
 }
+
+const COLUMNS: &str = "id, tenant_id, username, role, store_id, password_hash, disabled_at";
 
 /// Why a user could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +69,7 @@ pub async fn add(
         "INSERT INTO users (tenant_id, username, role, store_id, password_hash)
          VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (username) DO NOTHING
-         RETURNING id, tenant_id, username, role, store_id, password_hash",
+         RETURNING id, tenant_id, username, role, store_id, password_hash, disabled_at",
     )
     .bind(tenant)
     .bind(username)
@@ -75,19 +83,121 @@ pub async fn add(
 }
 
 pub async fn find_by_username(pool: &PgPool, username: &str) -> sqlx::Result<Option<User>> {
-    sqlx::query_as::<_, User>(
-        "SELECT id, tenant_id, username, role, store_id, password_hash FROM users WHERE username = $1",
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE username = $1");
+    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql))
+        .bind(username)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn find_by_id(conn: impl sqlx::PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<User>> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
+    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// A user as `nas-sync user list` shows it.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub struct Listed {
+    pub username: String,
+    pub role: String,
+    pub store_id: Option<String>,
+    pub tenant_id: String,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Every user, or those of one tenant, by tenant and name.
+pub async fn list(pool: &PgPool, tenant: Option<&str>) -> sqlx::Result<Vec<Listed>> {
+    sqlx::query_as(
+        "SELECT username, role, store_id, tenant_id, disabled_at, created_at FROM users
+         WHERE $1::text IS NULL OR tenant_id = $1
+         ORDER BY tenant_id, username",
     )
-    .bind(username)
-    .fetch_optional(pool)
+    .bind(tenant)
+    .fetch_all(pool)
     .await
 }
 
-pub async fn find_by_id(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<User>> {
-    sqlx::query_as::<_, User>(
-        "SELECT id, tenant_id, username, role, store_id, password_hash FROM users WHERE id = $1",
+/// Why a user could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeUserError {
+    #[error("no user '{0}' (see `nas-sync user list`)")]
+    Unknown(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ChangeUserError {
+    fn from(e: sqlx::Error) -> Self {
+        ChangeUserError::Other(e.into())
+    }
+}
+
+/// Disables a user (its tokens end at once, it cannot log in) or enables it again (it
+/// logs in anew: ended tokens stay ended). Returns whether it was disabled before.
+pub async fn set_disabled(
+    pool: &PgPool,
+    username: &str,
+    disabled: bool,
+) -> Result<bool, ChangeUserError> {
+    let mut tx = pool.begin().await?;
+    let was: Option<(Uuid, bool)> = sqlx::query_as(
+        "SELECT id, disabled_at IS NOT NULL FROM users WHERE username = $1 FOR UPDATE",
+    )
+    .bind(username)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((id, was_disabled)) = was else {
+        return Err(ChangeUserError::Unknown(username.to_string()));
+    };
+    sqlx::query(
+        "UPDATE users SET disabled_at = CASE WHEN $2 THEN coalesce(disabled_at, now()) END
+         WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
-    .await
+    .bind(disabled)
+    .execute(&mut *tx)
+    .await?;
+    if disabled {
+        session::end_user_tokens(&mut tx, id).await?;
+    }
+    tx.commit().await?;
+    tracing::warn!(
+        username,
+        disabled,
+        "user {}",
+        if disabled { "disabled" } else { "enabled" }
+    );
+    Ok(was_disabled)
+}
+
+/// Gives a user a new password; every token of its devices ends (they log in again).
+pub async fn set_password(
+    pool: &PgPool,
+    username: &str,
+    password: &str,
+) -> Result<(), ChangeUserError> {
+    if password.is_empty() {
+        return Err(ChangeUserError::Invalid("the password is empty".into()));
+    }
+    let hash = password::hash(password.to_string()).await?;
+    let mut tx = pool.begin().await?;
+    let id: Option<Uuid> =
+        sqlx::query_scalar("UPDATE users SET password_hash = $2 WHERE username = $1 RETURNING id")
+            .bind(username)
+            .bind(hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(id) = id else {
+        return Err(ChangeUserError::Unknown(username.to_string()));
+    };
+    session::end_user_tokens(&mut tx, id).await?;
+    tx.commit().await?;
+    tracing::warn!(username, "password changed; the user's tokens were ended");
+    Ok(())
 }

@@ -96,12 +96,14 @@ async fn find(ctx: &BridgeCtx, who: &Principal, r: &Resolution) -> AppResult<Uui
     };
     let id: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM sync_conflicts
-         WHERE tenant_id = $1 AND device_id = $2 AND local_id = $3 AND status = 'open'
+         WHERE tenant_id = $1 AND device_id = $2 AND user_id = $4 AND local_id = $3
+           AND status = 'open'
          ORDER BY created_at DESC LIMIT 1",
     )
     .bind(&who.tenant)
     .bind(&who.device_id)
     .bind(local)
+    .bind(who.user_id)
     .fetch_optional(&ctx.sync.pool)
     .await?;
     id.ok_or_else(|| AppError::NotFound(format!("No open conflict for local_id '{local}'.")))

@@ -25,7 +25,7 @@ pub enum Outgoing {
     Changed(String),
     /// A row sent whole: `{"type":"event","table","record"}`.
     Event { table: String, record: Value },
-    /// Close the socket with this code and reason (revoked device).
+    /// Close the socket with this code and reason (revoked or signed-out device).
     Close { code: u16, reason: String },
 }
 
@@ -210,8 +210,9 @@ impl Hub {
         }
     }
 
-    /// Closes the sockets of a revoked device.
-    pub fn revoke(&self, tenant: &str, device_id: &str) {
+    /// Closes the sockets of a device that was revoked or whose tokens were ended, with
+    /// code 4001 and `reason` (`DEVICE_REVOKED` or `SIGNED_OUT`).
+    pub fn revoke(&self, tenant: &str, device_id: &str, reason: &str) {
         if let Ok(map) = self.sockets.read() {
             for sub in map
                 .values()
@@ -219,7 +220,7 @@ impl Hub {
             {
                 let _ = sub.tx.try_send(Outgoing::Close {
                     code: 4001,
-                    reason: "DEVICE_REVOKED".into(),
+                    reason: reason.into(),
                 });
             }
         }

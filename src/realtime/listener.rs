@@ -1,5 +1,5 @@
 //! The `LISTEN` connection of this server process: notifications of committed
-//! changes (channel `nas_sync`) and of revoked devices (`nas_sync_revoke`), handed to
+//! changes (channel `nas_sync`) and of revoked or signed-out devices (`nas_sync_revoke`), handed to
 //! the hub. When the connection is lost (PostgreSQL restarted, a network cut) it
 //! reconnects with backoff and tells every socket to resync, since notifications sent
 //! meanwhile are gone.
@@ -19,7 +19,7 @@ use crate::sync::registry::RegistryHandle;
 
 /// The channel the change trigger notifies.
 pub const CHANNEL: &str = "nas_sync";
-/// The channel device revocations are announced on.
+/// The channel device revocations and ended sessions are announced on.
 pub const REVOKE_CHANNEL: &str = "nas_sync_revoke";
 
 #[derive(Deserialize)]
@@ -28,6 +28,10 @@ struct Revoked {
     tenant: String,
     #[serde(rename = "d")]
     device: String,
+    /// The close reason: `DEVICE_REVOKED` (the default, and what older servers send)
+    /// or `SIGNED_OUT` (the device's tokens were ended).
+    #[serde(rename = "r", default)]
+    reason: Option<String>,
 }
 
 /// Listens until `stop`.
@@ -87,7 +91,8 @@ async fn handle(pool: &PgPool, hub: &Hub, registry: &RegistryHandle, channel: &s
     }
     if channel == REVOKE_CHANNEL {
         if let Ok(r) = serde_json::from_str::<Revoked>(payload) {
-            hub.revoke(&r.tenant, &r.device);
+            let reason = r.reason.as_deref().unwrap_or("DEVICE_REVOKED");
+            hub.revoke(&r.tenant, &r.device, reason);
         }
         return;
     }

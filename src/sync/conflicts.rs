@@ -1,6 +1,7 @@
 //! The conflict inbox: conflicts left open by the `manual` rule or strategy, stored
 //! with both sides and the base version, listed (managers: the tenant's; store devices:
-//! their own), and resolved once: `server_wins` keeps the server row, `client_wins`
+//! their own, opened under the same user: a device id that changed hands shows its new
+//! user nothing of the old one's), and resolved once: `server_wins` keeps the server row, `client_wins`
 //! applies the device's fields, `merge` merges them three-way (overlaps keep the
 //! server's values), `custom` applies the fields given. A resolution is a write by the
 //! resolver, checked like any push row (role, store, types, references), in the same
@@ -142,31 +143,35 @@ pub async fn list(ctx: &SyncCtx, who: &Principal, q: &ListQuery) -> AppResult<Ve
             ));
         }
     };
-    let device = (who.role == Role::Store).then_some(who.device_id.as_str());
+    let own = (who.role == Role::Store).then_some(who);
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    Ok(query(ctx, &who.tenant, device, status, limit).await?)
+    Ok(query(ctx, &who.tenant, own, status, limit).await?)
 }
 
-/// The open conflicts a device caused (shown to it on its next pull).
+/// The open conflicts a device caused under its current user (shown to it on its next
+/// pull).
 pub async fn open_for_device(ctx: &SyncCtx, who: &Principal) -> sqlx::Result<Vec<Conflict>> {
-    query(ctx, &who.tenant, Some(&who.device_id), Some("open"), 1000).await
+    query(ctx, &who.tenant, Some(who), Some("open"), 1000).await
 }
 
+/// The tenant's conflicts, or with `own` those of the caller's device and user.
 async fn query(
     ctx: &SyncCtx,
     tenant: &str,
-    device: Option<&str>,
+    own: Option<&Principal>,
     status: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<Conflict>> {
     let sql = format!(
-        "{SELECT} WHERE tenant_id = $1 AND ($2::text IS NULL OR device_id = $2)
-           AND ($3::text IS NULL OR status = $3)
-         ORDER BY created_at DESC LIMIT $4"
+        "{SELECT} WHERE tenant_id = $1
+           AND ($2::text IS NULL OR (device_id = $2 AND user_id = $3))
+           AND ($4::text IS NULL OR status = $4)
+         ORDER BY created_at DESC LIMIT $5"
     );
     sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(tenant)
-        .bind(device)
+        .bind(own.map(|p| p.device_id.as_str()))
+        .bind(own.map(|p| p.user_id))
         .bind(status)
         .bind(limit)
         .fetch_all(&ctx.pool)
@@ -192,16 +197,22 @@ pub async fn resolve(
     req: Resolve,
 ) -> AppResult<Conflict> {
     let mut tx = ctx.pool.begin().await?;
-    let sql = format!("{SELECT} WHERE id = $1 AND tenant_id = $2 FOR UPDATE");
+    // A store device reaches only the conflicts of its device under its user.
+    let own = (who.role != Role::Manager).then_some(who);
+    let sql = format!(
+        "{SELECT} WHERE id = $1 AND tenant_id = $2
+           AND ($3::text IS NULL OR (device_id = $3 AND user_id = $4))
+         FOR UPDATE"
+    );
     let conflict: Option<Conflict> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(id)
         .bind(&who.tenant)
+        .bind(own.map(|p| p.device_id.as_str()))
+        .bind(own.map(|p| p.user_id))
         .fetch_optional(&mut *tx)
         .await?;
-    let conflict = match conflict {
-        Some(c) if who.role == Role::Manager || c.device_id == who.device_id => c,
-        // Another device's conflict is not there for a store device.
-        _ => return Err(AppError::NotFound("No such conflict.".into())),
+    let Some(conflict) = conflict else {
+        return Err(AppError::NotFound("No such conflict.".into()));
     };
     if conflict.status != "open" {
         return Err(AppError::Conflict {

@@ -109,7 +109,8 @@ pub(crate) fn row_docs(tables: &[&Table]) -> String {
 /// primary key and rendered as JSON text by PostgreSQL. Always at least one row (the
 /// bookkeeping); entry columns are NULL when the page is empty.
 ///
-/// Binds: tenant, cursor xid (text), cursor seq, tables, store, limit, device, page bytes.
+/// Binds: tenant, cursor xid (text), cursor seq, tables, store, limit, device, page bytes,
+/// user.
 pub fn page_sql(tables: &[&Table]) -> String {
     let docs = row_docs(tables);
     format!(
@@ -121,7 +122,8 @@ pub fn page_sql(tables: &[&Table]) -> String {
                     pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
                     statement_timestamp() AS now,
                     EXISTS (SELECT 1 FROM sync_conflicts WHERE tenant_id = $1
-                            AND device_id = $7 AND status = 'open') AS open_conflicts),
+                            AND device_id = $7 AND user_id = $9 AND status = 'open')
+                        AS open_conflicts),
          f AS (
              SELECT table_name, row_id, xid, seq, version, updated_at,
                     coalesce(doc_bytes, 0) AS bytes
@@ -260,6 +262,7 @@ async fn pull_once(
         .bind(limit + 1)
         .bind(&who.device_id)
         .bind(ctx.limits.max_page_bytes as i64)
+        .bind(who.user_id)
         .fetch_all(&ctx.pool)
         .await?;
     let Some(meta) = page.first() else {
@@ -353,8 +356,7 @@ async fn pull_once(
         scope,
     }
     .encode(&ctx.keys);
-    ctx.pull_ledger
-        .record(&who.tenant, &who.device_id, cursor.clone());
+    ctx.pull_ledger.record(who, cursor.clone());
 
     // The device's own open conflicts (docs/contract.md §8), when it has any.
     let conflicts = match open_conflicts {

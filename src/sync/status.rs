@@ -1,5 +1,5 @@
-//! The tenant's sync status (tables, active devices, last syncs) and a device's own
-//! sync ctx.
+//! The tenant's sync status (tables, active devices, last syncs; a store device sees
+//! only its own) and a device's own sync state.
 
 use std::collections::BTreeMap;
 
@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::SyncCtx;
-use crate::auth::{Principal, devices};
+use crate::auth::{Principal, Role, devices};
 use crate::error::{AppError, AppResult};
 
 /// `GET /api/v1/sync/status`.
@@ -18,18 +18,25 @@ pub struct SyncStatus {
     pub version: &'static str,
     /// Tables the caller may read.
     pub tables: Vec<String>,
-    /// Devices of the tenant that synced in the last 24 hours.
+    /// Devices of the tenant that synced in the last 24 hours (for a store device:
+    /// itself, 1 or 0).
     pub active_devices: i64,
+    /// Last sync per device id: the tenant's devices for a manager, only its own
+    /// device for a store device.
     pub last_sync: BTreeMap<String, DateTime<Utc>>,
 }
 
 pub async fn status(ctx: &SyncCtx, who: &Principal) -> AppResult<SyncStatus> {
     ctx.pull_ledger.flush(&ctx.pool).await?;
+    // A store device sees only itself; managers see the tenant's devices.
+    let only = (who.role == Role::Store).then_some(who.device_id.as_str());
     let rows: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT device_id, greatest(last_pull_at, last_push_at)
-         FROM devices WHERE tenant_id = $1 AND revoked_at IS NULL",
+         FROM devices WHERE tenant_id = $1 AND revoked_at IS NULL
+           AND ($2::text IS NULL OR device_id = $2)",
     )
     .bind(&who.tenant)
+    .bind(only)
     .fetch_all(&ctx.pool)
     .await?;
     let now = Utc::now();

@@ -11,6 +11,8 @@
               each binary uses a different part of it"
 )]
 
+pub mod nas_cli;
+
 use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;

@@ -20,7 +20,7 @@ use utoipa::{Modify, OpenApi};
     info(title = "nas-sync", description = "Delta-sync server for offline-first apps (docs/contract.md)."),
     paths(
         super::health::health, super::health::ready, super::health::metrics,
-        super::auth::login, super::auth::refresh,
+        super::auth::login, super::auth::refresh, super::auth::logout,
         super::sync::pull, super::sync::push, super::sync::status, super::sync::state, super::sync::reset, super::ws::ws,
         super::conflicts::list, super::conflicts::resolve,
         super::bridge::push_v1, super::bridge::resolve_v1, super::bridge::pull_v1, super::bridge::state_v1, super::bridge::reset_v1,

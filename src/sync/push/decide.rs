@@ -353,6 +353,7 @@ mod tests {
             role,
             store_id: store.map(str::to_string),
             device_id: "dev-1".into(),
+            generation: 0,
             expires_at: 0,
         }
     }

@@ -164,19 +164,24 @@ impl Push<'_> {
             conflicts.clear();
         }
 
-        let cursor: Option<String> = sqlx::query_scalar(
-            "UPDATE devices SET last_push_at = now() WHERE tenant_id = $1 AND device_id = $2 RETURNING cursor",
+        // Only while the session the push was checked under lasts: a device signed out
+        // or released meanwhile (auth::session) keeps none of it.
+        let cursor: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE devices SET last_push_at = now()
+             WHERE tenant_id = $1 AND device_id = $2 AND token_generation = $3 RETURNING cursor",
         )
         .bind(&who.tenant)
         .bind(&who.device_id)
+        .bind(who.generation)
         .fetch_optional(&mut *tx)
-        .await?
-        .flatten();
-        let cursor = self
-            .ctx
-            .pull_ledger
-            .pending_cursor(&who.tenant, &who.device_id)
-            .or(cursor);
+        .await?;
+        let Some(cursor) = cursor else {
+            return Err(AppError::Unauthorized(
+                "The session of this device ended during the push; nothing was applied. Log in again."
+                    .into(),
+            ));
+        };
+        let cursor = self.ctx.pull_ledger.pending_cursor(who).or(cursor);
 
         let response = PushResponse {
             success: errors.is_empty(),
