@@ -38,6 +38,12 @@ async fn prune(app: &TestApp) -> Pruned {
     panic!("the retention job stayed locked for 5 s");
 }
 
+/// A server whose own retention job is off, so only the test's runs prune (the job
+/// runs at start, and on a busy machine it may start after the test aged its rows).
+async fn quiet_app() -> TestApp {
+    TestApp::spawn_with(|c| c.retention = Duration::ZERO).await
+}
+
 /// Makes everything written so far look 100 days old.
 async fn age_everything(app: &TestApp) {
     for sql in [
@@ -51,7 +57,7 @@ async fn age_everything(app: &TestApp) {
 
 #[tokio::test]
 async fn old_tombstones_and_versions_go_and_older_cursors_must_resync() {
-    let app = TestApp::spawn().await;
+    let app = quiet_app().await;
     let mut writer = app.manager("boss", "boss-phone").await;
     let mut reader = app.login("boss", "boss-tablet").await;
     let (kept, soft, hard) = (id(), id(), id());
@@ -191,7 +197,7 @@ async fn old_tombstones_and_versions_go_and_older_cursors_must_resync() {
 
 #[tokio::test]
 async fn recent_history_and_live_rows_are_never_pruned() {
-    let app = TestApp::spawn().await;
+    let app = quiet_app().await;
     let mut dev = app.manager("boss", "boss-phone").await;
     let (a, b) = (id(), id());
     dev.push(
@@ -275,7 +281,7 @@ async fn the_server_prunes_by_itself_with_the_configured_period() {
 /// ids and resolved conflicts go, open conflicts stay.
 #[tokio::test]
 async fn event_positions_below_pruned_tombstones_resync_and_bridge_records_age_out() {
-    let app = TestApp::spawn().await;
+    let app = quiet_app().await;
     let dev = app.manager("boss", "boss-phone").await;
     let gone = id();
     dev.push(json!({"forms": [{"id": gone, "title": "gone", "updated_at": now()}]}))
