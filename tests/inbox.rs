@@ -110,6 +110,12 @@ async fn merge_of_the_same_field_goes_to_the_newer_change() {
     assert_eq!(stored(&app, &kpi).await["value"], json!(30));
 }
 
+/// The resolve route of the conflict `c` reported.
+fn resolve_path(c: &Value) -> String {
+    let id = c["conflict_id"].as_str().expect("conflict_id");
+    format!("/api/v1/sync/conflicts/{id}/resolve")
+}
+
 /// A manual-rule table: the store device's stale write opens a conflict.
 async fn manual_conflict(app: &TestApp, manager: &Device, store: &Device) -> (String, Value) {
     let kpi = new_kpi(store, "sales", 10).await;
@@ -208,10 +214,7 @@ async fn a_manager_resolves_with_merge_custom_or_server_wins() {
 
     // custom: the manager's own values.
     let (kpi, c) = manual_conflict(&app, &manager, &store).await;
-    let path = format!(
-        "/api/v1/sync/conflicts/{}/resolve",
-        c["conflict_id"].as_str().unwrap()
-    );
+    let path = resolve_path(&c);
     let (status, done) = manager
         .post(
             &path,
@@ -228,10 +231,7 @@ async fn a_manager_resolves_with_merge_custom_or_server_wins() {
     // server_wins: nothing changes.
     let (kpi, c) = manual_conflict(&app, &manager, &store).await;
     let before = stored(&app, &kpi).await;
-    let path = format!(
-        "/api/v1/sync/conflicts/{}/resolve",
-        c["conflict_id"].as_str().unwrap()
-    );
+    let path = resolve_path(&c);
     let (status, done) = manager
         .post(&path, &json!({"strategy": "server_wins"}))
         .await;
@@ -241,10 +241,7 @@ async fn a_manager_resolves_with_merge_custom_or_server_wins() {
     // merge: the device changed `value` only, the manager too: overlaps keep the
     // server's value; bad input is refused clearly and leaves the conflict open.
     let (kpi, c) = manual_conflict(&app, &manager, &store).await;
-    let path = format!(
-        "/api/v1/sync/conflicts/{}/resolve",
-        c["conflict_id"].as_str().unwrap()
-    );
+    let path = resolve_path(&c);
     let (status, body) = manager.post(&path, &json!({"strategy": "custom"})).await;
     assert_error(status, &body, 400, "VALIDATION_FAILED");
     let (status, body) = manager.post(&path, &json!({"strategy": "whatever"})).await;
@@ -272,10 +269,7 @@ async fn conflicts_stay_inside_their_tenant() {
     let intruder = app.login("intruder", "intruder-1").await;
     let (_, listed) = intruder.get("/api/v1/sync/conflicts").await;
     assert_eq!(listed, json!([]));
-    let path = format!(
-        "/api/v1/sync/conflicts/{}/resolve",
-        c["conflict_id"].as_str().unwrap()
-    );
+    let path = resolve_path(&c);
     let (status, body) = intruder
         .post(&path, &json!({"strategy": "client_wins"}))
         .await;
