@@ -8,20 +8,6 @@ use common::*;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-async fn login_raw(
-    app: &TestApp,
-    username: &str,
-    password: &str,
-    device_id: &str,
-) -> (StatusCode, Value) {
-    app.post_json(
-        "/api/v1/auth/login",
-        None,
-        &json!({"username": username, "password": password, "device_id": device_id}),
-    )
-    .await
-}
-
 async fn refresh(app: &TestApp, token: &str) -> (StatusCode, Value) {
     app.post_json(
         "/api/v1/auth/refresh",
@@ -110,9 +96,9 @@ async fn a_disabled_user_is_locked_out_at_once_until_enabled() {
     assert_eq!(s.as_u16(), 401, "{b}");
     assert!(b.get("access_token").is_none(), "{b}");
     // He cannot log in; a wrong password still says only that.
-    let (s, b) = login_raw(&app, "bob", "password", "bob-tablet").await;
+    let (s, b) = app.login_raw("bob", "password", "bob-tablet").await;
     assert_error(s, &b, 401, "USER_DISABLED");
-    let (s, b) = login_raw(&app, "bob", "wrong", "bob-tablet").await;
+    let (s, b) = app.login_raw("bob", "wrong", "bob-tablet").await;
     assert_error(s, &b, 401, "INVALID_CREDENTIALS");
     // Others are untouched.
     let (s, b) = alice.get("/api/v1/sync/status").await;
@@ -152,9 +138,11 @@ async fn passwd_changes_the_password_and_ends_the_users_tokens() {
     assert_ok(&out);
 
     // The old password no longer works; the first line of stdin is the new one.
-    let (s, b) = login_raw(&app, "alice", "password", "alice-phone").await;
+    let (s, b) = app.login_raw("alice", "password", "alice-phone").await;
     assert_error(s, &b, 401, "INVALID_CREDENTIALS");
-    let (s, b) = login_raw(&app, "alice", "new secret 123\nsecond line", "alice-phone").await;
+    let (s, b) = app
+        .login_raw("alice", "new secret 123\nsecond line", "alice-phone")
+        .await;
     assert_error(s, &b, 401, "INVALID_CREDENTIALS");
     // Her old refresh and access tokens, on every device, fail.
     for dev in [&phone, &tablet] {
@@ -163,7 +151,9 @@ async fn passwd_changes_the_password_and_ends_the_users_tokens() {
         let (s, b) = dev.get("/api/v1/sync/status").await;
         assert_error(s, &b, 401, "UNAUTHORIZED");
     }
-    let (s, b) = login_raw(&app, "alice", "new secret 123", "alice-phone").await;
+    let (s, b) = app
+        .login_raw("alice", "new secret 123", "alice-phone")
+        .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     // Another user keeps her session.
     let (s, b) = refresh(&app, &carol.refresh_token).await;
@@ -184,7 +174,9 @@ async fn passwd_changes_the_password_and_ends_the_users_tokens() {
     )
     .await;
     assert_fails(&out);
-    let (s, b) = login_raw(&app, "alice", "new secret 123", "alice-phone").await;
+    let (s, b) = app
+        .login_raw("alice", "new secret 123", "alice-phone")
+        .await;
     assert_eq!(
         s,
         StatusCode::OK,
@@ -207,7 +199,7 @@ async fn device_release_ends_the_tokens_and_frees_the_device() {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     alice.sync_down().await;
-    let (s, b) = login_raw(&app, "kiosk", "password", "shared-tablet").await;
+    let (s, b) = app.login_raw("kiosk", "password", "shared-tablet").await;
     assert_error(s, &b, 409, "DEVICE_IN_USE");
 
     // Unknown devices, or in another tenant: non-zero, nothing released.
@@ -260,6 +252,6 @@ async fn device_release_ends_the_tokens_and_frees_the_device() {
     let out = cli(&app.db.url, &["device", "release", "shared-tablet"], None).await;
     assert_fails(&out);
     assert!(text(&out).contains("revoked"), "unclear: {}", text(&out));
-    let (s, b) = login_raw(&app, "alice", "password", "shared-tablet").await;
+    let (s, b) = app.login_raw("alice", "password", "shared-tablet").await;
     assert_error(s, &b, 401, "DEVICE_REVOKED");
 }

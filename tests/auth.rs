@@ -12,20 +12,6 @@ use serde_json::{Value, json};
 const LOGIN: &str = "/api/v1/auth/login";
 const REFRESH: &str = "/api/v1/auth/refresh";
 
-async fn login_raw(
-    app: &TestApp,
-    username: &str,
-    password: &str,
-    device_id: &str,
-) -> (StatusCode, Value) {
-    app.post_json(
-        LOGIN,
-        None,
-        &json!({"username": username, "password": password, "device_id": device_id}),
-    )
-    .await
-}
-
 /// Signs claims shaped like the server's access-token claims with `secret`.
 fn forge(claims: &Value, secret: &str) -> String {
     jsonwebtoken::encode(
@@ -118,7 +104,7 @@ async fn login_returns_the_contract_shape() {
     assert_eq!(dev.device_name.as_deref(), Some("Maria's iPad"));
 
     // A store user of another tenant.
-    let (s, b) = login_raw(&app, "kiosk", "password", "kiosk-1").await;
+    let (s, b) = app.login_raw("kiosk", "password", "kiosk-1").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let kiosk = users::find_by_username(&app.pool, "kiosk")
         .await
@@ -138,15 +124,15 @@ async fn wrong_password_and_unknown_user_answer_the_same() {
     let app = TestApp::spawn().await;
     app.add_user("maria", Role::Manager, None, "default").await;
 
-    let (s1, wrong_password) = login_raw(&app, "maria", "not-the-password", "dev-1").await;
+    let (s1, wrong_password) = app.login_raw("maria", "not-the-password", "dev-1").await;
     assert_error(s1, &wrong_password, 401, "INVALID_CREDENTIALS");
-    let (s2, unknown_user) = login_raw(&app, "nobody", "password", "dev-1").await;
+    let (s2, unknown_user) = app.login_raw("nobody", "password", "dev-1").await;
     assert_error(s2, &unknown_user, 401, "INVALID_CREDENTIALS");
     assert_eq!(
         wrong_password, unknown_user,
         "the two failures must be indistinguishable"
     );
-    let (s3, empty) = login_raw(&app, "maria", "", "dev-1").await;
+    let (s3, empty) = app.login_raw("maria", "", "dev-1").await;
     assert_error(s3, &empty, 401, "INVALID_CREDENTIALS");
     assert!(wrong_password.get("access_token").is_none());
     // No device was bound by the failed attempts.
@@ -173,14 +159,14 @@ async fn device_id_is_validated() {
         "emoji-📱",
         long.as_str(),
     ] {
-        let (s, b) = login_raw(&app, "maria", "password", bad).await;
+        let (s, b) = app.login_raw("maria", "password", bad).await;
         assert_error(s, &b, 400, "VALIDATION_FAILED");
         assert_eq!(b["details"]["field"], "device_id", "for {bad:?}: {b}");
     }
     // The boundaries and every allowed character are accepted.
     let max = "y".repeat(128);
     for good in ["abc", "A.b_c:d-9", max.as_str()] {
-        let (s, b) = login_raw(&app, "maria", "password", good).await;
+        let (s, b) = app.login_raw("maria", "password", good).await;
         assert_eq!(s, StatusCode::OK, "device_id {good:?} refused: {b}");
         assert_eq!(b["device_id"], good);
     }
@@ -312,7 +298,7 @@ async fn missing_or_garbage_bearer_is_unauthorized() {
 async fn expired_token_says_token_expired() {
     let app = TestApp::spawn().await;
     app.add_user("maria", Role::Manager, None, "default").await;
-    let (s, login) = login_raw(&app, "maria", "password", "maria-phone").await;
+    let (s, login) = app.login_raw("maria", "password", "maria-phone").await;
     assert_eq!(s, StatusCode::OK, "{login}");
     let t = chrono::Utc::now().timestamp();
 
@@ -399,12 +385,12 @@ async fn revoked_device_is_locked_out() {
     assert_eq!(stored, 0, "a revoked device's push was applied");
 
     // Logging in again on that device is refused, even with the right password.
-    let (s, b) = login_raw(&app, "maria", "password", "maria-phone").await;
+    let (s, b) = app.login_raw("maria", "password", "maria-phone").await;
     assert_error(s, &b, 401, "DEVICE_REVOKED");
     assert!(b.get("access_token").is_none(), "{b}");
     // ... and by another user of the tenant.
     app.add_user("joao", Role::Manager, None, "default").await;
-    let (s, b) = login_raw(&app, "joao", "password", "maria-phone").await;
+    let (s, b) = app.login_raw("joao", "password", "maria-phone").await;
     assert_error(s, &b, 401, "DEVICE_REVOKED");
     let d = devices::get(&app.pool, "default", "maria-phone")
         .await
@@ -510,11 +496,13 @@ async fn login_attempts_are_rate_limited_per_username() {
     app.add_user("maria", Role::Manager, None, "default").await;
 
     // Every attempt counts, right or wrong: ten per minute per username.
-    let (s, b) = login_raw(&app, "maria", "password", "maria-phone").await;
+    let (s, b) = app.login_raw("maria", "password", "maria-phone").await;
     assert_eq!(s, StatusCode::OK, "{b}");
 
     for i in 0..9 {
-        let (s, b) = login_raw(&app, "maria", &format!("guess-{i}"), "maria-phone").await;
+        let (s, b) = app
+            .login_raw("maria", &format!("guess-{i}"), "maria-phone")
+            .await;
         assert_error(s, &b, 401, "INVALID_CREDENTIALS");
     }
     for password in ["guess-10", "password"] {
@@ -546,9 +534,11 @@ async fn without_rate_limit_failures_are_never_limited() {
     let app = TestApp::spawn().await; // NAS_SYNC_RATE_LIMIT=off
     app.add_user("maria", Role::Manager, None, "default").await;
     for i in 0..15 {
-        let (s, b) = login_raw(&app, "maria", &format!("guess-{i}"), "maria-phone").await;
+        let (s, b) = app
+            .login_raw("maria", &format!("guess-{i}"), "maria-phone")
+            .await;
         assert_error(s, &b, 401, "INVALID_CREDENTIALS");
     }
-    let (s, b) = login_raw(&app, "maria", "password", "maria-phone").await;
+    let (s, b) = app.login_raw("maria", "password", "maria-phone").await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }

@@ -10,23 +10,8 @@ use nas_sync::auth::{Role, devices};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const LOGIN: &str = "/api/v1/auth/login";
 const REFRESH: &str = "/api/v1/auth/refresh";
 const LOGOUT: &str = "/api/v1/auth/logout";
-
-async fn login_raw(
-    app: &TestApp,
-    username: &str,
-    password: &str,
-    device_id: &str,
-) -> (StatusCode, Value) {
-    app.post_json(
-        LOGIN,
-        None,
-        &json!({"username": username, "password": password, "device_id": device_id}),
-    )
-    .await
-}
 
 async fn refresh(app: &TestApp, token: &str) -> (StatusCode, Value) {
     app.post_json(REFRESH, None, &json!({"refresh_token": token}))
@@ -53,12 +38,14 @@ async fn another_users_login_on_an_owned_device_is_device_in_use() {
     app.add_user("joao", Role::Manager, None, "default").await;
 
     for user in ["kiosk", "joao"] {
-        let (s, b) = login_raw(&app, user, "password", "shared-tablet").await;
+        let (s, b) = app.login_raw(user, "password", "shared-tablet").await;
         assert_error(s, &b, 409, "DEVICE_IN_USE");
         assert!(b.get("access_token").is_none(), "{b}");
     }
     // Without the password nothing is learned about the device.
-    let (s, b) = login_raw(&app, "kiosk", "not-the-password", "shared-tablet").await;
+    let (s, b) = app
+        .login_raw("kiosk", "not-the-password", "shared-tablet")
+        .await;
     assert_error(s, &b, 401, "INVALID_CREDENTIALS");
 
     // The owner keeps the device, and her tokens keep working.
@@ -81,10 +68,10 @@ async fn another_users_login_on_an_owned_device_is_device_in_use() {
     );
 
     // The owner may log in on it again; another tenant's user may use the same id.
-    let (s, b) = login_raw(&app, "maria", "password", "shared-tablet").await;
+    let (s, b) = app.login_raw("maria", "password", "shared-tablet").await;
     assert_eq!(s, StatusCode::OK, "{b}");
     app.add_user("erin", Role::Manager, None, "acme").await;
-    let (s, b) = login_raw(&app, "erin", "password", "shared-tablet").await;
+    let (s, b) = app.login_raw("erin", "password", "shared-tablet").await;
     assert_eq!(s, StatusCode::OK, "tenants share nothing: {b}");
 }
 
@@ -192,7 +179,7 @@ async fn logout_ends_the_tokens_and_frees_the_device_with_a_fresh_state() {
     );
 
     // Maria, signed out, logs in elsewhere as usual.
-    let (s, b) = login_raw(&app, "maria", "password", "maria-phone").await;
+    let (s, b) = app.login_raw("maria", "password", "maria-phone").await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
 

@@ -360,6 +360,21 @@ impl TestApp {
         self.login(username, device_id).await
     }
 
+    /// A login attempt, its status and body as the server answered.
+    pub async fn login_raw(
+        &self,
+        username: &str,
+        password: &str,
+        device_id: &str,
+    ) -> (StatusCode, Value) {
+        self.post_json(
+            "/api/v1/auth/login",
+            None,
+            &json!({"username": username, "password": password, "device_id": device_id}),
+        )
+        .await
+    }
+
     pub async fn login(&self, username: &str, device_id: &str) -> Device {
         let (status, body) = self
             .post_json(
