@@ -31,6 +31,12 @@ pub struct Config {
     /// Largest accepted request body, after gzip decompression.
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// Time allowed for a request's head (`NAS_SYNC_HEADER_TIMEOUT_SECS`, 10).
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept (`NAS_SYNC_IDLE_TIMEOUT_SECS`, 75).
+    pub idle_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed (`NAS_SYNC_TRUSTED_PROXIES`).
+    pub trusted_proxies: crate::api::proxies::TrustedProxies,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     /// How long the first database connection is retried (compose start order).
@@ -68,6 +74,9 @@ impl std::fmt::Debug for Config {
             .field("rate_limits", &self.rate_limits)
             .field("body_limit", &self.body_limit)
             .field("request_timeout", &self.request_timeout)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("access_token_ttl", &self.access_token_ttl)
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("db_connect_timeout", &self.db_connect_timeout)
@@ -118,6 +127,8 @@ pub struct OdooSettings {
     pub call_delay: Duration,
     /// Extra attempts of one call on a retryable fault.
     pub call_retries: u32,
+    /// Largest answer read from Odoo (`NAS_SYNC_ODOO_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
     /// Attempts of a batch before it is `permanently_failed`.
     pub max_attempts: i32,
     /// First wait before a failed batch is tried again (doubles per attempt).
@@ -186,6 +197,17 @@ impl Config {
                 "NAS_SYNC_REQUEST_TIMEOUT_SECS",
                 "60",
             )?),
+            header_timeout: Duration::from_secs(positive(
+                parse(&get, "NAS_SYNC_HEADER_TIMEOUT_SECS", "10")?,
+                "NAS_SYNC_HEADER_TIMEOUT_SECS",
+            )? as u64),
+            idle_timeout: Duration::from_secs(positive(
+                parse(&get, "NAS_SYNC_IDLE_TIMEOUT_SECS", "75")?,
+                "NAS_SYNC_IDLE_TIMEOUT_SECS",
+            )? as u64),
+            trusted_proxies: crate::api::proxies::TrustedProxies::parse(
+                &get("NAS_SYNC_TRUSTED_PROXIES")?.unwrap_or_default(),
+            )?,
             access_token_ttl: Duration::from_secs(parse(
                 &get,
                 "NAS_SYNC_ACCESS_TOKEN_TTL_SECS",
@@ -224,6 +246,10 @@ impl Config {
                     "200",
                 )?),
                 call_retries: parse(&get, "NAS_SYNC_ODOO_CALL_RETRIES", "3")?,
+                max_body_bytes: positive(
+                    parse(&get, "NAS_SYNC_ODOO_MAX_BODY_BYTES", "67108864")?,
+                    "NAS_SYNC_ODOO_MAX_BODY_BYTES",
+                )?,
                 max_attempts: parse(&get, "NAS_SYNC_ODOO_MAX_ATTEMPTS", "4")?,
                 retry_delay: secs(&get, "NAS_SYNC_ODOO_RETRY_DELAY_SECS", "10")?,
                 min_window: secs(&get, "NAS_SYNC_ODOO_MIN_WINDOW_SECS", "1")?,
@@ -398,6 +424,10 @@ mod tests {
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.log, "info");
         assert_eq!(c.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(75));
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.odoo.max_body_bytes, 64 << 20);
         assert_eq!(c.retention, Duration::from_secs(90 * 86_400));
         let off = cfg(&[("NAS_SYNC_RETENTION_DAYS", "0")]).unwrap();
         assert!(off.retention.is_zero());
@@ -435,5 +465,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("DATABASE_URL_FILE"), "{e}");
+        let e = cfg(&[("NAS_SYNC_HEADER_TIMEOUT_SECS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NAS_SYNC_HEADER_TIMEOUT_SECS"), "{e}");
     }
 }

@@ -26,6 +26,8 @@ pub mod odoo;
 pub mod realtime;
 /// Secrets at rest: values sealed under `NAS_SYNC_SECRET_KEY`.
 pub mod secrets;
+/// The HTTP server's accept loop: header and idle timeouts, graceful drain.
+pub mod serve;
 /// The sync engine: registry, cursor, pull, push, rules.
 pub mod sync;
 

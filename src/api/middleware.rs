@@ -11,8 +11,13 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::error::AppError;
 
-/// The peer address of a request (unspecified when served without connect info).
+/// The client address of a request: the one `X-Forwarded-For` gives behind a trusted
+/// proxy (`super::proxies`), else the peer's (unspecified when served without
+/// connect info).
 pub fn client_ip(req_extensions: &axum::http::Extensions) -> IpAddr {
+    if let Some(super::proxies::ClientAddr(ip)) = req_extensions.get() {
+        return *ip;
+    }
     req_extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())

@@ -12,5 +12,6 @@ pub mod middleware;
 pub mod odoo;
 pub mod openapi;
 pub mod principal;
+pub mod proxies;
 pub mod sync;
 pub mod ws;
