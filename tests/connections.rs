@@ -199,7 +199,9 @@ async fn running_out_of_descriptors_does_not_end_the_accept_loop() {
     let sink = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut l = sink.lock().unwrap();
+            let mut l = sink
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             l.push_str(&line);
             l.push('\n');
         }
