@@ -4,7 +4,8 @@
 //! - a POST whose `Origin` (or, without one, `Sec-Fetch-Site`) names another site is
 //!   refused before any handler runs (`guard`);
 //! - every answer carries a strict Content-Security-Policy (no inline script, nothing
-//!   from elsewhere), `X-Frame-Options: DENY`, `nosniff`, no referrer, and no caching.
+//!   from elsewhere), `X-Frame-Options: DENY`, `nosniff`, a referrer only to itself
+//!   (under `no-referrer` browsers send `Origin: null` on every POST), and no caching.
 
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -89,7 +90,7 @@ fn harden(headers: &mut HeaderMap) {
     set(headers, "content-security-policy", CSP);
     set(headers, "x-frame-options", "DENY");
     set(headers, "x-content-type-options", "nosniff");
-    set(headers, "referrer-policy", "no-referrer");
+    set(headers, "referrer-policy", "same-origin");
     set(headers, "cross-origin-opener-policy", "same-origin");
     if !headers.contains_key(header::CACHE_CONTROL) {
         set(headers, "cache-control", "no-store");

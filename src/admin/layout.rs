@@ -23,7 +23,7 @@ fn head(title: &str) -> Markup {
         head {
             meta charset="utf-8";
             meta name="viewport" content="width=device-width, initial-scale=1";
-            meta name="referrer" content="no-referrer";
+            meta name="referrer" content="same-origin";
             title { (title) " · nas-sync" }
             link rel="stylesheet" href=(super::CSS_PATH);
             link rel="icon" href="data:,";

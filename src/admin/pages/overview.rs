@@ -1,5 +1,6 @@
 //! "Overview": version, database size, devices active in 24 hours, pulls and pushes
-//! per hour over the last 24 hours (an SVG chart drawn here), open conflicts,
+//! per hour over the last 24 hours (an SVG chart drawn here, from `sync_activity` and
+//! the row history), open conflicts,
 //! change-feed lag and Odoo health.
 
 use axum::extract::State;
@@ -61,12 +62,21 @@ async fn figures(pool: &PgPool, tenant: &str) -> AppResult<Figures> {
     .await?;
     let now = Utc::now();
     let first = now.duration_trunc(Duration::hours(1)).unwrap_or(now) - Duration::hours(23);
+    // Pulls from the pull ledger's hourly counts; pushes are the device transactions
+    // that changed rows (history), one per push.
     let rows: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(
-        "SELECT h.hour,
-                coalesce((SELECT pulls FROM sync_activity a WHERE a.tenant_id = $1 AND a.hour = h.hour), 0),
-                (SELECT count(*) FROM push_log p WHERE p.tenant_id = $1
-                    AND p.created_at >= h.hour AND p.created_at < h.hour + interval '1 hour')
-         FROM generate_series($2::timestamptz, $2::timestamptz + interval '23 hours', interval '1 hour') AS h(hour)
+        "WITH hours AS (
+             SELECT generate_series($2::timestamptz, $2::timestamptz + interval '23 hours',
+                                    interval '1 hour') AS hour),
+         pushes AS (
+             SELECT date_trunc('hour', changed_at) AS hour, count(DISTINCT (origin_device, xid)) AS n
+             FROM sync_row_history
+             WHERE tenant_id = $1 AND origin_device IS NOT NULL AND changed_at >= $2
+             GROUP BY 1)
+         SELECT h.hour, coalesce(a.pulls, 0), coalesce(p.n, 0)
+         FROM hours h
+         LEFT JOIN sync_activity a ON a.tenant_id = $1 AND a.hour = h.hour
+         LEFT JOIN pushes p ON p.hour = h.hour
          ORDER BY h.hour",
     )
     .bind(tenant)
@@ -143,6 +153,9 @@ fn tile(label: &str, value: Markup) -> Markup {
 
 /// `GET /admin`.
 pub async fn page(State(state): State<AppState>, console: Console) -> Response {
+    if let Err(e) = state.sync.pull_ledger.flush(&state.pool).await {
+        tracing::warn!(error = %e, "writing pull bookkeeping failed; will retry");
+    }
     let f = match figures(&state.pool, &console.who.tenant).await {
         Ok(f) => f,
         Err(e) => return failed(&e),
