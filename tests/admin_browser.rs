@@ -262,9 +262,9 @@ async fn a_manager_runs_the_console_in_a_real_browser() {
     assert_eq!(marked.len(), 3, "one differing field (value) per conflict");
     // "Take device" on the first; edit and "Save" on the other.
     let first = c
-        .find(Locator::XPath(&format!(
-            "//article[.//td[code='sales']]//button[normalize-space()='Take device']"
-        )))
+        .find(Locator::XPath(
+            "//article[.//td[code='sales']]//button[normalize-space()='Take device']",
+        ))
         .await
         .expect("the sales conflict's Take device");
     first.click().await.unwrap();

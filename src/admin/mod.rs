@@ -72,6 +72,15 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// A refusal page (a form that could not be read, or without its CSRF token).
+pub struct Refused(pub Box<Response>);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        *self.0
+    }
+}
+
 /// A posted form's fields, in order (a field may repeat).
 pub struct Fields(pub Vec<(String, String)>);
 
@@ -79,12 +88,12 @@ impl Fields {
     /// A form body, or the page saying it could not be read.
     pub fn from(
         form: Result<axum::Form<Vec<(String, String)>>, FormRejection>,
-    ) -> Result<Fields, Response> {
+    ) -> Result<Fields, Refused> {
         form.map(|axum::Form(f)| Fields(f)).map_err(|e| {
-            layout::problem(
+            Refused(Box::new(layout::problem(
                 StatusCode::BAD_REQUEST,
                 &format!("The form could not be read: {e}"),
-            )
+            )))
         })
     }
 

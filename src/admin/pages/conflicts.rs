@@ -10,12 +10,12 @@ use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{check_csrf, done, failed};
+use super::{done, failed, posted};
 use crate::admin::Fields;
 use crate::admin::layout::{self, csrf_field, when};
 use crate::admin::session::Console;
@@ -162,13 +162,10 @@ pub async fn resolve(
     Path(id): Path<String>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let fields = match Fields::from(form) {
+    let fields = match posted(&console, form) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
-    if let Err(r) = check_csrf(&console, &fields) {
-        return r;
-    }
     let Ok(id) = Uuid::parse_str(&id) else {
         return layout::problem(StatusCode::NOT_FOUND, "No such conflict.");
     };

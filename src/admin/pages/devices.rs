@@ -7,11 +7,10 @@ use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use super::{check_csrf, done, failed};
-use crate::admin::Fields;
+use super::{done, failed, posted};
 use crate::admin::layout::{self, segment, when};
 use crate::admin::session::Console;
 use crate::app::AppState;
@@ -87,12 +86,8 @@ pub async fn act(
     Path((device_id, action)): Path<(String, String)>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let fields = match Fields::from(form) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_csrf(&console, &fields) {
-        return r;
+    if let Err(r) = posted(&console, form) {
+        return r.into_response();
     }
     let outcome = match action.as_str() {
         "revoke" => manage::revoke_device(&state.pool, &console.who, &device_id)

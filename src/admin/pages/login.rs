@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, RequestExt};
 use maud::html;
 
-use super::check_csrf;
+use super::posted;
 use crate::admin::session::{self, Console, PRE_COOKIE};
 use crate::admin::{Fields, csrf, layout};
 use crate::api::middleware::client_ip;
@@ -64,7 +64,7 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Response {
     let form: Result<Form<Vec<(String, String)>>, FormRejection> = req.extract().await;
     let fields = match Fields::from(form) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let expected = session::cookie(&headers, PRE_COOKIE).unwrap_or_default();
     if !csrf::matches(&expected, fields.get("csrf")) {
@@ -129,12 +129,8 @@ pub async fn sign_out(
     console: Console,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let fields = match Fields::from(form) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_csrf(&console, &fields) {
-        return r;
+    if let Err(r) = posted(&console, form) {
+        return r.into_response();
     }
     if let Err(e) = session::end(&state.pool, &console).await {
         return super::failed(&AppError::from(e));

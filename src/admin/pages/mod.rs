@@ -14,17 +14,23 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::session::{self, Console};
-use super::{Fields, csrf, layout};
+use super::{Fields, Refused, csrf, layout};
 use crate::app::AppState;
 use crate::error::AppResult;
+use axum::extract::rejection::FormRejection;
 
-/// Checks the form's CSRF token; `Err` is the refusal page.
-pub fn check_csrf(console: &Console, fields: &Fields) -> Result<(), Response> {
+/// The fields of a signed-in POST, once its CSRF token is checked; `Err` is the
+/// refusal page.
+pub fn posted(
+    console: &Console,
+    form: Result<axum::Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Fields, Refused> {
+    let fields = Fields::from(form)?;
     if csrf::matches(&console.csrf, fields.get("csrf")) {
-        Ok(())
+        Ok(fields)
     } else {
         tracing::warn!(username = %console.who.username, "admin console: a form without the right CSRF token was refused");
-        Err(csrf::refused())
+        Err(Refused(Box::new(csrf::refused())))
     }
 }
 

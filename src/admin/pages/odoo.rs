@@ -7,13 +7,12 @@ use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::{check_csrf, done, failed};
-use crate::admin::Fields;
+use super::{done, failed, posted};
 use crate::admin::layout::{self, when};
 use crate::admin::session::Console;
 use crate::app::AppState;
@@ -126,7 +125,7 @@ pub async fn page(State(state): State<AppState>, console: Console) -> Response {
     }
     let body = html! {
         @if cards.is_empty() {
-            p.muted { "No Odoo connection. Add one with the API (docs/operations.md, \"Connect Odoo\")." }
+            p.muted { "No Odoo connection. Add one with the API: POST /api/v1/odoo/connections (docs/odoo.md)." }
         }
         @for card in &cards { (card) }
     };
@@ -140,12 +139,8 @@ pub async fn retry(
     Path(id): Path<String>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let fields = match Fields::from(form) {
-        Ok(f) => f,
-        Err(r) => return r,
-    };
-    if let Err(r) = check_csrf(&console, &fields) {
-        return r;
+    if let Err(r) = posted(&console, form) {
+        return r.into_response();
     }
     let Ok(id) = Uuid::parse_str(&id) else {
         return layout::problem(StatusCode::NOT_FOUND, "No such Odoo connection.");

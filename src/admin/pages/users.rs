@@ -6,11 +6,10 @@ use axum::Form;
 use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use maud::html;
 
-use super::{check_csrf, done, failed};
-use crate::admin::Fields;
+use super::{done, failed, posted};
 use crate::admin::layout::{self, csrf_field, segment, when};
 use crate::admin::session::Console;
 use crate::app::AppState;
@@ -88,13 +87,10 @@ pub async fn add(
     console: Console,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let fields = match Fields::from(form) {
+    let fields = match posted(&console, form) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
-    if let Err(r) = check_csrf(&console, &fields) {
-        return r;
-    }
     let field = |name: &str| fields.get(name).unwrap_or_default().to_string();
     let new = NewUser {
         username: field("username"),
@@ -115,13 +111,10 @@ pub async fn act(
     Path((username, action)): Path<(String, String)>,
     form: Result<Form<Vec<(String, String)>>, FormRejection>,
 ) -> Response {
-    let fields = match Fields::from(form) {
+    let fields = match posted(&console, form) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
-    if let Err(r) = check_csrf(&console, &fields) {
-        return r;
-    }
     let pool = &state.pool;
     let who = &console.who;
     let outcome = match action.as_str() {
