@@ -347,3 +347,67 @@ async fn sessions_expire() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     assert_eq!(headers[LOCATION], "/admin/login");
 }
+
+#[tokio::test]
+async fn the_odoo_page_shows_progress_and_failed_batches_and_retries_them() {
+    let app = TestApp::spawn_with(|c| c.odoo.worker = false).await;
+    let boss = app.manager("boss", "mgr-1").await;
+    let fake = fake_odoo::FakeOdoo::start(fake_odoo::FakeOptions::default()).await;
+    let (status, conn) = boss
+        .post(
+            "/api/v1/odoo/connections",
+            &serde_json::json!({"url": fake.url, "database": "odoo", "username": "bot",
+                                "api_key": "bot-api-key", "initial_range_days": 0}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{conn}");
+    let id = conn["id"].as_str().unwrap();
+    // Three batches of the first mirror: one done, one failed for good, one to do.
+    sqlx::query(
+        "INSERT INTO odoo_batches (connection_id, model, window_start, window_end, expected, initial,
+                                   status, attempts, last_error)
+         VALUES ($1::uuid, 'res.partner', '2026-01-01', '2026-02-01', 1, true, 'done', 1, NULL),
+                ($1::uuid, 'res.partner', '2026-02-01', '2026-03-01', 1, true, 'permanently_failed', 4,
+                 'Odoo said: boom'),
+                ($1::uuid, 'res.partner', '2026-03-01', '2026-04-01', 1, true, 'pending', 0, NULL)",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+
+    let mut b = Browser::new(&app);
+    b.sign_in("boss", "password").await;
+    let (status, _, html) = b.get("/admin/odoo").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(
+        html.contains(&format!("data-connection=\"{id}\"")),
+        "{html}"
+    );
+    assert!(
+        html.contains("<progress") && html.contains("value=\"66\""),
+        "{html}"
+    );
+    assert!(html.contains("Odoo said: boom"), "{html}");
+    let csrf = hidden(&html, "csrf").unwrap();
+    let origin = app.base.clone();
+    let (status, headers, _) = b
+        .post(
+            &format!("/admin/odoo/{id}/retry"),
+            &[("csrf", &csrf)],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[LOCATION], "/admin/odoo");
+    let (_, _, html) = b.get("/admin/odoo").await;
+    assert!(html.contains("1 failed batches queued again."), "{html}");
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM odoo_batches WHERE connection_id = $1::uuid AND status = 'pending'",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(pending, 2);
+}
