@@ -204,6 +204,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/odoo/connections/{id}/retry",
             post(api::odoo::retry),
         )
+        .merge(api::admin::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
@@ -219,6 +220,7 @@ pub fn router(state: AppState) -> Router {
         base = base.route("/metrics", get(api::health::metrics));
     }
     base.merge(api_routes)
+        .merge(crate::admin::router(&state))
         .fallback(|| async { AppError::NotFound("No such route.".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit))

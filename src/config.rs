@@ -52,6 +52,11 @@ pub struct Config {
     pub max_page_bytes: usize,
     /// BridgeCore `app_type`s and their models (`NAS_SYNC_APP_TYPES`).
     pub app_types: crate::bridge::AppTypes,
+    /// The admin console's session cookie is always `Secure`
+    /// (`NAS_SYNC_ADMIN_SECURE_COOKIE`, off: then only behind `X-Forwarded-Proto: https`).
+    pub admin_secure_cookie: bool,
+    /// How long an admin console session lasts (`NAS_SYNC_ADMIN_SESSION_HOURS`, 12).
+    pub admin_session_ttl: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -236,6 +241,20 @@ impl Config {
             app_types: crate::bridge::AppTypes::parse(
                 &get("NAS_SYNC_APP_TYPES")?.unwrap_or_default(),
             )?,
+            admin_secure_cookie: match get("NAS_SYNC_ADMIN_SECURE_COOKIE")?.as_deref() {
+                None | Some("off" | "false" | "0") => false,
+                Some("on" | "true" | "1") => true,
+                Some(other) => {
+                    bail!("NAS_SYNC_ADMIN_SECURE_COOKIE must be 'on' or 'off', not '{other}'")
+                }
+            },
+            admin_session_ttl: Duration::from_secs(
+                3_600
+                    * positive(
+                        parse::<usize>(&get, "NAS_SYNC_ADMIN_SESSION_HOURS", "12")?,
+                        "NAS_SYNC_ADMIN_SESSION_HOURS",
+                    )? as u64,
+            ),
             odoo: OdooSettings {
                 worker: flag(&get, "NAS_SYNC_ODOO_WORKER")?,
                 tick: secs(&get, "NAS_SYNC_ODOO_TICK_SECS", "10")?,

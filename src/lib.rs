@@ -2,6 +2,8 @@
 //! source of truth.
 #![forbid(unsafe_code)]
 
+/// The admin console at `/admin`: sessions, CSRF, pages.
+pub mod admin;
 /// HTTP routes, extractors and middleware.
 pub mod api;
 /// Shared state, router and launcher.

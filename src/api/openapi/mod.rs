@@ -27,6 +27,8 @@ use utoipa::{Modify, OpenApi};
         super::bridge::pull_v2, super::bridge::state_v2, super::bridge::reset_v2, super::bridge::health_v2,
         super::odoo::create, super::odoo::list, super::odoo::show, super::odoo::update, super::odoo::status, super::odoo::retry,
         super::odoo::delete,
+        super::admin::list_users, super::admin::add_user, super::admin::disable_user, super::admin::enable_user,
+        super::admin::set_password, super::admin::list_devices, super::admin::revoke_device, super::admin::release_device,
         openapi_json, openapi_30_json,
     ),
     modifiers(&BearerAuth),
