@@ -1,10 +1,11 @@
 """Seeds the fuzzed server (scripts/fuzz-api.sh): logs in the manager and a store
 device, pushes rows into every Insight table, and leaves a `manual` conflict open on
-kpi_data (the store device's stale write). Writes the ids Schemathesis offers to `{id}`
-parameters (the conflict, the rows), one a line, to the file named second, and prints
-the manager's access token.
+kpi_data (the store device's stale write), and with a fake Odoo's URL connects it (the fake's
+default credentials, crates/fake-odoo). Writes the ids Schemathesis offers to `{id}`
+parameters (the conflict, the connection, rows) to the file named second, as a
+libFuzzer dictionary (one quoted value a line), and prints the manager's access token.
 
-Usage: seed.py BASE_URL IDS_FILE
+Usage: seed.py BASE_URL IDS_FILE [FAKE_ODOO_URL]
 """
 
 import json
@@ -71,9 +72,13 @@ def main():
     conflicts = [c["conflict_id"] for c in answer["conflicts"] if c.get("conflict_id")]
     if not conflicts:
         raise SystemExit(f"the seed opened no conflict: {answer}")
+    connections = []
+    if len(sys.argv) > 3:
+        body = {"url": sys.argv[3], "database": "odoo", "username": "bot", "api_key": "bot-api-key",
+                "models": ["res.partner", "product.product"], "batch_size": 50}
+        connections.append(call(base, "/api/v1/odoo/connections", body, manager)["id"])
     with open(ids_file, "w", encoding="utf-8") as f:
-        # libFuzzer dictionary lines: one quoted value each.
-        for i in conflicts + [kpi, form, sub]:
+        for i in conflicts + connections + [kpi, form, sub]:
             f.write(f'"{i}"\n')
     print(manager)
 
