@@ -9,6 +9,7 @@ Usage: seed.py BASE_URL IDS_FILE [FAKE_ODOO_URL]
 """
 
 import json
+import os
 import sys
 import urllib.request
 import uuid
@@ -30,7 +31,7 @@ def call(base, path, body, token=None):
 
 def login(base, username, password, device_id):
     body = {"username": username, "password": password, "device_id": device_id}
-    return call(base, "/api/v1/auth/login", body)["access_token"]
+    return call(base, "/api/v1/auth/login", body)
 
 
 def push(base, token, device_id, changes):
@@ -44,8 +45,12 @@ def push(base, token, device_id, changes):
 
 def main():
     base, ids_file = sys.argv[1], sys.argv[2]
-    manager = login(base, "fuzz-manager", "fuzz-manager-pw", "fuzz-manager-device")
-    store = login(base, "fuzz-store", "fuzz-store-pw", "fuzz-store-device")
+    signed_in = login(base, "fuzz-manager", "fuzz-manager-pw", "fuzz-manager-device")
+    manager = signed_in["access_token"]
+    store = login(base, "fuzz-store", "fuzz-store-pw", "fuzz-store-device")["access_token"]
+    # The manager's user id, for the `user_id` parameters (beside the ids file).
+    with open(os.path.join(os.path.dirname(ids_file), "user.dict"), "w", encoding="utf-8") as f:
+        f.write(f'"{signed_in["user"]["id"]}"\n"fuzz-manager"\n')
     form, section, field, sub, kpi = (str(uuid.uuid4()) for _ in range(5))
     rows = {
         "forms": [{"id": form, "version": 0, "title": "Opening checklist", "description": "Daily"}],
