@@ -59,7 +59,11 @@ $bin migrate >&2
 psql -q "$db_url" -c "UPDATE sync_tables SET rule = 'manual' WHERE table_name = 'kpi_data'" >/dev/null
 echo fuzz-manager-pw | $bin user add fuzz-manager --role manager --password-stdin >&2
 echo fuzz-store-pw | $bin user add fuzz-store --role store --store s1 --password-stdin >&2
-$bin serve >"$out/server.log" 2>&1 &
+# Outbound HTTP goes through a proxy that refuses every connection (port 9, discard,
+# is not served), except to 127.0.0.1 where the fake Odoo is: whatever Odoo URL a
+# request names, the run never reaches hosts on the internet.
+HTTP_PROXY=http://127.0.0.1:9 HTTPS_PROXY=http://127.0.0.1:9 ALL_PROXY=http://127.0.0.1:9 \
+  NO_PROXY=127.0.0.1,localhost $bin serve >"$out/server.log" 2>&1 &
 server=$!
 # The fake Odoo (crates/fake-odoo) the seeded connection mirrors from.
 target/debug/fake-odoo >"$out/fake-odoo.url" 2>"$out/fake-odoo.log" &
@@ -78,6 +82,7 @@ curl -sf "$base/ready" >/dev/null || { echo "the server did not become ready:" >
 for _ in $(seq 1 50); do [ -s "$out/fake-odoo.url" ] && break; sleep 0.1; done
 odoo_url=$(head -n 1 "$out/fake-odoo.url")
 [ -n "$odoo_url" ] || { echo "the fake Odoo did not start:" >&2; cat "$out/fake-odoo.log" >&2; exit 1; }
+printf '"%s"\n' "$odoo_url" >"$out/odoo-url.dict"
 
 echo "== seed" >&2
 # Logs in, seeds rows, a manual conflict and an Odoo connection to the fake, and
