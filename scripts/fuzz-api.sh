@@ -35,7 +35,13 @@ echo "== Schemathesis $version" >&2
 venv="${HOME:-/root}/.cache/nas-sync-ci/schemathesis-$version"
 if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q "$version"; then
   rm -rf "$venv"
-  python3 -m venv "$venv"
+  # Debian's python3 needs python3-venv for `-m venv`.
+  python3 -m venv "$venv" 2>/dev/null || {
+    rm -rf "$venv"
+    apt-get install -y -qq python3-venv >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null; }
+    python3 -m venv "$venv"
+  }
   "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$version"
 fi
 
