@@ -106,7 +106,7 @@ curl -sf "$base/api/openapi.json" -o "$out/openapi.json"
 # fuzzed, GET /api/v1/sync/ws too: as plain HTTP it cannot upgrade, and its refusal
 # must still be the contract's error.
 status=0
-SCHEMATHESIS_HOOKS=hooks PYTHONPATH=scripts/fuzz-api \
+HYPOTHESIS_STORAGE_DIRECTORY="$out/hypothesis" SCHEMATHESIS_HOOKS=hooks PYTHONPATH=scripts/fuzz-api \
   "$venv/bin/schemathesis" --config-file scripts/fuzz-api/schemathesis.toml run "$out/openapi.json" \
   --url "$base" \
   -H "Authorization: Bearer $token" \
