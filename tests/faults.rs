@@ -371,6 +371,23 @@ async fn a_postgresql_restart_is_survived_without_restarting_the_server() {
     assert_error(s, &b, 503, "UNAVAILABLE");
     let (s, b) = app.login_raw("boss", "password", "boss-laptop").await;
     assert_error(s, &b, 503, "UNAVAILABLE");
+    let (s, b) = app
+        .post_json(
+            "/api/v1/auth/refresh",
+            None,
+            &json!({"refresh_token": boss.refresh_token}),
+        )
+        .await;
+    assert_error(s, &b, 503, "UNAVAILABLE");
+    for path in [
+        "/api/v1/sync/state",
+        "/api/v1/sync/conflicts",
+        "/api/v1/odoo/connections",
+        "/api/v2/sync/state",
+    ] {
+        let (s, b) = boss.get(path).await;
+        assert_error(s, &b, 503, "UNAVAILABLE");
+    }
     let (s, b) = app.get("/ready", None).await;
     assert_error(s, &b, 503, "UNAVAILABLE");
     let (s, _) = app.get("/health", None).await;

@@ -29,7 +29,14 @@ impl PrivatePg {
         let bin = binaries();
         let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
         let run_as = root.then(|| "postgres".to_string());
-        let dir = std::env::temp_dir().join(format!(
+        // As root the cluster runs as `postgres`, which must reach the directory:
+        // /tmp, whatever TMPDIR says.
+        let base = if root {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!(
             "nas-sync-pg-{}-{}",
             std::process::id(),
             uuid::Uuid::new_v4().simple()
