@@ -249,10 +249,9 @@ fn secret_checks(config: &Config) -> [Check; 2] {
     [key, jwt]
 }
 
-/// Whether the stored Odoo API keys are sealed, and open with this secret key.
 /// The role nas-sync connects as should own its database and nothing more: a
-/// superuser (earlier compose files connected as one) can read and change every database of the
-/// cluster, files of the server, and its settings.
+/// superuser (earlier compose files connected as one) can read and change every
+/// database of the cluster, files of the server, and its settings.
 async fn role(pool: &sqlx::PgPool) -> Check {
     match sqlx::query_as::<_, (String, bool, bool, bool)>(
         "SELECT current_user::text, rolsuper, rolcreatedb, rolcreaterole
@@ -285,6 +284,7 @@ async fn role(pool: &sqlx::PgPool) -> Check {
     }
 }
 
+/// Whether the stored Odoo API keys are sealed, and open with this secret key.
 async fn odoo_keys(config: &Config, pool: &sqlx::PgPool) -> Check {
     let secrets = config
         .secret_key
