@@ -56,7 +56,8 @@ async fn migrations_sync_and_restore_work_as_a_role_that_owns_only_its_database(
     let admin = PgConnectOptions::from_str(&db.url).expect("URL");
     let role = AppRole {
         name: format!("nas_role_{}", uuid::Uuid::new_v4().simple()),
-        admin: admin.clone(),
+        // Not the test's database: it is gone by the time the role is dropped.
+        admin: admin.clone().database("postgres"),
     };
     let password = "role-password-0123";
     let mut conn = admin.connect().await.expect("connect as the superuser");
