@@ -42,6 +42,9 @@ pub struct Config {
     /// How long the first database connection is retried (compose start order).
     pub db_connect_timeout: Duration,
     pub db_max_connections: u32,
+    /// How long a request waits for a pooled connection (`NAS_SYNC_DB_ACQUIRE_TIMEOUT_SECS`)
+    /// before it answers 503 `UNAVAILABLE` (PostgreSQL down or every connection busy).
+    pub db_acquire_timeout: Duration,
     /// How long tombstones, row history and push answers are kept
     /// (`NAS_SYNC_RETENTION_DAYS`, 90); zero keeps everything.
     pub retention: Duration,
@@ -86,6 +89,7 @@ impl std::fmt::Debug for Config {
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("db_connect_timeout", &self.db_connect_timeout)
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
             .field("retention", &self.retention)
             .field("odoo", &self.odoo)
             .field("max_value_bytes", &self.max_value_bytes)
@@ -227,6 +231,10 @@ impl Config {
                 "60",
             )?),
             db_max_connections: parse(&get, "NAS_SYNC_DB_MAX_CONNECTIONS", "16")?,
+            db_acquire_timeout: Duration::from_secs(positive(
+                parse(&get, "NAS_SYNC_DB_ACQUIRE_TIMEOUT_SECS", "5")?,
+                "NAS_SYNC_DB_ACQUIRE_TIMEOUT_SECS",
+            )? as u64),
             retention: Duration::from_secs(
                 86_400 * parse::<u64>(&get, "NAS_SYNC_RETENTION_DAYS", "90")?,
             ),

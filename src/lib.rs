@@ -22,6 +22,9 @@ pub mod db;
 pub mod doctor;
 /// The one error type.
 pub mod error;
+/// Byte-level entry points for the fuzz targets (`fuzz/`) and random-input tests.
+#[doc(hidden)]
+pub mod fuzzing;
 /// The Odoo mirror: client, mirror tables, batches, write-back, workers.
 pub mod odoo;
 /// WebSocket pokes: the LISTEN connection and the hub.

@@ -104,7 +104,7 @@ pub async fn pool(config: &Config) -> anyhow::Result<PgPool> {
     let opts = connect_options(&config.database_url)?;
     PgPoolOptions::new()
         .max_connections(config.db_max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(config.db_acquire_timeout)
         .connect_with(opts)
         .await
         .context("opening the database pool")
