@@ -121,6 +121,25 @@ async fn click(c: &Client, xpath: &str) {
         .unwrap();
 }
 
+/// Clicks a button that submits a form, and waits until the browser has left the page
+/// it was on (the next page may have the same heading, so waiting for an element alone
+/// could find the old page's).
+async fn submit(c: &Client, xpath: &str) {
+    let old = c.find(Locator::Css("html")).await.unwrap();
+    click(c, xpath).await;
+    for _ in 0..600 {
+        match old.tag_name().await {
+            Err(fantoccini::error::CmdError::Standard(e))
+                if e.error == fantoccini::error::ErrorStatus::StaleElementReference =>
+            {
+                return;
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+        }
+    }
+    panic!("the page after {xpath} did not load within 30 s");
+}
+
 async fn fill(c: &Client, css: &str, value: &str) {
     let e = c.find(Locator::Css(css)).await.expect(css);
     e.clear().await.unwrap();
@@ -131,8 +150,7 @@ async fn sign_in(c: &Client, base: &str, username: &str) {
     c.goto(&format!("{base}/admin/login")).await.unwrap();
     fill(c, "#username", username).await;
     fill(c, "#password", "password").await;
-    click(c, "//button[normalize-space()='Sign in']").await;
-    c.wait().for_element(Locator::Css("h1")).await.unwrap();
+    submit(c, "//button[normalize-space()='Sign in']").await;
 }
 
 async fn heading(c: &Client) -> String {
@@ -302,7 +320,7 @@ async fn a_manager_runs_the_console_in_a_real_browser() {
     }
 
     // Sign out: back to the sign-in form, and the pages need it again.
-    click(&c, "//button[normalize-space()='Sign out']").await;
+    submit(&c, "//button[normalize-space()='Sign out']").await;
     c.wait()
         .for_element(Locator::Css("#username"))
         .await

@@ -84,12 +84,16 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
 /// answer the contract's shape, keeping axum's sentence as the message.
 pub async fn shape_bare_errors(response: Response) -> Response {
     let status = response.status();
-    let json = response
+    let content_type = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if json || !(status.is_client_error() || status.is_server_error()) {
+        .unwrap_or_default();
+    // JSON is already the error shape; HTML is a page of the admin console, written
+    // for a person in a browser.
+    let shaped =
+        content_type.starts_with("application/json") || content_type.starts_with("text/html");
+    if shaped || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
     let bytes = axum::body::to_bytes(response.into_body(), 4096)
