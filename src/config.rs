@@ -36,6 +36,9 @@ pub struct Config {
     /// How long the first database connection is retried (compose start order).
     pub db_connect_timeout: Duration,
     pub db_max_connections: u32,
+    /// `NAS_SYNC_DB_TCP_RELAY`: reach a TCP database through the in-process relay that
+    /// sets `TCP_NODELAY` (`crate::db::relay`).
+    pub db_tcp_relay: bool,
     /// How long tombstones, row history and push answers are kept
     /// (`NAS_SYNC_RETENTION_DAYS`, 90); zero keeps everything.
     pub retention: Duration,
@@ -72,6 +75,7 @@ impl std::fmt::Debug for Config {
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("db_connect_timeout", &self.db_connect_timeout)
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_tcp_relay", &self.db_tcp_relay)
             .field("retention", &self.retention)
             .field("odoo", &self.odoo)
             .field("max_value_bytes", &self.max_value_bytes)
@@ -152,6 +156,7 @@ impl Config {
     /// Reads settings through `lookup`, so tests can pass their own values.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let get = |name: &str| setting(&lookup, name);
+        let db_max_connections = parse(&get, "NAS_SYNC_DB_MAX_CONNECTIONS", "16")?;
         Ok(Config {
             database_url: get("DATABASE_URL")?
                 .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/nas_sync".into()),
@@ -199,7 +204,8 @@ impl Config {
                 "NAS_SYNC_DB_CONNECT_TIMEOUT_SECS",
                 "60",
             )?),
-            db_max_connections: parse(&get, "NAS_SYNC_DB_MAX_CONNECTIONS", "16")?,
+            db_max_connections,
+            db_tcp_relay: flag(&get, "NAS_SYNC_DB_TCP_RELAY")?,
             retention: Duration::from_secs(
                 86_400 * parse::<u64>(&get, "NAS_SYNC_RETENTION_DAYS", "90")?,
             ),
