@@ -48,6 +48,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// `None` when rate limiting is off.
     pub limits: Option<Arc<Limits>>,
+    /// The bounds on requests running and waiting per route family.
+    pub shed: Arc<api::shed::Shed>,
 }
 
 impl AppState {
@@ -95,6 +97,7 @@ impl AppState {
             limits: config
                 .rate_limit
                 .then(|| Arc::new(Limits::new(&config.rate_limits))),
+            shed: Arc::new(api::shed::Shed::new(&config.load_limits)),
             config: Arc::new(config),
             pool,
             keys,
@@ -207,6 +210,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::shed::shed,
         ));
 
     let mut base = Router::new()

@@ -39,6 +39,8 @@ pub struct Config {
     /// `NAS_SYNC_DB_TCP_RELAY`: reach a TCP database through the in-process relay that
     /// sets `TCP_NODELAY` (`crate::db::relay`).
     pub db_tcp_relay: bool,
+    /// Requests running and waiting per route family (`NAS_SYNC_LOAD_LIMITS`).
+    pub load_limits: crate::api::shed::LoadLimits,
     /// How long tombstones, row history and push answers are kept
     /// (`NAS_SYNC_RETENTION_DAYS`, 90); zero keeps everything.
     pub retention: Duration,
@@ -76,6 +78,7 @@ impl std::fmt::Debug for Config {
             .field("db_connect_timeout", &self.db_connect_timeout)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_tcp_relay", &self.db_tcp_relay)
+            .field("load_limits", &self.load_limits)
             .field("retention", &self.retention)
             .field("odoo", &self.odoo)
             .field("max_value_bytes", &self.max_value_bytes)
@@ -205,6 +208,10 @@ impl Config {
                 "60",
             )?),
             db_max_connections,
+            load_limits: crate::api::shed::LoadLimits::parse(
+                &get("NAS_SYNC_LOAD_LIMITS")?.unwrap_or_default(),
+                db_max_connections,
+            )?,
             db_tcp_relay: flag(&get, "NAS_SYNC_DB_TCP_RELAY")?,
             retention: Duration::from_secs(
                 86_400 * parse::<u64>(&get, "NAS_SYNC_RETENTION_DAYS", "90")?,

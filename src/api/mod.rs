@@ -12,5 +12,6 @@ pub mod middleware;
 pub mod odoo;
 pub mod openapi;
 pub mod principal;
+pub mod shed;
 pub mod sync;
 pub mod ws;
