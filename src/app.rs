@@ -75,6 +75,7 @@ impl AppState {
             registry: registry.clone(),
             keys: keys.clone(),
             pull_ledger: Arc::default(),
+            quiet: Arc::default(),
             limits: SyncLimits {
                 max_value_bytes: config.max_value_bytes,
                 max_page_bytes: config.max_page_bytes,
@@ -332,6 +333,7 @@ pub async fn launch(
         state.pool.clone(),
         state.hub.clone(),
         state.sync.registry.clone(),
+        state.sync.quiet.clone(),
         stop.clone(),
     ));
     let odoo = state.config.odoo.worker.then(|| {
