@@ -45,7 +45,11 @@ async fn push_rows(app: &TestApp, n: usize) {
         .map(|i| json!({"id": id(), "store_id": "s1", "metric": format!("m{i}"), "value": i}))
         .collect();
     let r = m.push(json!({"kpi_data": rows})).await;
-    assert_eq!(r["applied"]["kpi_data"].as_array().map(Vec::len), Some(n), "{r}");
+    assert_eq!(
+        r["applied"]["kpi_data"].as_array().map(Vec::len),
+        Some(n),
+        "{r}"
+    );
 }
 
 #[tokio::test]

@@ -73,6 +73,15 @@ struct Tenant {
     floor: Option<Position>,
 }
 
+/// The prime statement's row: newest xid, epoch, registry and roles versions, floor.
+type PrimeRow = (
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
 /// What `before_page` saw, handed back to `after_page`.
 #[derive(Clone, Copy, Debug)]
 pub struct Ticket {
@@ -258,13 +267,7 @@ impl Quiet {
     /// forgotten meanwhile. Notes received meanwhile are merged (the larger xid wins).
     pub async fn prime(&self, pool: &PgPool, tenant: &str) -> sqlx::Result<()> {
         let ticket = self.before_page(tenant);
-        let row: (
-            Option<i64>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = sqlx::query_as(
+        let row: PrimeRow = sqlx::query_as(
             "SELECT (SELECT xid::text::bigint FROM sync_changes WHERE tenant_id = $1
                           ORDER BY xid DESC, seq DESC LIMIT 1),
                         (SELECT value FROM server_meta WHERE key = 'epoch'),
