@@ -66,6 +66,26 @@ def main(resolved_path):
         check(embedded.group(1) + "\n" == read("compose/tailscale/serve.json"),
               "init-secrets.sh writes a serve.json that differs from compose/tailscale/serve.json")
 
+    # nas-sync connects as a role of its own, not as PostgreSQL's superuser: the
+    # superuser is POSTGRES_USER, the app's role is made by db-init/10-app-role.sh
+    # (which init-secrets.sh writes for installs without a clone).
+    db = services["db"]
+    superuser = db["environment"].get("POSTGRES_USER")
+    app_role = re.search(r'tcp_url="postgres://([^:]+):', script)
+    check(app_role is not None, "init-secrets.sh: no DATABASE_URL with a user name")
+    check(app_role is None or app_role.group(1) != superuser,
+          f"nas-sync connects as the PostgreSQL superuser {superuser}")
+    role_script = read("compose/db-init/10-app-role.sh")
+    check(app_role is None or f"CREATE ROLE {app_role.group(1)} LOGIN NOSUPERUSER" in role_script,
+          "db-init/10-app-role.sh does not create nas-sync's role without superuser")
+    embedded = re.search(r"cat > db-init/10-app-role.sh <<'EOF'\n(.*?)\nEOF\n", script, re.S)
+    check(embedded is not None and embedded.group(1) + "\n" == role_script,
+          "init-secrets.sh writes a 10-app-role.sh that differs from compose/db-init/10-app-role.sh")
+    mounts = [v.get("target") if isinstance(v, dict) else v.split(":")[1] for v in db.get("volumes", [])]
+    check("/docker-entrypoint-initdb.d" in mounts, "db does not mount db-init/ as its init scripts")
+    check("POSTGRES_DB" not in db["environment"],
+          "db must not create the nas_sync database as the superuser's (10-app-role.sh does)")
+
     # Logs rotate on every service.
     for name, svc in services.items():
         opts = (svc.get("logging") or {}).get("options") or {}

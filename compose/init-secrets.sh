@@ -29,6 +29,8 @@ mkdir -p secrets backups tailscale
 chmod 700 secrets
 umask 022
 rand() { LC_ALL=C tr -dc 'A-Za-z0-9' </dev/urandom | head -c 32; }
+# The PostgreSQL superuser's (`postgres`, for you only) and nas-sync's own role's.
+[ -s secrets/db_admin_password.txt ] || { rand; echo; } > secrets/db_admin_password.txt
 [ -s secrets/db_password.txt ] || { rand; echo; } > secrets/db_password.txt
 [ -s secrets/jwt_secret.txt ] || { rand; echo; } > secrets/jwt_secret.txt
 # Seals the Odoo API keys in the database (NAS_SYNC_SECRET_KEY). Backups do not hold
@@ -53,6 +55,29 @@ fi
 # Tailscale (only for --profile tailscale): paste an auth key from the admin console.
 [ -e secrets/ts_authkey.txt ] || : > secrets/ts_authkey.txt
 chmod 644 secrets/*.txt
+
+# Run by PostgreSQL when its data volume is new: nas-sync's role, which owns its
+# database and nothing else (the same file as db-init/10-app-role.sh in the repository).
+mkdir -p db-init
+if [ ! -e db-init/10-app-role.sh ]; then
+  cat > db-init/10-app-role.sh <<'EOF'
+#!/bin/sh
+# Run once by the postgres image when its data volume is new (docker-entrypoint-initdb.d):
+# creates nas-sync's own role, which owns the nas_sync database and nothing else (no
+# superuser, no CREATEDB, no CREATEROLE), with the password of secrets/db_password.txt.
+# The superuser (POSTGRES_USER) keeps its own password, secrets/db_admin_password.txt.
+pw=$(cat /run/secrets/db_password)
+psql -v ON_ERROR_STOP=1 --username "$POSTGRES_USER" --dbname postgres --set pw="$pw" <<'SQL'
+CREATE ROLE nas_sync LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS
+  PASSWORD :'pw';
+CREATE DATABASE nas_sync OWNER nas_sync;
+REVOKE ALL ON DATABASE nas_sync FROM PUBLIC;
+GRANT ALL ON DATABASE nas_sync TO nas_sync;
+SQL
+EOF
+  chmod 755 db-init/10-app-role.sh
+  echo "wrote db-init/10-app-role.sh"
+fi
 
 # What `tailscale serve` answers (the same file as tailscale/serve.json in the
 # repository; written here for installs that downloaded only the compose files).

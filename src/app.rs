@@ -1,9 +1,9 @@
 //! The application: shared state, the router (buildable without a socket, for
-//! tests), and `launch`, which serves a bound listener until a shutdown signal,
-//! letting in-flight requests finish.
+//! tests), and `launch`, which serves a bound listener (through `crate::serve`, with
+//! its header and idle timeouts) until a shutdown signal, letting in-flight requests
+//! finish.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -208,6 +208,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/odoo/connections/{id}/retry",
             post(api::odoo::retry),
         )
+        .merge(api::admin::router())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
@@ -227,6 +228,7 @@ pub fn router(state: AppState) -> Router {
         base = base.route("/metrics", get(api::health::metrics));
     }
     base.merge(api_routes)
+        .merge(crate::admin::router(&state))
         .fallback(|| async { AppError::NotFound("No such route.".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit))
@@ -255,8 +257,14 @@ pub fn router(state: AppState) -> Router {
                         .get::<axum::extract::MatchedPath>()
                         .map(|p| p.as_str().to_string())
                         .unwrap_or_default();
+                    // The client address behind a trusted proxy (`api::proxies`).
+                    let client = req
+                        .extensions()
+                        .get::<api::proxies::ClientAddr>()
+                        .map(|c| c.0.to_string())
+                        .unwrap_or_default();
                     // device and tenant are recorded by the Principal extractor.
-                    tracing::info_span!("http", method = %req.method(), route, request_id,
+                    tracing::info_span!("http", method = %req.method(), route, request_id, client,
                         device = tracing::field::Empty, tenant = tracing::field::Empty)
                 })
                 // One line per request comes from `record_metrics` (with the route,
@@ -264,6 +272,10 @@ pub fn router(state: AppState) -> Router {
                 .on_response(())
                 .on_failure(()),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::proxies::client_addr,
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(CatchPanicLayer::custom(
@@ -302,10 +314,12 @@ pub async fn launch(
         match TcpListener::bind(addr).await {
             Ok(l) => {
                 tracing::info!(%addr, "serving /metrics on its own listener");
+                let timeouts = crate::serve::Timeouts::from_config(&state.config);
                 tokio::spawn(async move {
-                    let _ = axum::serve(l, metrics_app)
-                        .with_graceful_shutdown(async move { metrics_stop.cancelled().await })
-                        .await;
+                    let _ = crate::serve::serve(l, metrics_app, timeouts, async move {
+                        metrics_stop.cancelled().await;
+                    })
+                    .await;
                 });
             }
             Err(e) => {
@@ -344,22 +358,14 @@ pub async fn launch(
     });
     let state_hub = state.hub.clone();
     let hub = state.hub.clone();
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let timeouts = crate::serve::Timeouts::from_config(&state.config);
+    let app = router(state);
     // Open WebSockets are told to go away as soon as shutdown starts.
     let shutdown = async move {
         shutdown.await;
         state_hub.close_all();
     };
-    // No Nagle delay: a response written in several pieces (headers, then a gzip
-    // stream) would otherwise wait for the client's delayed ACK, about 40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = crate::serve::serve(listener, app, timeouts, shutdown).await;
     // Upgraded sockets are not tracked by the server: let them send their close
     // frames (bounded) before the process goes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -31,6 +31,12 @@ pub struct Config {
     /// Largest accepted request body, after gzip decompression.
     pub body_limit: usize,
     pub request_timeout: Duration,
+    /// Time allowed for a request's head (`NAS_SYNC_HEADER_TIMEOUT_SECS`, 10).
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept (`NAS_SYNC_IDLE_TIMEOUT_SECS`, 75).
+    pub idle_timeout: Duration,
+    /// Peers whose `X-Forwarded-For` is believed (`NAS_SYNC_TRUSTED_PROXIES`).
+    pub trusted_proxies: crate::api::proxies::TrustedProxies,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     /// How long the first database connection is retried (compose start order).
@@ -41,6 +47,9 @@ pub struct Config {
     pub db_tcp_relay: bool,
     /// Requests running and waiting per route family (`NAS_SYNC_LOAD_LIMITS`).
     pub load_limits: crate::api::shed::LoadLimits,
+    /// How long a request waits for a pooled connection (`NAS_SYNC_DB_ACQUIRE_TIMEOUT_SECS`)
+    /// before it answers 503 `UNAVAILABLE` (PostgreSQL down or every connection busy).
+    pub db_acquire_timeout: Duration,
     /// How long tombstones, row history and push answers are kept
     /// (`NAS_SYNC_RETENTION_DAYS`, 90); zero keeps everything.
     pub retention: Duration,
@@ -51,6 +60,11 @@ pub struct Config {
     pub max_page_bytes: usize,
     /// BridgeCore `app_type`s and their models (`NAS_SYNC_APP_TYPES`).
     pub app_types: crate::bridge::AppTypes,
+    /// The admin console's session cookie is always `Secure`
+    /// (`NAS_SYNC_ADMIN_SECURE_COOKIE`, off: then only behind `X-Forwarded-Proto: https`).
+    pub admin_secure_cookie: bool,
+    /// How long an admin console session lasts (`NAS_SYNC_ADMIN_SESSION_HOURS`, 12).
+    pub admin_session_ttl: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -73,12 +87,16 @@ impl std::fmt::Debug for Config {
             .field("rate_limits", &self.rate_limits)
             .field("body_limit", &self.body_limit)
             .field("request_timeout", &self.request_timeout)
+            .field("header_timeout", &self.header_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("access_token_ttl", &self.access_token_ttl)
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("db_connect_timeout", &self.db_connect_timeout)
             .field("db_max_connections", &self.db_max_connections)
             .field("db_tcp_relay", &self.db_tcp_relay)
             .field("load_limits", &self.load_limits)
+            .field("db_acquire_timeout", &self.db_acquire_timeout)
             .field("retention", &self.retention)
             .field("odoo", &self.odoo)
             .field("max_value_bytes", &self.max_value_bytes)
@@ -125,6 +143,8 @@ pub struct OdooSettings {
     pub call_delay: Duration,
     /// Extra attempts of one call on a retryable fault.
     pub call_retries: u32,
+    /// Largest answer read from Odoo (`NAS_SYNC_ODOO_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
     /// Attempts of a batch before it is `permanently_failed`.
     pub max_attempts: i32,
     /// First wait before a failed batch is tried again (doubles per attempt).
@@ -194,6 +214,17 @@ impl Config {
                 "NAS_SYNC_REQUEST_TIMEOUT_SECS",
                 "60",
             )?),
+            header_timeout: Duration::from_secs(positive(
+                parse(&get, "NAS_SYNC_HEADER_TIMEOUT_SECS", "10")?,
+                "NAS_SYNC_HEADER_TIMEOUT_SECS",
+            )? as u64),
+            idle_timeout: Duration::from_secs(positive(
+                parse(&get, "NAS_SYNC_IDLE_TIMEOUT_SECS", "75")?,
+                "NAS_SYNC_IDLE_TIMEOUT_SECS",
+            )? as u64),
+            trusted_proxies: crate::api::proxies::TrustedProxies::parse(
+                &get("NAS_SYNC_TRUSTED_PROXIES")?.unwrap_or_default(),
+            )?,
             access_token_ttl: Duration::from_secs(parse(
                 &get,
                 "NAS_SYNC_ACCESS_TOKEN_TTL_SECS",
@@ -213,6 +244,10 @@ impl Config {
                 db_max_connections,
             )?,
             db_tcp_relay: flag(&get, "NAS_SYNC_DB_TCP_RELAY")?,
+            db_acquire_timeout: Duration::from_secs(positive(
+                parse(&get, "NAS_SYNC_DB_ACQUIRE_TIMEOUT_SECS", "5")?,
+                "NAS_SYNC_DB_ACQUIRE_TIMEOUT_SECS",
+            )? as u64),
             retention: Duration::from_secs(
                 86_400 * parse::<u64>(&get, "NAS_SYNC_RETENTION_DAYS", "90")?,
             ),
@@ -227,6 +262,20 @@ impl Config {
             app_types: crate::bridge::AppTypes::parse(
                 &get("NAS_SYNC_APP_TYPES")?.unwrap_or_default(),
             )?,
+            admin_secure_cookie: match get("NAS_SYNC_ADMIN_SECURE_COOKIE")?.as_deref() {
+                None | Some("off" | "false" | "0") => false,
+                Some("on" | "true" | "1") => true,
+                Some(other) => {
+                    bail!("NAS_SYNC_ADMIN_SECURE_COOKIE must be 'on' or 'off', not '{other}'")
+                }
+            },
+            admin_session_ttl: Duration::from_secs(
+                3_600
+                    * positive(
+                        parse::<usize>(&get, "NAS_SYNC_ADMIN_SESSION_HOURS", "12")?,
+                        "NAS_SYNC_ADMIN_SESSION_HOURS",
+                    )? as u64,
+            ),
             odoo: OdooSettings {
                 worker: flag(&get, "NAS_SYNC_ODOO_WORKER")?,
                 tick: secs(&get, "NAS_SYNC_ODOO_TICK_SECS", "10")?,
@@ -237,6 +286,10 @@ impl Config {
                     "200",
                 )?),
                 call_retries: parse(&get, "NAS_SYNC_ODOO_CALL_RETRIES", "3")?,
+                max_body_bytes: positive(
+                    parse(&get, "NAS_SYNC_ODOO_MAX_BODY_BYTES", "67108864")?,
+                    "NAS_SYNC_ODOO_MAX_BODY_BYTES",
+                )?,
                 max_attempts: parse(&get, "NAS_SYNC_ODOO_MAX_ATTEMPTS", "4")?,
                 retry_delay: secs(&get, "NAS_SYNC_ODOO_RETRY_DELAY_SECS", "10")?,
                 min_window: secs(&get, "NAS_SYNC_ODOO_MIN_WINDOW_SECS", "1")?,
@@ -411,6 +464,10 @@ mod tests {
         assert!(c.jwt_secret.is_none());
         assert_eq!(c.log, "info");
         assert_eq!(c.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(75));
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.odoo.max_body_bytes, 64 << 20);
         assert_eq!(c.retention, Duration::from_secs(90 * 86_400));
         let off = cfg(&[("NAS_SYNC_RETENTION_DAYS", "0")]).unwrap();
         assert!(off.retention.is_zero());
@@ -448,5 +505,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("DATABASE_URL_FILE"), "{e}");
+        let e = cfg(&[("NAS_SYNC_HEADER_TIMEOUT_SECS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NAS_SYNC_HEADER_TIMEOUT_SECS"), "{e}");
     }
 }

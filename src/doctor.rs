@@ -144,6 +144,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
             "run `nas-sync migrate` (serve does it too)",
         )
     });
+    out.push(role(&pool).await);
     if current {
         out.push(odoo_keys(config, &pool).await);
     }
@@ -246,6 +247,41 @@ fn secret_checks(config: &Config) -> [Check; 2] {
         )
     };
     [key, jwt]
+}
+
+/// The role nas-sync connects as should own its database and nothing more: a
+/// superuser (earlier compose files connected as one) can read and change every
+/// database of the cluster, files of the server, and its settings.
+async fn role(pool: &sqlx::PgPool) -> Check {
+    match sqlx::query_as::<_, (String, bool, bool, bool)>(
+        "SELECT current_user::text, rolsuper, rolcreatedb, rolcreaterole
+         FROM pg_roles WHERE rolname = current_user",
+    )
+    .fetch_one(pool)
+    .await
+    {
+        Ok((name, false, false, false)) => check(
+            "database role",
+            Verdict::Ok,
+            format!("{name}: no superuser, CREATEDB or CREATEROLE"),
+            "",
+        ),
+        Ok((name, superuser, ..)) => check(
+            "database role",
+            Verdict::Warn,
+            format!(
+                "{name} is {}",
+                if superuser {
+                    "a superuser"
+                } else {
+                    "allowed to create databases or roles"
+                }
+            ),
+            "connect as a role that owns the nas_sync database and nothing else \
+             (docs/operations.md#the-database-role)",
+        ),
+        Err(e) => check("database role", Verdict::Warn, format!("{e}"), ""),
+    }
 }
 
 /// Whether the stored Odoo API keys are sealed, and open with this secret key.

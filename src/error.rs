@@ -309,7 +309,16 @@ impl From<sqlx::Error> for AppError {
     /// database, retry a contended transaction, or nothing (internal).
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => AppError::DatabaseUnavailable(e),
+            // The server shut down, crashed or is starting (class 57P: a restart ends
+            // every session), or the connection broke (class 08).
+            sqlx::Error::Database(d)
+                if d.code()
+                    .is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) =>
+            {
                 AppError::DatabaseUnavailable(e)
             }
             sqlx::Error::Database(d) if d.code().is_some_and(|c| c == "40P01" || c == "40001") => {

@@ -2,6 +2,8 @@
 //! source of truth.
 #![forbid(unsafe_code)]
 
+/// The admin console at `/admin`: sessions, CSRF, pages.
+pub mod admin;
 /// HTTP routes, extractors and middleware.
 pub mod api;
 /// Shared state, router and launcher.
@@ -20,12 +22,17 @@ pub mod db;
 pub mod doctor;
 /// The one error type.
 pub mod error;
+/// Byte-level entry points for the fuzz targets (`fuzz/`) and random-input tests.
+#[doc(hidden)]
+pub mod fuzzing;
 /// The Odoo mirror: client, mirror tables, batches, write-back, workers.
 pub mod odoo;
 /// WebSocket pokes: the LISTEN connection and the hub.
 pub mod realtime;
 /// Secrets at rest: values sealed under `NAS_SYNC_SECRET_KEY`.
 pub mod secrets;
+/// The HTTP server's accept loop: header and idle timeouts, graceful drain.
+pub mod serve;
 /// The sync engine: registry, cursor, pull, push, rules.
 pub mod sync;
 

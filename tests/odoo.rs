@@ -1183,3 +1183,54 @@ async fn a_second_server_process_learns_mirror_tables_added_by_the_first() {
     assert_eq!(resp["success"], true, "{resp}");
     server_b.stop().await;
 }
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_shows_on_the_connection_and_sends_nothing_there() {
+    let fake = FakeOdoo::start(FakeOptions::default()).await;
+    seed_partners(&fake, 3, 0);
+    let app = app().await;
+    let manager = app.manager("boss", "boss-phone").await;
+    // Another origin that counts the connections it gets.
+    let elsewhere = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let other = format!("http://{}", elsewhere.local_addr().unwrap());
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = hits.clone();
+    tokio::spawn(async move {
+        while elsewhere.accept().await.is_ok() {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let redirect = Fault::Redirect {
+        status: 307,
+        location: format!("{other}/jsonrpc"),
+    };
+    let wanted = format!(
+        "Odoo answered with a redirect to {other}; set the connection's URL to the final address"
+    );
+    // At creation: refused with the reason.
+    fake.fail_next("authenticate", 1, redirect.clone());
+    let (s, resp) = manager
+        .post(
+            "/api/v1/odoo/connections",
+            &body(&fake, json!({"models": ["res.partner"]})),
+        )
+        .await;
+    assert_error(s, &resp, 502, "ODOO_UNREACHABLE");
+    assert!(
+        resp["message"].as_str().unwrap().contains(&wanted),
+        "{resp}"
+    );
+    // A working connection whose Odoo starts redirecting: its last_error says so.
+    let id = connect(&manager, &fake, json!({"models": ["res.partner"]})).await;
+    wait_done(&manager, &id).await;
+    fake.fail_next("*", 100_000, redirect);
+    fake.insert("res.partner", json!({"name": "After the move"}));
+    let s = wait_status(&manager, &id, 60, |s| {
+        s["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains(&wanted))
+    })
+    .await;
+    assert!(s["last_error"].as_str().unwrap().contains(&wanted), "{s}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+}

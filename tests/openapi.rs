@@ -135,3 +135,103 @@ async fn a_table_added_at_run_time_appears_in_the_document() {
         doc["components"]["schemas"]["SyncChanges"]["properties"]["delivery_notes"].is_object()
     );
 }
+
+/// What a fuzzer (scripts/fuzz-api.sh) needs to reach the logic: links from the
+/// answers carrying ids to the routes taking them, ids typed as UUIDs, the values the
+/// server accepts as enums and patterns, and the statuses bad input gets.
+#[tokio::test]
+async fn the_document_links_ids_and_says_what_the_server_accepts() {
+    let app = TestApp::spawn().await;
+    let doc = document(&app, "/api/openapi.json").await;
+    let mut ids = HashSet::new();
+    for item in doc["paths"].as_object().unwrap().values() {
+        for op in item.as_object().unwrap().values() {
+            ids.insert(op["operationId"].as_str().unwrap().to_string());
+        }
+    }
+    let links = |path: &str, method: &str, status: &str| {
+        doc["paths"][path][method]["responses"][status]["links"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} {status} has no links"))
+            .clone()
+    };
+    let created = links("/api/v1/odoo/connections", "post", "201");
+    for op in [
+        "getOdooConnection",
+        "updateOdooConnection",
+        "deleteOdooConnection",
+        "odooConnectionStatus",
+        "retryOdooConnection",
+    ] {
+        assert_eq!(created[op]["operationId"], op);
+        assert_eq!(created[op]["parameters"]["id"], "$response.body#/id");
+    }
+    let listed = links("/api/v1/sync/conflicts", "get", "200");
+    assert_eq!(
+        listed["resolveConflict"]["parameters"]["id"],
+        "$response.body#/0/id"
+    );
+    let pushed = links("/api/v1/sync/push", "post", "200");
+    assert_eq!(
+        pushed["resolveConflict"]["parameters"]["id"],
+        "$response.body#/conflicts/0/conflict_id"
+    );
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, r) in op["responses"].as_object().unwrap() {
+                for link in r["links"].as_object().into_iter().flat_map(|l| l.values()) {
+                    let target = link["operationId"].as_str().unwrap();
+                    assert!(
+                        ids.contains(target),
+                        "{method} {path} {status} links to {target}"
+                    );
+                }
+            }
+            if op.get("requestBody").is_some() {
+                for status in ["400", "413", "415"] {
+                    assert!(
+                        op["responses"][status].is_object(),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+            }
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "path" && p["name"] == "id" {
+                    assert_eq!(p["schema"]["format"], "uuid", "{method} {path}");
+                    assert!(
+                        op["responses"]["404"].is_object(),
+                        "{method} {path} lacks 404"
+                    );
+                }
+            }
+        }
+    }
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["Resolve"]["properties"]["strategy"]["enum"],
+        json!(["server_wins", "client_wins", "merge", "custom"])
+    );
+    assert_eq!(schemas["Resolve"]["additionalProperties"], json!(false));
+    assert_eq!(
+        schemas["CreateConnection"]["additionalProperties"],
+        json!(false)
+    );
+    assert_eq!(
+        schemas["CreateConnection"]["properties"]["batch_size"]["maximum"],
+        json!(5000)
+    );
+    assert!(
+        schemas["PullV1"]["properties"]["app_type"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("store_app"))
+    );
+    assert_eq!(
+        schemas["LoginRequest"]["properties"]["device_id"]["pattern"],
+        "^[A-Za-z0-9._:-]{3,128}$"
+    );
+    assert_eq!(
+        schemas["ConnectionList"]["properties"]["connections"]["items"]["$ref"],
+        "#/components/schemas/ConnectionView"
+    );
+}

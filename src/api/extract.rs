@@ -1,6 +1,6 @@
 //! `Json` and `Query` extractors whose rejections are the contract's errors:
-//! malformed JSON and wrong types are `VALIDATION_FAILED` naming the field, oversized
-//! bodies `PAYLOAD_TOO_LARGE`.
+//! malformed JSON and wrong types are `VALIDATION_FAILED` naming the field (so is a
+//! query value with a NUL character), oversized bodies `PAYLOAD_TOO_LARGE`.
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -71,9 +71,22 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
+        let q = axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
-            .map(|q| Query(q.0))
-            .map_err(|e| AppError::validation("query", e.body_text()))
+            .map_err(|e| AppError::validation("query", e.body_text()))?;
+        // PostgreSQL text cannot hold NUL: refuse it here, naming the parameter,
+        // rather than as a database error.
+        if let Ok(pairs) = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
+            && let Some((name, _)) = pairs
+                .0
+                .iter()
+                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(AppError::validation(
+                name.replace('\0', ""),
+                "text may not contain NUL characters",
+            ));
+        }
+        Ok(Query(q.0))
     }
 }

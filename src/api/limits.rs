@@ -4,8 +4,11 @@
 //! - per device and route family, after the token is verified and before any
 //!   database work: pull 200/min, push 100/min, state 100/min, reset 10/hour,
 //!   WebSocket connects 60/min, everything else 300/min (the seed's defaults);
-//! - login attempts per username (10/min) and per address (30/min), so password
-//!   guessing is slow from one place and against one account from many;
+//! - login attempts per client address (30/min) and per (username, client address)
+//!   (10/min): password guessing is slow from any one place, and wrong passwords
+//!   sent from one place never lock the account's owner out elsewhere. Behind a
+//!   trusted proxy the client address is the one `X-Forwarded-For` gives
+//!   (`super::proxies`);
 //! - a generous per-address budget on every request, against floods.
 //!
 //! Every limit is configurable with `NAS_SYNC_RATE_LIMITS`, e.g.
@@ -150,7 +153,8 @@ impl LimitSettings {
 pub struct Limits {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     families: HashMap<Family, DefaultKeyedRateLimiter<String>>,
-    login_user: DefaultKeyedRateLimiter<String>,
+    /// Keyed by (lowercased username, client address).
+    login_user: DefaultKeyedRateLimiter<(String, IpAddr)>,
     login_ip: DefaultKeyedRateLimiter<IpAddr>,
     checks: AtomicU64,
 }
@@ -221,12 +225,12 @@ impl Limits {
         })
     }
 
-    /// Spends one login attempt of the address and of the username.
+    /// Spends one login attempt of the client address and of the username from it.
     pub fn check_login(&self, ip: IpAddr, username: &str) -> Result<(), AppError> {
         self.housekeeping();
         self.login_ip.check_key(&ip).map_err(refused)?;
         let user: String = username.to_lowercase().chars().take(129).collect();
-        self.login_user.check_key(&user).map_err(refused)
+        self.login_user.check_key(&(user, ip)).map_err(refused)
     }
 }
 
@@ -274,7 +278,7 @@ mod tests {
     }
 
     #[test]
-    fn login_attempts_are_limited_per_user_and_per_address() {
+    fn login_attempts_are_limited_per_user_and_address_and_per_address() {
         let s = LimitSettings::parse("login_user=3/m,login_ip=5/m").unwrap();
         let l = Limits::new(&s);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
@@ -283,8 +287,8 @@ mod tests {
             (0..5).filter(|_| l.check_login(a, "alice").is_ok()).count(),
             3
         );
-        // Another address cannot guess alice's password either.
-        assert!(l.check_login(b, "Alice").is_err());
+        // Guessing alice's password from a cannot lock her out from b.
+        assert!(l.check_login(b, "Alice").is_ok());
         // And the first address has spent its five attempts.
         assert_eq!(
             (0..5)

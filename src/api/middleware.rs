@@ -11,8 +11,13 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::error::AppError;
 
-/// The peer address of a request (unspecified when served without connect info).
+/// The client address of a request: the one `X-Forwarded-For` gives behind a trusted
+/// proxy (`super::proxies`), else the peer's (unspecified when served without
+/// connect info).
 pub fn client_ip(req_extensions: &axum::http::Extensions) -> IpAddr {
+    if let Some(super::proxies::ClientAddr(ip)) = req_extensions.get() {
+        return *ip;
+    }
     req_extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
@@ -73,18 +78,48 @@ pub async fn record_metrics(req: Request, next: Next) -> Response {
     response
 }
 
-/// Layers below the handlers (request decompression) answer some failures with an
-/// empty body; give them the contract's shape.
+/// Layers below the handlers (request decompression) and axum's own extractors (a
+/// path parameter that is not UTF-8, a WebSocket route called without the upgrade
+/// headers) answer some failures with an empty or plain-text body; give every error
+/// answer the contract's shape, keeping axum's sentence as the message.
 pub async fn shape_bare_errors(response: Response) -> Response {
-    let bare = response
+    let status = response.status();
+    let json = response
         .headers()
         .get(axum::http::header::CONTENT_TYPE)
-        .is_none();
-    if bare && response.status() == axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        return AppError::UnsupportedMediaType(
-            "Unsupported Content-Encoding: send plain or gzip bodies.".into(),
-        )
-        .into_response();
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
     }
-    response
+    let bytes = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let said = |fallback: &str| {
+        if text.is_empty() {
+            fallback.to_string()
+        } else {
+            text.clone()
+        }
+    };
+    use axum::http::StatusCode as S;
+    match status {
+        S::UNSUPPORTED_MEDIA_TYPE if text.is_empty() => AppError::UnsupportedMediaType(
+            "Unsupported Content-Encoding: send plain or gzip bodies.".into(),
+        ),
+        S::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType(text),
+        S::NOT_FOUND => AppError::NotFound(said("No such route.")),
+        S::METHOD_NOT_ALLOWED => AppError::MethodNotAllowed,
+        S::PAYLOAD_TOO_LARGE => {
+            AppError::PayloadTooLarge(said("The request body is larger than the server accepts."))
+        }
+        S::SERVICE_UNAVAILABLE | S::REQUEST_TIMEOUT | S::GATEWAY_TIMEOUT => {
+            AppError::Unavailable(said("Service unavailable; retry shortly."))
+        }
+        s if s.is_server_error() => AppError::Internal(anyhow::anyhow!("bare {s}: {text}")),
+        // 400, 422, 426 (a WebSocket route without the upgrade headers) and the rest.
+        _ => AppError::validation("request", said("the request is not valid")),
+    }
+    .into_response()
 }

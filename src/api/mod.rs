@@ -2,6 +2,7 @@
 //! per route family, middleware, and the OpenAPI document. Handlers parse and
 //! authorize, then hand over to `sync`, `auth` or `odoo`; they never build SQL.
 
+pub mod admin;
 pub mod auth;
 pub mod bridge;
 pub mod conflicts;
@@ -13,5 +14,6 @@ pub mod odoo;
 pub mod openapi;
 pub mod principal;
 pub mod shed;
+pub mod proxies;
 pub mod sync;
 pub mod ws;

@@ -186,6 +186,24 @@ impl PullLedger {
             }
             return Err(e);
         }
+        // Pulls per tenant and hour, for the admin console's chart; best effort (the
+        // device state above is what matters).
+        let activity = sqlx::query(
+            "INSERT INTO sync_activity (tenant_id, hour, pulls)
+             SELECT tenant, date_trunc('hour', at), sum(pulls)::bigint
+             FROM unnest($1::text[], $2::timestamptz[], $3::bigint[]) AS v(tenant, at, pulls)
+             GROUP BY 1, 2
+             ON CONFLICT (tenant_id, hour) DO UPDATE
+                SET pulls = sync_activity.pulls + EXCLUDED.pulls",
+        )
+        .bind(&tenants)
+        .bind(&times)
+        .bind(&pulls)
+        .execute(pool)
+        .await;
+        if let Err(e) = activity {
+            tracing::debug!(error = %e, "counting pulls per hour failed");
+        }
         Ok(())
     }
 

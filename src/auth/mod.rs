@@ -3,6 +3,7 @@
 //! their sessions (who owns a device id, and ending its tokens).
 
 pub mod devices;
+pub mod manage;
 pub mod password;
 pub mod principal;
 pub mod service;

@@ -64,10 +64,6 @@ pub async fn login(
             "must be 3 to 128 characters of A-Z a-z 0-9 . _ : -",
         ));
     }
-    // Names no user can have get the wrong-credentials answer before any work.
-    if req.username.is_empty() || req.username.len() > 128 || req.username.contains('\0') {
-        return Err(AppError::InvalidCredentials);
-    }
     if req
         .device_name
         .as_ref()
@@ -78,24 +74,7 @@ pub async fn login(
             "must be at most 256 characters, without NUL",
         ));
     }
-    let user = users::find_by_username(pool, &req.username).await?;
-    // Verify against a decoy when the user is unknown: same answer, similar time.
-    let hash = user.as_ref().map_or(password::DECOY_HASH.to_string(), |u| {
-        u.password_hash.clone()
-    });
-    let ok = password::verify(req.password, hash).await;
-    let user = match user {
-        Some(u) if ok => u,
-        _ => {
-            tracing::info!(username = %req.username, "login refused");
-            return Err(AppError::InvalidCredentials);
-        }
-    };
-    // Only someone who knows the password learns that the user is disabled.
-    if user.disabled_at.is_some() {
-        tracing::info!(username = %req.username, "login refused: user disabled");
-        return Err(AppError::UserDisabled);
-    }
+    let user = check_password(pool, &req.username, req.password).await?;
 
     let mut tx = pool.begin().await?;
     // A new device, or the user's own; another user's device is not taken over.
@@ -146,6 +125,35 @@ pub async fn login(
     tx.commit().await?;
     tracing::info!(username = %user.username, tenant = %user.tenant_id, device_id = %req.device_id, "login");
     Ok(response)
+}
+
+/// Checks a username and password, as every sign-in does (the API's login and the
+/// admin console's): an unknown user and a wrong password get the same answer
+/// (`INVALID_CREDENTIALS`) after similar work; only the right password learns that
+/// the user is disabled (`USER_DISABLED`).
+pub async fn check_password(pool: &PgPool, username: &str, password: String) -> AppResult<User> {
+    // Names no user can have get the wrong-credentials answer before any work.
+    if username.is_empty() || username.len() > 128 || username.contains('\0') {
+        return Err(AppError::InvalidCredentials);
+    }
+    let user = users::find_by_username(pool, username).await?;
+    // Verify against a decoy when the user is unknown: same answer, similar time.
+    let hash = user.as_ref().map_or(password::DECOY_HASH.to_string(), |u| {
+        u.password_hash.clone()
+    });
+    let ok = password::verify(password, hash).await;
+    let user = match user {
+        Some(u) if ok => u,
+        _ => {
+            tracing::info!(username, "login refused");
+            return Err(AppError::InvalidCredentials);
+        }
+    };
+    if user.disabled_at.is_some() {
+        tracing::info!(username, "login refused: user disabled");
+        return Err(AppError::UserDisabled);
+    }
+    Ok(user)
 }
 
 /// Exchanges a refresh token for a new pair; the old one stops working. A refresh

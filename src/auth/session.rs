@@ -100,7 +100,8 @@ pub async fn end_device_tokens(
     Ok(found)
 }
 
-/// Ends every token of every device of a user, in the caller's transaction.
+/// Ends every token of every device of a user, and its admin console sessions, in the
+/// caller's transaction.
 pub async fn end_user_tokens(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
     let devices: Vec<(String, String)> = sqlx::query_as(
         "UPDATE devices SET token_generation = nextval('device_token_generation')
@@ -110,6 +111,11 @@ pub async fn end_user_tokens(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Re
     .fetch_all(&mut *conn)
     .await?;
     sqlx::query("DELETE FROM refresh_tokens WHERE user_id = $1")
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    // The user's admin console sessions end too.
+    sqlx::query("DELETE FROM admin_sessions WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut *conn)
         .await?;

@@ -98,8 +98,8 @@ pub async fn find_by_id(conn: impl sqlx::PgExecutor<'_>, id: Uuid) -> sqlx::Resu
         .await
 }
 
-/// A user as `nas-sync user list` shows it.
-#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+/// A user as `nas-sync user list` and the admin API show it.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Listed {
     pub username: String,
     pub role: String,

@@ -94,6 +94,12 @@ async fn find(ctx: &BridgeCtx, who: &Principal, r: &Resolution) -> AppResult<Uui
             "each resolution names a conflict_id or a local_id",
         ));
     };
+    // No stored local id holds NUL (pushes refuse it), and PostgreSQL text cannot.
+    if local.contains('\0') {
+        return Err(AppError::NotFound(
+            "No open conflict for that local_id.".into(),
+        ));
+    }
     let id: Option<Uuid> = sqlx::query_scalar(
         "SELECT id FROM sync_conflicts
          WHERE tenant_id = $1 AND device_id = $2 AND user_id = $4 AND local_id = $3

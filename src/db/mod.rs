@@ -106,7 +106,7 @@ pub async fn pool(config: &Config) -> anyhow::Result<PgPool> {
     let opts = relay::route(connect_options(&config.database_url)?, config.db_tcp_relay).await;
     PgPoolOptions::new()
         .max_connections(config.db_max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(config.db_acquire_timeout)
         .connect_with(opts)
         .await
         .context("opening the database pool")

@@ -18,9 +18,12 @@ pub enum OdooError {
     /// Authentication refused (bad database, login or key).
     #[error("{0}")]
     AuthFailed(String),
-    /// An answer that does not have the expected shape.
+    /// An answer that does not have the expected shape (or is too large).
     #[error("unexpected answer from Odoo: {0}")]
     Protocol(String),
+    /// A redirect to another origin, not followed: it would re-send the API key there.
+    #[error("Odoo answered with a redirect to {0}; set the connection's URL to the final address")]
+    Redirected(String),
 }
 
 impl OdooError {
@@ -82,7 +85,7 @@ impl OdooError {
                     || m.contains("could not serialize access")
                     || m.contains("deadlock detected")
             }
-            OdooError::AuthFailed(_) | OdooError::Protocol(_) => false,
+            OdooError::AuthFailed(_) | OdooError::Protocol(_) | OdooError::Redirected(_) => false,
         }
     }
 

@@ -12,6 +12,7 @@
 )]
 
 pub mod nas_cli;
+pub mod pg_private;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -74,9 +75,13 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> TestDb {
+        Self::on(&server_url().await).await
+    }
+
+    /// A fresh database on the PostgreSQL server of `base` (its database part ignored).
+    pub async fn on(base: &str) -> TestDb {
         nas_sync::install_tls_provider();
-        let base = server_url().await;
-        let admin = PgConnectOptions::from_str(&base).expect("valid TEST_DATABASE_URL");
+        let admin = PgConnectOptions::from_str(base).expect("valid TEST_DATABASE_URL");
         let name = format!("nas_test_{}", uuid::Uuid::new_v4().simple());
         let mut conn = admin
             .connect()
@@ -86,7 +91,7 @@ impl TestDb {
             .execute(&mut conn)
             .await
             .expect("create test database");
-        let url = with_database(&base, &name);
+        let url = with_database(base, &name);
         TestDb { url, name, admin }
     }
 }

@@ -137,6 +137,13 @@ pub enum Fault {
     /// `odoo.http.SessionExpiredException`: JSON-RPC envelope with `code` 100
     /// "Odoo Session Expired"; JSON-2 status 403. Nothing is applied.
     SessionExpired,
+    /// A proxy in front of Odoo (or a moved site) answers a redirect with this
+    /// status (301, 302, 307, 308) to `location`, nginx style; nothing is applied.
+    Redirect { status: u16, location: String },
+    /// A broken proxy or server answers `200 application/json` with a streamed
+    /// body of about this many bytes (no `Content-Length`); nothing is applied.
+    /// [`FakeOdoo::huge_bytes_sent`] counts what was actually sent.
+    HugeBody(usize),
 }
 
 struct FaultRule {
@@ -153,6 +160,8 @@ pub(crate) struct Shared {
     call_delay: Mutex<Duration>,
     calls: Mutex<Vec<(String, String)>>,
     faults: Mutex<Vec<FaultRule>>,
+    /// Bytes of [`Fault::HugeBody`] bodies handed to the connection.
+    pub(crate) huge_sent: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -240,6 +249,7 @@ impl FakeOdoo {
             clock_offset: Mutex::new(chrono::Duration::zero()),
             calls: Mutex::new(Vec::new()),
             faults: Mutex::new(Vec::new()),
+            huge_sent: Arc::default(),
         });
         let (url, tx) = server::serve(shared.clone()).await;
         FakeOdoo {
@@ -471,6 +481,14 @@ impl FakeOdoo {
     /// calls that failed or had a fault injected.
     pub fn calls(&self) -> Vec<(String, String)> {
         lock(&self.shared.calls).clone()
+    }
+
+    /// Bytes of [`Fault::HugeBody`] answers sent so far (a client that stops
+    /// reading early leaves most of the body unsent).
+    pub fn huge_bytes_sent(&self) -> usize {
+        self.shared
+            .huge_sent
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn reset_calls(&self) {

@@ -197,12 +197,56 @@ fn fault_error(f: &Fault, model: Option<&str>) -> Option<OdooError> {
     })
 }
 
-fn proxy_response(f: &Fault) -> Response {
+fn proxy_response(sh: &Shared, f: &Fault) -> Response {
     match f {
+        Fault::Redirect { status, location } => {
+            let title = match status {
+                301 => "301 Moved Permanently",
+                302 => "302 Found",
+                307 => "307 Temporary Redirect",
+                _ => "308 Permanent Redirect",
+            };
+            let mut r = html_response(*status, title, "nginx");
+            if let Ok(v) = HeaderValue::from_str(location) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            r
+        }
+        Fault::HugeBody(bytes) => huge_body(sh, *bytes),
         Fault::TooMany429 => html_response(429, "429 Too Many Requests", "nginx"),
         Fault::Gateway504 => html_response(504, "504 Gateway Time-out", "nginx"),
         _ => html_response(502, "502 Bad Gateway", "nginx"),
     }
+}
+
+/// `200 application/json`, streamed in 64 KiB chunks, counted as they are taken.
+fn huge_body(sh: &Shared, bytes: usize) -> Response {
+    const CHUNK: usize = 64 * 1024;
+    let sent = sh.huge_sent.clone();
+    let head = Bytes::from_static(br#"{"jsonrpc": "2.0", "id": 1, "result": ""#);
+    // Steps: the envelope's head, `x` chunks up to `bytes`, the closing quote.
+    let stream = futures_util::stream::unfold(Some(0usize), move |done| {
+        let sent = sent.clone();
+        let head = head.clone();
+        async move {
+            let done = done?;
+            let (chunk, next) = if done == 0 {
+                (head.clone(), Some(head.len()))
+            } else if done + CHUNK < bytes {
+                (Bytes::from(vec![b'x'; CHUNK]), Some(done + CHUNK))
+            } else {
+                (Bytes::from_static(br#""}"#), None)
+            };
+            sent.fetch_add(chunk.len(), Ordering::Relaxed);
+            Some((Ok::<_, io::Error>(chunk), next))
+        }
+    });
+    let mut r = Response::new(Body::from_stream(stream));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 // -------------------------------------------------------------- JSON-RPC
@@ -306,7 +350,7 @@ async fn jsonrpc(
         Outcome::Dropped => StatusCode::BAD_GATEWAY.into_response(),
         Outcome::Fault(f) => match fault_error(&f, model.as_deref()) {
             Some(e) => rpc_envelope(&id, Err(e), version),
-            None => proxy_response(&f),
+            None => proxy_response(&sh, &f),
         },
     }
 }
@@ -554,7 +598,7 @@ async fn json2(
         Outcome::Dropped => StatusCode::BAD_GATEWAY.into_response(),
         Outcome::Fault(f) => match fault_error(&f, Some(&model)) {
             Some(e) => fail(e),
-            None => proxy_response(&f),
+            None => proxy_response(&sh, &f),
         },
     }
 }

@@ -127,6 +127,7 @@ pub fn policy(settings: &OdooSettings) -> CallPolicy {
         timeout: settings.call_timeout,
         polite_delay: settings.call_delay,
         retries: settings.call_retries,
+        max_body_bytes: settings.max_body_bytes,
         ..CallPolicy::default()
     }
 }

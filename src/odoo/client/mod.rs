@@ -2,7 +2,10 @@
 //! JSON-2 `/json/2/<model>/<method>` with an API key for 19+), chosen by probing
 //! `/web/version`; the handful of ORM methods the mirror uses; retries of retryable
 //! faults with jittered exponential backoff; a polite delay between calls; and Odoo's
-//! own clock, read from each answer's `Date` header.
+//! own clock, read from each answer's `Date` header. The HTTP side (redirects kept
+//! within the connection's origin, bodies read with a size limit) is `transport`.
+
+mod transport;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +28,8 @@ pub struct CallPolicy {
     pub retries: u32,
     /// First backoff; doubled per attempt, with jitter, capped at 30 s.
     pub backoff: Duration,
+    /// Largest answer read (`NAS_SYNC_ODOO_MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
 }
 
 impl Default for CallPolicy {
@@ -34,6 +39,7 @@ impl Default for CallPolicy {
             polite_delay: Duration::from_millis(200),
             retries: 3,
             backoff: Duration::from_millis(500),
+            max_body_bytes: 64 << 20,
         }
     }
 }
@@ -114,12 +120,7 @@ impl OdooClient {
         uid: Option<i64>,
     ) -> Result<OdooClient, OdooError> {
         crate::install_tls_provider();
-        let http = reqwest::Client::builder()
-            .timeout(policy.timeout)
-            .connect_timeout(policy.timeout.min(Duration::from_secs(15)))
-            .user_agent(concat!("nas-sync/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| OdooError::Unreachable(format!("building the HTTP client: {e}")))?;
+        let http = transport::http_client(policy.timeout)?;
         Ok(OdooClient {
             http,
             base: creds.url.trim_end_matches('/').to_string(),
@@ -146,7 +147,9 @@ impl OdooClient {
         // that does not answer at all is unreachable.
         let (major, version) = match client.probe_version().await {
             Ok(v) => v,
-            Err(e @ (OdooError::Unreachable(_) | OdooError::Http { .. })) => return Err(e),
+            Err(
+                e @ (OdooError::Unreachable(_) | OdooError::Http { .. } | OdooError::Redirected(_)),
+            ) => return Err(e),
             Err(e) => {
                 tracing::warn!(error = %e, "Odoo did not tell its version; using JSON-RPC");
                 (0, "unknown".to_string())
@@ -197,7 +200,7 @@ impl OdooClient {
         let url = format!("{}/web/version", self.base);
         let resp = self.send(self.http.get(&url)).await?;
         if resp.status().is_success()
-            && let Ok(v) = resp.json::<Value>().await
+            && let Ok(v) = transport::read_json(resp, self.policy.max_body_bytes, "JSON").await
             && let Some(major) = v.pointer("/version_info/0").and_then(Value::as_u64)
         {
             let version = v["version"].as_str().unwrap_or_default().to_string();
@@ -235,13 +238,10 @@ impl OdooClient {
             }
             *last = Some(Instant::now());
         }
-        let resp = req.send().await.map_err(|e| {
-            if e.is_timeout() {
-                OdooError::Unreachable(format!("no answer within {:?}", self.policy.timeout))
-            } else {
-                OdooError::Unreachable(describe_reqwest(&e))
-            }
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| transport::send_error(&e, self.policy.timeout))?;
         if let Some(date) = resp.headers().get(reqwest::header::DATE)
             && let Ok(text) = date.to_str()
             && let Ok(at) = DateTime::parse_from_rfc2822(text)
@@ -261,13 +261,14 @@ impl OdooClient {
         let url = format!("{}/jsonrpc", self.base);
         let resp = self.send(self.http.post(&url).json(&body)).await?;
         let status = resp.status();
+        let limit = self.policy.max_body_bytes;
         if !status.is_success() {
-            return Err(OdooError::http(status.as_u16(), &text_of(resp).await));
+            return Err(OdooError::http(
+                status.as_u16(),
+                &transport::text_of(resp, limit).await,
+            ));
         }
-        let v: Value = resp
-            .json()
-            .await
-            .map_err(|e| OdooError::Protocol(format!("an answer that is not JSON-RPC: {e}")))?;
+        let v = transport::read_json(resp, limit, "JSON-RPC").await?;
         if let Some(err) = v.get("error") {
             return Err(OdooError::from_jsonrpc(err));
         }
@@ -287,12 +288,11 @@ impl OdooClient {
             .json(&body);
         let resp = self.send(req).await?;
         let status = resp.status();
+        let limit = self.policy.max_body_bytes;
         if status.is_success() {
-            return resp.json().await.map_err(|e| {
-                OdooError::Protocol(format!("a JSON-2 answer that is not JSON: {e}"))
-            });
+            return transport::read_json(resp, limit, "JSON (JSON-2)").await;
         }
-        let text = text_of(resp).await;
+        let text = transport::text_of(resp, limit).await;
         match serde_json::from_str::<Value>(&text) {
             Ok(v) if v.get("name").is_some() => Err(OdooError::from_json2(status.as_u16(), &v)),
             _ => Err(OdooError::http(status.as_u16(), &text)),
@@ -486,24 +486,6 @@ fn backoff(base: Duration, attempt: u32) -> Duration {
     let millis = cap.as_millis().max(1) as u64;
     let jittered = millis / 2 + rand::random_range(0..=millis / 2);
     Duration::from_millis(jittered)
-}
-
-/// Up to 300 characters of a body, for error messages.
-async fn text_of(resp: reqwest::Response) -> String {
-    let text = resp.text().await.unwrap_or_default();
-    text.chars().take(300).collect()
-}
-
-/// A transport error with its cause chain (connection refused, DNS, TLS...).
-fn describe_reqwest(e: &reqwest::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 /// Whether an error says the `load` argument was not accepted.

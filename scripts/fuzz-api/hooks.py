@@ -1,0 +1,36 @@
+"""Schemathesis hooks for scripts/fuzz-api.sh (loaded through SCHEMATHESIS_HOOKS).
+
+One check, `error_shape`: every 4xx and 5xx answer, whatever the route, method or
+status (documented or not, axum's own rejections included), is the contract's error
+object (docs/contract.md section 2): a JSON object with the string members `error`,
+`code` and `message` and the object member `details`.
+"""
+
+import json
+
+import schemathesis
+
+
+@schemathesis.check
+def error_shape(ctx, response, case):
+    """Every error answer has the contract's error shape."""
+    if response.status_code < 400:
+        return None
+    where = f"{case.method} {case.path} answered {response.status_code}"
+    content_type = response.headers.get("content-type", [""])
+    if isinstance(content_type, list):
+        content_type = content_type[0] if content_type else ""
+    if not content_type.startswith("application/json"):
+        raise AssertionError(f"{where} with Content-Type {content_type!r}, not JSON")
+    try:
+        body = json.loads(response.content or b"")
+    except ValueError as e:
+        raise AssertionError(f"{where} with a body that is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise AssertionError(f"{where} with {body!r}, not an object")
+    for key in ("error", "code", "message"):
+        if not isinstance(body.get(key), str) or not body[key]:
+            raise AssertionError(f"{where}: `{key}` is missing or not a string in {body!r}")
+    if not isinstance(body.get("details"), dict):
+        raise AssertionError(f"{where}: `details` is missing or not an object in {body!r}")
+    return None
