@@ -48,6 +48,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// `None` when rate limiting is off.
     pub limits: Option<Arc<Limits>>,
+    /// The bounds on requests running and waiting per route family.
+    pub shed: Arc<api::shed::Shed>,
 }
 
 impl AppState {
@@ -73,6 +75,7 @@ impl AppState {
             registry: registry.clone(),
             keys: keys.clone(),
             pull_ledger: Arc::default(),
+            quiet: Arc::default(),
             limits: SyncLimits {
                 max_value_bytes: config.max_value_bytes,
                 max_page_bytes: config.max_page_bytes,
@@ -95,6 +98,7 @@ impl AppState {
             limits: config
                 .rate_limit
                 .then(|| Arc::new(Limits::new(&config.rate_limits))),
+            shed: Arc::new(api::shed::Shed::new(&config.load_limits)),
             config: Arc::new(config),
             pool,
             keys,
@@ -208,6 +212,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::shed::shed,
         ));
 
     let mut base = Router::new()
@@ -339,6 +347,7 @@ pub async fn launch(
         state.pool.clone(),
         state.hub.clone(),
         state.sync.registry.clone(),
+        state.sync.quiet.clone(),
         stop.clone(),
     ));
     let odoo = state.config.odoo.worker.then(|| {

@@ -42,6 +42,11 @@ pub struct Config {
     /// How long the first database connection is retried (compose start order).
     pub db_connect_timeout: Duration,
     pub db_max_connections: u32,
+    /// `NAS_SYNC_DB_TCP_RELAY`: reach a TCP database through the in-process relay that
+    /// sets `TCP_NODELAY` (`crate::db::relay`).
+    pub db_tcp_relay: bool,
+    /// Requests running and waiting per route family (`NAS_SYNC_LOAD_LIMITS`).
+    pub load_limits: crate::api::shed::LoadLimits,
     /// How long a request waits for a pooled connection (`NAS_SYNC_DB_ACQUIRE_TIMEOUT_SECS`)
     /// before it answers 503 `UNAVAILABLE` (PostgreSQL down or every connection busy).
     pub db_acquire_timeout: Duration,
@@ -89,6 +94,8 @@ impl std::fmt::Debug for Config {
             .field("refresh_token_ttl", &self.refresh_token_ttl)
             .field("db_connect_timeout", &self.db_connect_timeout)
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_tcp_relay", &self.db_tcp_relay)
+            .field("load_limits", &self.load_limits)
             .field("db_acquire_timeout", &self.db_acquire_timeout)
             .field("retention", &self.retention)
             .field("odoo", &self.odoo)
@@ -172,6 +179,7 @@ impl Config {
     /// Reads settings through `lookup`, so tests can pass their own values.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let get = |name: &str| setting(&lookup, name);
+        let db_max_connections = parse(&get, "NAS_SYNC_DB_MAX_CONNECTIONS", "16")?;
         Ok(Config {
             database_url: get("DATABASE_URL")?
                 .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/nas_sync".into()),
@@ -230,7 +238,12 @@ impl Config {
                 "NAS_SYNC_DB_CONNECT_TIMEOUT_SECS",
                 "60",
             )?),
-            db_max_connections: parse(&get, "NAS_SYNC_DB_MAX_CONNECTIONS", "16")?,
+            db_max_connections,
+            load_limits: crate::api::shed::LoadLimits::parse(
+                &get("NAS_SYNC_LOAD_LIMITS")?.unwrap_or_default(),
+                db_max_connections,
+            )?,
+            db_tcp_relay: flag(&get, "NAS_SYNC_DB_TCP_RELAY")?,
             db_acquire_timeout: Duration::from_secs(positive(
                 parse(&get, "NAS_SYNC_DB_ACQUIRE_TIMEOUT_SECS", "5")?,
                 "NAS_SYNC_DB_ACQUIRE_TIMEOUT_SECS",

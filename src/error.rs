@@ -48,6 +48,10 @@ pub enum AppError {
     RateLimited { retry_after_secs: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(String),
+    /// The route family's running and waiting requests are at their bounds
+    /// (`api::shed`): 503 `UNAVAILABLE` with `Retry-After`.
+    #[error("overloaded")]
+    Overloaded { retry_after_secs: u64 },
     #[error("Odoo refused the credentials: {0}")]
     OdooAuthFailed(String),
     #[error("Odoo unreachable: {0}")]
@@ -194,6 +198,15 @@ impl AppError {
                 )
             },
             Unavailable(m) => r(S::SERVICE_UNAVAILABLE, "UNAVAILABLE", "Unavailable", m),
+            Overloaded { retry_after_secs } => Rendered {
+                details: json!({ "retry_after": retry_after_secs }),
+                ..r(
+                    S::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    "Unavailable",
+                    "The server is busy; retry later.",
+                )
+            },
             DatabaseUnavailable(_) => r(
                 S::SERVICE_UNAVAILABLE,
                 "UNAVAILABLE",
@@ -273,14 +286,16 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = (self.status(), self.code());
         metrics::counter!("sync_errors_total", "code" => code).increment(1);
-        // The one place a failure is logged, with its cause.
-        if status.is_server_error() {
+        // The one place a failure is logged, with its cause. Shed requests are
+        // counted (`sync_shed_total`), not logged one by one.
+        if status.is_server_error() && !matches!(self, AppError::Overloaded { .. }) {
             tracing::error!(code, error = %self, "request failed");
         } else {
             tracing::debug!(code, error = %self, "request rejected");
         }
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let AppError::RateLimited { retry_after_secs } = self
+        if let AppError::RateLimited { retry_after_secs }
+        | AppError::Overloaded { retry_after_secs } = self
             && let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, v);

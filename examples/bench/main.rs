@@ -17,7 +17,8 @@
 //!
 //! Scenarios (see `scenarios/`): (a) initial sync, (b) delta pull vs table size,
 //! (c) a 10,000-row push, (d) 200 devices at once, (e) 500 devices syncing every 30 s,
-//! (f) pull and push with 10 million history entries.
+//! (f) pull and push with 10 million history entries, (g) the push latency curve from
+//! 1 to 1,000 rows over TCP (the database relay against a direct connection).
 
 mod client;
 mod db;
@@ -45,7 +46,7 @@ pub struct Opts {
     /// Smaller sizes (about 2 minutes): checks that the tool works.
     #[arg(long)]
     pub quick: bool,
-    /// Only these scenarios, comma-separated (e.g. `a,c`); default all of a-f.
+    /// Only these scenarios, comma-separated (e.g. `a,c`); default all of a-g.
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
     /// Where to write the JSON results.
@@ -139,6 +140,8 @@ pub struct Ctx {
     pub pool: sqlx::PgPool,
     pub db_url: String,
     pub server: ServerProcess,
+    /// Where server processes write their warnings (a scenario may start its own).
+    pub log_path: PathBuf,
     pub started: Instant,
     /// (phase, seconds), in order.
     pub phases: Vec<(String, f64)>,
@@ -280,16 +283,16 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     nas_sync::install_tls_provider();
     let started = Instant::now();
     let selected: BTreeSet<char> = match &opts.only {
-        None => "abcdef".chars().collect(),
+        None => "abcdefg".chars().collect(),
         Some(list) => {
             let mut set = BTreeSet::new();
             for item in list {
                 let item = item.trim().to_ascii_lowercase();
                 match item.as_str() {
-                    "a" | "b" | "c" | "d" | "e" | "f" => {
+                    "a" | "b" | "c" | "d" | "e" | "f" | "g" => {
                         set.extend(item.chars());
                     }
-                    _ => anyhow::bail!("--only: unknown scenario '{item}' (use a to f)"),
+                    _ => anyhow::bail!("--only: unknown scenario '{item}' (use a to g)"),
                 }
             }
             set
@@ -348,9 +351,13 @@ async fn run_in(
     // Right after start (migrations applied, /ready answered): the idle footprint.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = server.rss_kib();
+    // The baselines connect as the server does: through the TCP_NODELAY relay, so a
+    // large parameter does not wait for PostgreSQL's delayed ACK (issue 13).
+    let db_opts =
+        nas_sync::db::relay::route(nas_sync::db::connect_options(&scratch.url)?, true).await;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(4)
-        .connect(&scratch.url)
+        .connect_with(db_opts)
         .await
         .context("connecting to the benchmark database")?;
     let api = Api::new(&server.base)?;
@@ -361,6 +368,7 @@ async fn run_in(
         pool,
         db_url: scratch.url.clone(),
         server,
+        log_path: log_path.clone(),
         started,
         phases: Vec::new(),
         notes: vec![

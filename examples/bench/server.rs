@@ -57,6 +57,16 @@ impl ServerProcess {
     /// Starts the server on a free port over `db_url` (migrations run at start), with
     /// its log (warnings and errors) going to `log`; waits for `GET /ready`.
     pub async fn start(bin: &Path, db_url: &str, log: &Path) -> anyhow::Result<ServerProcess> {
+        Self::start_with(bin, db_url, log, &[]).await
+    }
+
+    /// As `start`, with extra environment variables (settings) for this process.
+    pub async fn start_with(
+        bin: &Path,
+        db_url: &str,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<ServerProcess> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .context("finding a free port")?
             .local_addr()?
@@ -77,6 +87,9 @@ impl ServerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut child = cmd
             .spawn()
             .with_context(|| format!("starting {} serve", bin.display()))?;

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod migrate;
+pub mod relay;
 pub mod sql;
 
 use std::str::FromStr;
@@ -99,9 +100,10 @@ pub async fn prepare(config: &Config) -> anyhow::Result<PgPool> {
     pool(config).await
 }
 
-/// Opens the connection pool (the database must exist).
+/// Opens the connection pool (the database must exist). A TCP database is reached
+/// through the relay of `relay` (no Nagle stalls) unless `NAS_SYNC_DB_TCP_RELAY=off`.
 pub async fn pool(config: &Config) -> anyhow::Result<PgPool> {
-    let opts = connect_options(&config.database_url)?;
+    let opts = relay::route(connect_options(&config.database_url)?, config.db_tcp_relay).await;
     PgPoolOptions::new()
         .max_connections(config.db_max_connections)
         .acquire_timeout(config.db_acquire_timeout)

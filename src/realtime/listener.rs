@@ -1,6 +1,7 @@
 //! The `LISTEN` connection of this server process: notifications of committed
 //! changes (channel `nas_sync`) and of revoked or signed-out devices (`nas_sync_revoke`), handed to
-//! the hub. When the connection is lost (PostgreSQL restarted, a network cut) it
+//! the hub; changes and `nas_sync_state` notes also feed the memory of empty pulls
+//! (`sync::quiet`), which is trusted only while this connection is up. When the connection is lost (PostgreSQL restarted, a network cut) it
 //! reconnects with backoff and tells every socket to resync, since notifications sent
 //! meanwhile are gone.
 
@@ -15,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::hub::{Change, Hub, Outgoing};
 use crate::db::sql::Ident;
+use crate::sync::quiet::{Quiet, STATE_CHANNEL};
 use crate::sync::registry::RegistryHandle;
 
 /// The channel the change trigger notifies.
@@ -35,13 +37,28 @@ struct Revoked {
 }
 
 /// Listens until `stop`.
-pub async fn run(pool: PgPool, hub: Arc<Hub>, registry: RegistryHandle, stop: CancellationToken) {
+pub async fn run(
+    pool: PgPool,
+    hub: Arc<Hub>,
+    registry: RegistryHandle,
+    quiet: Arc<Quiet>,
+    stop: CancellationToken,
+) {
+    /// Memory is not trusted once nobody listens (stopped, or this task ended).
+    struct Offline(Arc<Quiet>);
+    impl Drop for Offline {
+        fn drop(&mut self) {
+            self.0.disconnected();
+        }
+    }
+    let _offline = Offline(quiet.clone());
     let mut backoff = Duration::from_millis(250);
     let mut connected_before = false;
     loop {
         let listener = async {
             let mut l = PgListener::connect_with(&pool).await?;
-            l.listen_all([CHANNEL, REVOKE_CHANNEL]).await?;
+            l.listen_all([CHANNEL, REVOKE_CHANNEL, STATE_CHANNEL])
+                .await?;
             Ok::<_, sqlx::Error>(l)
         };
         let mut listener = tokio::select! {
@@ -65,23 +82,47 @@ pub async fn run(pool: PgPool, hub: Arc<Hub>, registry: RegistryHandle, stop: Ca
             hub.resync_all();
         }
         connected_before = true;
+        quiet.connected();
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return,
                 n = listener.try_recv() => n,
             };
             match next {
-                Ok(Some(n)) => handle(&pool, &hub, &registry, n.channel(), n.payload()).await,
+                Ok(Some(n)) => {
+                    remember(&quiet, n.channel(), n.payload());
+                    handle(&pool, &hub, &registry, n.channel(), n.payload()).await;
+                }
                 Ok(None) => {
+                    quiet.disconnected();
                     tracing::warn!("change listener lost its connection; reconnecting");
                     break;
                 }
                 Err(e) => {
+                    quiet.disconnected();
                     tracing::warn!(error = %e, "change listener failed; reconnecting");
                     break;
                 }
             }
         }
+    }
+}
+
+/// Feeds the memory of empty pulls (`sync::quiet`) before anything else.
+fn remember(quiet: &Quiet, channel: &str, payload: &str) {
+    #[derive(Deserialize)]
+    struct Note {
+        t: String,
+        x: Option<u64>,
+    }
+    match channel {
+        CHANNEL => match serde_json::from_str::<Note>(payload) {
+            Ok(n) => quiet.changed(&n.t, n.x),
+            // Unreadable: nothing known about which tenant; forget everything.
+            Err(_) => quiet.state_changed("{}"),
+        },
+        STATE_CHANNEL => quiet.state_changed(payload),
+        _ => {}
     }
 }
 

@@ -256,6 +256,7 @@ pub async fn resolve(
         .fetch_one(&mut *tx)
         .await?;
     tx.commit().await?;
+    ctx.quiet.wrote(&who.tenant);
     tracing::info!(conflict = %id, table = %done.table, record = %done.record_id,
         strategy = %req.strategy, by = %resolved_by, "conflict resolved");
     Ok(done)

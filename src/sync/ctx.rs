@@ -21,6 +21,8 @@ pub struct SyncCtx {
     /// Pull bookkeeping, written once a second.
     pub pull_ledger: Arc<PullLedger>,
     pub limits: SyncLimits,
+    /// Empty pulls answered from memory (`quiet`), fed by the change listener.
+    pub quiet: Arc<super::quiet::Quiet>,
 }
 
 /// Size limits of rows and pages (docs/contract.md §9).

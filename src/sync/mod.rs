@@ -11,6 +11,7 @@ pub mod horizon;
 pub mod merge;
 pub mod pull;
 pub mod push;
+pub mod quiet;
 pub mod registry;
 pub mod retention;
 pub mod rules;

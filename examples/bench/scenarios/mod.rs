@@ -8,6 +8,7 @@ mod c_push;
 mod d_concurrent;
 mod e_fleet;
 mod f_history;
+mod g_push_curve;
 
 use serde_json::Value;
 
@@ -28,6 +29,7 @@ pub fn title(s: char) -> &'static str {
         'd' => "200 devices doing empty delta pulls at once",
         'e' => "500 devices syncing every 30 s: server CPU and memory",
         'f' => "pull and push with 10M vs 10k change-history entries",
+        'g' => "push latency curve, 1 to 1,000 rows, over TCP: relay vs direct",
         _ => "unknown",
     }
 }
@@ -40,6 +42,7 @@ pub async fn run(s: char, ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         'd' => d_concurrent::run(ctx).await,
         'e' => e_fleet::run(ctx).await,
         'f' => f_history::run(ctx).await,
+        'g' => g_push_curve::run(ctx).await,
         _ => anyhow::bail!("unknown scenario {s}"),
     }
 }

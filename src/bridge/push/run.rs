@@ -84,6 +84,7 @@ impl Run<'_> {
             id_mapping.clear();
         }
         tx.commit().await?;
+        self.ctx.sync.quiet.wrote(&self.who.tenant);
         Ok(Outcome {
             results,
             id_mapping,

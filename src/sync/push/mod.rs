@@ -195,6 +195,9 @@ impl Push<'_> {
             replay::record(&mut tx, who, push_id, &response).await?;
         }
         tx.commit().await?;
+        // Committed here: this process's memory of empty pulls must not wait for the
+        // notification (a device pulling right after this answer sees the rows).
+        self.ctx.quiet.wrote(&who.tenant);
         observe(who, self.push_id, &response);
         Ok(response)
     }

@@ -1,0 +1,300 @@
+//! Empty pulls answered from memory (issue 13). Most pulls find nothing new; this
+//! process keeps, per tenant, the newest transaction that wrote to the change log
+//! (from the `nas_sync` notifications, which name it, and a primed read of the log),
+//! and per device whether it has open conflicts. A pull whose cursor is at or past the
+//! tenant's newest change answers "nothing new" without the page statement.
+//!
+//! Safety rests on one rule: **a memory answer returns the cursor it was given**. It
+//! never moves a cursor past anything, so a change whose notification is still on its
+//! way (committed, not yet received) is only seen one pull later, never skipped. What
+//! memory can get wrong is only "nothing new *yet*", and every such state is bounded:
+//!
+//! - memory is used only while the change listener is connected; a lost connection
+//!   (notifications may be gone) forgets everything, and each tenant is primed again
+//!   from the database after the listener is back;
+//! - a tenant's memory is primed by reading its newest log entry and the server's
+//!   bookkeeping (epoch, registry and roles versions, retention floor) after LISTEN
+//!   began, and expires after [`TTL`], so even a notification lost without a
+//!   disconnect delays a change by at most that long;
+//! - any change of the bookkeeping (`nas_sync_state` notification) forgets everything;
+//!   a conflict opened, resolved or deleted forgets the devices of its tenant;
+//! - a write committed by this process (push, BridgeCore push, conflict resolution)
+//!   forgets its tenant at once, so "push, then another device pulls" through one
+//!   process never depends on the notification's delay;
+//! - anything unknown (a tenant not primed, a cursor from a page in the middle of a
+//!   transaction, another scope or epoch, a stale registry, a legacy pull) goes to the
+//!   database, which answers with its own checks.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::cursor::{Cursor, Position};
+
+/// How long a tenant's primed memory (and a device's "no open conflicts") is trusted.
+pub const TTL: Duration = Duration::from_secs(10);
+
+/// The channel of the bookkeeping and conflict notifications (migration V9).
+pub const STATE_CHANNEL: &str = "nas_sync_state";
+
+#[derive(Default)]
+struct State {
+    /// The listener is connected and listening.
+    live: bool,
+    /// Bumped whenever memory is forgotten; a prime started before applies to nothing.
+    generation: u64,
+    /// Per tenant: what was primed.
+    tenants: HashMap<String, Tenant>,
+    /// Per tenant: the newest writer named by a note in this generation (kept apart
+    /// from `tenants`, so a note received while a prime is under way is not lost).
+    noted: HashMap<String, u64>,
+    /// Per tenant: conflict notes received (a page's "no open conflicts" counts only
+    /// when none arrived while it ran).
+    conflict_notes: HashMap<String, u64>,
+    /// Per (tenant, device): "no open conflicts" as a page saw it, and when.
+    clean: HashMap<(String, String), Instant>,
+    /// The largest `pg_snapshot_xmax` a page statement has seen (cursors beyond it go
+    /// to the database, which answers `RESYNC_REQUIRED` for a cursor ahead of it).
+    next_xid: u64,
+}
+
+struct Tenant {
+    primed_at: Instant,
+    /// The newest transaction with a change-log entry in this tenant when primed.
+    newest_xid: u64,
+    epoch: Option<Uuid>,
+    registry_version: String,
+    roles_version: String,
+    floor: Option<Position>,
+}
+
+/// The prime statement's row: newest xid, epoch, registry and roles versions, floor.
+type PrimeRow = (
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// What `before_page` saw, handed back to `after_page`.
+#[derive(Clone, Copy, Debug)]
+pub struct Ticket {
+    generation: u64,
+    conflict_notes: u64,
+    at: Instant,
+}
+
+/// The memory of one server process.
+#[derive(Default)]
+pub struct Quiet {
+    state: Mutex<State>,
+    served: AtomicU64,
+}
+
+#[derive(Deserialize)]
+struct StateNote {
+    #[serde(rename = "t")]
+    tenant: Option<String>,
+}
+
+impl State {
+    /// Forgets everything; primes under way apply to nothing.
+    fn forget(&mut self) {
+        self.tenants.clear();
+        self.noted.clear();
+        self.conflict_notes.clear();
+        self.clean.clear();
+        self.generation += 1;
+    }
+}
+
+impl Quiet {
+    /// Pulls answered from memory so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        self.state.lock().ok().map(|mut s| f(&mut s))
+    }
+
+    /// The listener is listening (again): memory may be primed from now on.
+    pub fn connected(&self) {
+        self.with(|s| {
+            s.forget();
+            s.live = true;
+        });
+    }
+
+    /// The listener lost its connection: notifications may be missed, forget it all.
+    pub fn disconnected(&self) {
+        self.with(|s| {
+            s.forget();
+            s.live = false;
+        });
+    }
+
+    /// A `nas_sync` note: `tenant`'s log got an entry from transaction `xid` (`None`
+    /// from a trigger that does not name it: forget the tenant).
+    pub fn changed(&self, tenant: &str, xid: Option<u64>) {
+        self.with(|s| match xid {
+            Some(x) => {
+                let n = s.noted.entry(tenant.to_string()).or_default();
+                *n = (*n).max(x);
+            }
+            None => {
+                s.tenants.remove(tenant);
+            }
+        });
+    }
+
+    /// This process committed a write in `tenant` (rows, conflicts): forget the
+    /// tenant now rather than when its notification arrives, so a pull right after the
+    /// writer's answer goes to the database. Primes and pages under way count nothing.
+    pub fn wrote(&self, tenant: &str) {
+        self.with(|s| {
+            s.tenants.remove(tenant);
+            s.clean.retain(|(t, _), _| t != tenant);
+            s.generation += 1;
+        });
+    }
+
+    /// A `nas_sync_state` note: a conflict of a tenant, or the bookkeeping, changed.
+    pub fn state_changed(&self, payload: &str) {
+        let tenant = serde_json::from_str::<StateNote>(payload)
+            .ok()
+            .and_then(|n| n.tenant);
+        self.with(|s| match tenant {
+            Some(t) => {
+                s.clean.retain(|(tenant, _), _| *tenant != t);
+                *s.conflict_notes.entry(t).or_default() += 1;
+            }
+            None => s.forget(),
+        });
+    }
+
+    /// Whether a pull at `cursor` (checked, decoded) by `device` of `tenant`, with the
+    /// `scope` and registry this process computes now, has nothing new: then the
+    /// caller answers an empty page with the same cursor.
+    pub fn nothing_new(
+        &self,
+        tenant: &str,
+        device: &str,
+        cursor: &Cursor,
+        scope: u64,
+        registry: (&str, &str),
+    ) -> bool {
+        self.with(|s| {
+            let Some(t) = s.tenants.get(tenant) else {
+                return false;
+            };
+            let fresh = |at: &Instant| at.elapsed() < TTL;
+            let pos = cursor.position;
+            let newest = t.newest_xid.max(s.noted.get(tenant).copied().unwrap_or(0));
+            s.live
+                && fresh(&t.primed_at)
+                && s.clean
+                    .get(&(tenant.to_string(), device.to_string()))
+                    .is_some_and(fresh)
+                && t.epoch == Some(cursor.epoch)
+                && cursor.scope == scope
+                && t.registry_version == registry.0
+                && t.roles_version == registry.1
+                && t.floor.is_none_or(|f| pos >= f)
+                && pos.xid != 0
+                && pos.xid < s.next_xid
+                // Every entry of the tenant is at or before the cursor.
+                && pos >= Position::before_xid(newest.saturating_add(1))
+        })
+        .unwrap_or(false)
+        .then(|| self.served.fetch_add(1, Ordering::Relaxed))
+        .is_some()
+    }
+
+    /// Taken before a page statement (or a prime) for `tenant` runs.
+    pub fn before_page(&self, tenant: &str) -> Ticket {
+        let at = Instant::now();
+        self.with(|s| Ticket {
+            generation: s.generation,
+            conflict_notes: s.conflict_notes.get(tenant).copied().unwrap_or(0),
+            at,
+        })
+        .unwrap_or(Ticket {
+            generation: u64::MAX,
+            conflict_notes: 0,
+            at,
+        })
+    }
+
+    /// After a page statement: remembers `device` without open conflicts (when the page
+    /// saw none, and nothing was forgotten since `ticket`), and the newest xid seen.
+    pub fn after_page(
+        &self,
+        ticket: Ticket,
+        tenant: &str,
+        device: &str,
+        open_conflicts: bool,
+        next_xid: u64,
+    ) {
+        self.with(|s| {
+            s.next_xid = s.next_xid.max(next_xid);
+            let quiet = s.conflict_notes.get(tenant).copied().unwrap_or(0) == ticket.conflict_notes;
+            if s.live && s.generation == ticket.generation && quiet && !open_conflicts {
+                s.clean
+                    .insert((tenant.to_string(), device.to_string()), ticket.at);
+            }
+        });
+    }
+
+    /// Whether `tenant` needs priming (unknown or expired) while the listener is live.
+    pub fn needs_prime(&self, tenant: &str) -> bool {
+        self.with(|s| {
+            s.live
+                && s.tenants
+                    .get(tenant)
+                    .is_none_or(|t| t.primed_at.elapsed() >= TTL)
+        })
+        .unwrap_or(false)
+    }
+
+    /// Reads `tenant`'s newest log entry and the bookkeeping; kept unless memory was
+    /// forgotten meanwhile. Notes received meanwhile are merged (the larger xid wins).
+    pub async fn prime(&self, pool: &PgPool, tenant: &str) -> sqlx::Result<()> {
+        let ticket = self.before_page(tenant);
+        let row: PrimeRow = sqlx::query_as(
+            "SELECT (SELECT xid::text::bigint FROM sync_changes WHERE tenant_id = $1
+                          ORDER BY xid DESC, seq DESC LIMIT 1),
+                        (SELECT value FROM server_meta WHERE key = 'epoch'),
+                        (SELECT value FROM server_meta WHERE key = 'registry_version'),
+                        (SELECT value FROM server_meta WHERE key = 'roles_version'),
+                        (SELECT value FROM server_meta WHERE key = 'retained_from')",
+        )
+        .bind(tenant)
+        .fetch_one(pool)
+        .await?;
+        let (newest, epoch, registry_version, roles_version, floor) = row;
+        self.with(|s| {
+            if !s.live || s.generation != ticket.generation {
+                return;
+            }
+            s.tenants.insert(
+                tenant.to_string(),
+                Tenant {
+                    primed_at: ticket.at,
+                    newest_xid: newest.map_or(0, |x| x.max(0).cast_unsigned()),
+                    epoch: epoch.as_deref().and_then(|e| Uuid::parse_str(e).ok()),
+                    registry_version: registry_version.unwrap_or_default(),
+                    roles_version: roles_version.unwrap_or_default(),
+                    floor: floor.as_deref().and_then(super::retention::parse_floor),
+                },
+            );
+        });
+        Ok(())
+    }
+}
