@@ -13,7 +13,7 @@ pub mod middleware;
 pub mod odoo;
 pub mod openapi;
 pub mod principal;
-pub mod shed;
 pub mod proxies;
+pub mod shed;
 pub mod sync;
 pub mod ws;
