@@ -411,3 +411,76 @@ async fn the_odoo_page_shows_progress_and_failed_batches_and_retries_them() {
     .unwrap();
     assert_eq!(pending, 2);
 }
+
+/// "Add connection": the form creates a connection through the same service as the
+/// API (Odoo is asked first), a wrong key is the page's message and creates nothing.
+#[tokio::test]
+async fn a_manager_adds_an_odoo_connection_from_the_odoo_page() {
+    let app = TestApp::spawn_with(|c| c.odoo.worker = false).await;
+    let boss = app.manager("boss", "mgr-1").await;
+    let fake = fake_odoo::FakeOdoo::start(fake_odoo::FakeOptions::default()).await;
+    let mut b = Browser::new(&app);
+    b.sign_in("boss", "password").await;
+    let (status, _, html) = b.get("/admin/odoo").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("No Odoo connection yet."), "{html}");
+    for label in [
+        "for=\"odoo-url\"",
+        "for=\"odoo-api-key\"",
+        "for=\"odoo-models\"",
+    ] {
+        assert!(html.contains(label), "a label on every input: {label}");
+    }
+    let csrf = hidden(&html, "csrf").unwrap();
+    let origin = app.base.clone();
+    let count = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM odoo_connections")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+
+    // A key Odoo refuses: said on the page, nothing stored.
+    let form = |key: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("url", fake.url.clone()),
+            ("database", "odoo".to_string()),
+            ("username", "bot".to_string()),
+            ("api_key", key.to_string()),
+            ("models", "res.partner, product.product".to_string()),
+            ("initial_range_days", "0".to_string()),
+        ]
+    };
+    let wrong = form("not-the-key");
+    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, headers, _) = b.post("/admin/odoo", &wrong, Some(&origin)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers[LOCATION], "/admin/odoo");
+    let (_, _, html) = b.get("/admin/odoo").await;
+    assert!(html.contains("Not done:"), "{html}");
+    assert_eq!(count().await, 0);
+
+    // The right key: the connection is there, with the models asked for.
+    let right = form("bot-api-key");
+    let right: Vec<(&str, &str)> = right.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, _, _) = b.post("/admin/odoo", &right, Some(&origin)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, _, html) = b.get("/admin/odoo").await;
+    assert!(
+        html.contains("added; the first mirror starts now."),
+        "{html}"
+    );
+    assert_eq!(count().await, 1);
+    let (_, list) = boss.get("/api/v1/odoo/connections").await;
+    let models = list.to_string();
+    assert!(
+        models.contains("product.product") && models.contains("res.partner"),
+        "{list}"
+    );
+
+    // Without the CSRF token: refused, nothing more created.
+    let (status, _, _) = b.post("/admin/odoo", &right[1..], Some(&origin)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(count().await, 1);
+}

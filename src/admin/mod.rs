@@ -51,7 +51,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/admin/conflicts/{id}/resolve",
             post(pages::conflicts::resolve),
         )
-        .route("/admin/odoo", get(pages::odoo::page))
+        .route("/admin/odoo", get(pages::odoo::page).post(pages::odoo::add))
         .route("/admin/odoo/{id}/retry", post(pages::odoo::retry))
         .route(CSS_PATH, get(stylesheet))
         .layer(axum::middleware::from_fn(csrf::guard))

@@ -1,7 +1,6 @@
 //! "Odoo": the tenant's connections with their progress bars, per-model counts,
-//! failed batches with "Retry", and write-back errors (`odoo::connections`, as
-//! `/api/v1/odoo/connections/...`). Connections are added with
-//! `POST /api/v1/odoo/connections` (docs/operations.md).
+//! failed batches with "Retry", and write-back errors, and "Add connection"
+//! (`odoo::connections`, as `/api/v1/odoo/connections/...`).
 
 use axum::Form;
 use axum::extract::rejection::FormRejection;
@@ -13,10 +12,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{done, failed, posted};
-use crate::admin::layout::{self, when};
+use crate::admin::layout::{self, csrf_field, when};
 use crate::admin::session::Console;
 use crate::app::AppState;
-use crate::odoo::connections::{self, ConnectionView};
+use crate::odoo::connections::{self, ConnectionView, CreateConnection};
 
 fn show(v: &Value) -> String {
     match v {
@@ -125,9 +124,10 @@ pub async fn page(State(state): State<AppState>, console: Console) -> Response {
     }
     let body = html! {
         @if cards.is_empty() {
-            p.muted { "No Odoo connection. Add one with the API: POST /api/v1/odoo/connections (docs/odoo.md)." }
+            p.muted { "No Odoo connection yet." }
         }
         @for card in &cards { (card) }
+        (add_form(&console))
     };
     layout::page(&console, "Odoo", &body)
 }
@@ -151,6 +151,84 @@ pub async fn retry(
             format!(
                 "{} failed batches queued again.",
                 show(&v["batches_requeued"])
+            )
+        });
+    done(&state, &console, outcome, "/admin/odoo").await
+}
+
+/// The "Add connection" form: Odoo's address, database, user and API key; the models
+/// and the first mirror's range are optional (the defaults of docs/odoo.md).
+fn add_form(console: &Console) -> Markup {
+    html! {
+        section.card {
+            h2 { "Add connection" }
+            form.stack #add-connection method="post" action="/admin/odoo" {
+                (csrf_field(console))
+                label for="odoo-url" { "Odoo address (https://erp.example.com)" }
+                input #odoo-url name="url" type="url" required maxlength="2048";
+                label for="odoo-database" { "Database" }
+                input #odoo-database name="database" type="text" autocomplete="off" required maxlength="256";
+                label for="odoo-username" { "Odoo user (login)" }
+                input #odoo-username name="username" type="text" autocomplete="off" required maxlength="256";
+                label for="odoo-api-key" { "API key of that user" }
+                input #odoo-api-key name="api_key" type="password" autocomplete="off" required maxlength="1024";
+                label for="odoo-models" { "Models, comma-separated (empty: the six defaults)" }
+                input #odoo-models name="models" type="text" autocomplete="off" maxlength="4096";
+                label for="odoo-days" { "Days of history to mirror first (empty: 90; 0: everything)" }
+                input #odoo-days name="initial_range_days" type="number" min="0" max="36500";
+                button type="submit" { "Add connection" }
+            }
+        }
+    }
+}
+
+/// `POST /admin/odoo`: "Add connection", through the same service as
+/// `POST /api/v1/odoo/connections` (Odoo is asked first; a refusal is the message).
+pub async fn add(
+    State(state): State<AppState>,
+    console: Console,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Response {
+    let fields = match posted(&console, form) {
+        Ok(f) => f,
+        Err(r) => return r.into_response(),
+    };
+    let field = |name: &str| fields.get(name).unwrap_or_default().trim().to_string();
+    let models = Some(field("models")).filter(|m| !m.is_empty()).map(|m| {
+        m.split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
+    let days = field("initial_range_days");
+    let initial_range_days = if days.is_empty() {
+        None
+    } else if let Ok(d) = days.parse::<i32>() {
+        Some(d)
+    } else {
+        let e = crate::error::AppError::validation(
+            "initial_range_days",
+            "days of history must be a whole number",
+        );
+        return done(&state, &console, Err(e), "/admin/odoo").await;
+    };
+    let req = CreateConnection {
+        url: field("url"),
+        database: field("database"),
+        username: field("username"),
+        api_key: fields.get("api_key").unwrap_or_default().to_string(),
+        models,
+        initial_range_days,
+        batch_size: None,
+        safety_lag_seconds: None,
+        poll_interval_seconds: None,
+    };
+    let outcome = connections::create(&state.odoo, &console.who, req)
+        .await
+        .map(|c| {
+            format!(
+                "Connection to {} ({}) added; the first mirror starts now.",
+                c.url, c.database
             )
         });
     done(&state, &console, outcome, "/admin/odoo").await
