@@ -238,4 +238,16 @@ async fn devices_are_listed_revoked_and_released() {
         .post("/api/v1/admin/devices/no-such-device/revoke", &json!({}))
         .await;
     assert_error(status, &body, 404, "NOT_FOUND");
+
+    // The device the manager is calling from is neither revoked nor released (it would
+    // end the caller's own session); the manager's token still works.
+    for action in ["revoke", "release"] {
+        let (status, body) = boss
+            .post(&format!("/api/v1/admin/devices/mgr-1/{action}"), &json!({}))
+            .await;
+        assert_error(status, &body, 400, "VALIDATION_FAILED");
+        assert_eq!(body["details"]["field"], "device_id", "{body}");
+    }
+    let (status, body) = boss.get("/api/v1/sync/status").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
 }

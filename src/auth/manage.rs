@@ -175,9 +175,22 @@ pub async fn list_devices(
     Ok(devices::list(pool, Some(&who.tenant)).await?)
 }
 
+/// A manager does not revoke or release the device it is calling from: that would end
+/// its own session in the middle of its work. Signing out is `POST /api/v1/auth/logout`.
+fn not_own_device(who: &Principal, device_id: &str) -> AppResult<()> {
+    if device_id == who.device_id {
+        return Err(AppError::validation(
+            "device_id",
+            "this is the device you are using; sign out instead (POST /api/v1/auth/logout)",
+        ));
+    }
+    Ok(())
+}
+
 /// Revokes a device of the tenant: its tokens fail with `DEVICE_REVOKED` at once.
 pub async fn revoke_device(pool: &PgPool, who: &Principal, device_id: &str) -> AppResult<()> {
     require_manager(who)?;
+    not_own_device(who, device_id)?;
     if !devices::revoke(pool, &who.tenant, device_id).await? {
         return Err(AppError::NotFound("No such device.".into()));
     }
@@ -188,6 +201,7 @@ pub async fn revoke_device(pool: &PgPool, who: &Principal, device_id: &str) -> A
 /// Releases a device of the tenant: its tokens end and its sync state is forgotten.
 pub async fn release_device(pool: &PgPool, who: &Principal, device_id: &str) -> AppResult<()> {
     require_manager(who)?;
+    not_own_device(who, device_id)?;
     match session::release(pool, &who.tenant, device_id).await? {
         Released::Done => Ok(()),
         Released::Unknown => Err(AppError::NotFound("No such device.".into())),
