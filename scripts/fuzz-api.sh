@@ -103,8 +103,8 @@ echo "== schemathesis (seed $seed, at most ${max_time}s)" >&2
 curl -sf "$base/api/openapi.json" -o "$out/openapi.json"
 # Left out, and why: POST /api/v1/auth/logout ends the manager's token (and releases
 # its device), so every request after it would be 401 and test nothing; for the same
-# reason hooks.py drops new passwords for the run's own user, and the token is checked
-# after the run. The rest is
+# reason hooks.py sends new passwords meant for the run's own user to the store user,
+# and the token is checked after the run. The rest is
 # fuzzed, GET /api/v1/sync/ws too: as plain HTTP it cannot upgrade, and its refusal
 # must still be the contract's error.
 status=0
