@@ -15,6 +15,16 @@ use nas_sync::api::proxies::TrustedProxies;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+/// An answer's status, its `Retry-After` header and its body.
+async fn with_retry_after(resp: reqwest::Response) -> (StatusCode, Option<String>, Value) {
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let (s, b) = read(resp).await;
+    (s, retry, b)
+}
+
 async fn pull_status(device: &Device) -> (StatusCode, Option<String>, Value) {
     let resp = device
         .http
@@ -24,12 +34,7 @@ async fn pull_status(device: &Device) -> (StatusCode, Option<String>, Value) {
         .send()
         .await
         .unwrap();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    let (s, b) = read(resp).await;
-    (s, retry, b)
+    with_retry_after(resp).await
 }
 
 #[tokio::test]
@@ -91,12 +96,7 @@ async fn login_from(
         .send()
         .await
         .unwrap();
-    let retry = resp
-        .headers()
-        .get("retry-after")
-        .map(|v| v.to_str().unwrap().to_string());
-    let (s, b) = read(resp).await;
-    (s, retry, b)
+    with_retry_after(resp).await
 }
 
 /// A server with tight login limits that trusts `proxies`.
