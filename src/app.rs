@@ -76,6 +76,7 @@ impl AppState {
             keys: keys.clone(),
             pull_ledger: Arc::default(),
             quiet: Arc::default(),
+            sessions: Arc::default(),
             limits: SyncLimits {
                 max_value_bytes: config.max_value_bytes,
                 max_page_bytes: config.max_page_bytes,
@@ -348,6 +349,7 @@ pub async fn launch(
         state.hub.clone(),
         state.sync.registry.clone(),
         state.sync.quiet.clone(),
+        state.sync.sessions.clone(),
         stop.clone(),
     ));
     let odoo = state.config.odoo.worker.then(|| {

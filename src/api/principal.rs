@@ -2,14 +2,18 @@
 //! or `?access_token=` for WebSocket upgrades), spends the device's rate budget for the
 //! route family before any database work, and checks on every request, in one query
 //! (`auth::session::check_access`), that the device is still bound to the token's user
-//! at the token's generation, not revoked, and the user not disabled.
+//! at the token's generation, not revoked, and the user not disabled. `PullCaller` is
+//! the pull's variant: a session remembered from a recent check may stand in, for an
+//! answer from memory only.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
 use crate::app::AppState;
-use crate::auth::{Principal, Role, session};
+use crate::auth::session::{self, Session};
+use crate::auth::token::Claims;
+use crate::auth::{Principal, Role};
 use crate::error::AppError;
 
 /// The one route that takes its token from the query string.
@@ -36,6 +40,41 @@ fn bearer(parts: &Parts) -> Option<String> {
         .find_map(|kv| kv.strip_prefix("access_token=").map(ToString::to_string))
 }
 
+/// The verified token of a request, its device's budget for the route family spent.
+fn verified(parts: &Parts, state: &AppState) -> Result<(Claims, Role), AppError> {
+    let token = bearer(parts).ok_or_else(|| {
+        AppError::Unauthorized("Send 'Authorization: Bearer <access_token>'.".into())
+    })?;
+    let claims = state.keys.verify(&token)?;
+    let span = tracing::Span::current();
+    span.record("device", claims.device_id.as_str());
+    span.record("tenant", claims.tenant.as_str());
+    // Before any database work: the device's budget for this route family.
+    if let Some(limits) = &state.limits {
+        limits.check_device(
+            crate::api::limits::Family::of(parts.uri.path()),
+            &claims.tenant,
+            &claims.device_id,
+        )?;
+    }
+    let role = Role::parse(&claims.role)
+        .ok_or_else(|| AppError::Unauthorized("The access token is not valid.".into()))?;
+    Ok((claims, role))
+}
+
+fn principal(claims: Claims, role: Role) -> Principal {
+    Principal {
+        user_id: claims.sub,
+        username: claims.username,
+        tenant: claims.tenant,
+        role,
+        store_id: claims.store_id,
+        device_id: claims.device_id,
+        generation: claims.generation,
+        expires_at: claims.exp,
+    }
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = AppError;
 
@@ -43,33 +82,37 @@ impl FromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer(parts).ok_or_else(|| {
-            AppError::Unauthorized("Send 'Authorization: Bearer <access_token>'.".into())
-        })?;
-        let claims = state.keys.verify(&token)?;
-        let span = tracing::Span::current();
-        span.record("device", claims.device_id.as_str());
-        span.record("tenant", claims.tenant.as_str());
-        // Before any database work: the device's budget for this route family.
-        if let Some(limits) = &state.limits {
-            limits.check_device(
-                crate::api::limits::Family::of(parts.uri.path()),
-                &claims.tenant,
-                &claims.device_id,
-            )?;
-        }
-        let role = Role::parse(&claims.role)
-            .ok_or_else(|| AppError::Unauthorized("The access token is not valid.".into()))?;
-        session::check_access(&state.pool, &claims).await?;
-        Ok(Principal {
-            user_id: claims.sub,
-            username: claims.username,
-            tenant: claims.tenant,
-            role,
-            store_id: claims.store_id,
-            device_id: claims.device_id,
-            generation: claims.generation,
-            expires_at: claims.exp,
+        let (claims, role) = verified(parts, state)?;
+        session::check_access(&state.pool, &state.sync.sessions, (&claims).into()).await?;
+        Ok(principal(claims, role))
+    }
+}
+
+/// The caller of a pull: a [`Principal`] whose session was either checked in PostgreSQL
+/// for this request, or is remembered (`auth::remembered`) and then good only for an
+/// empty page answered from memory; the pull checks it before reading anything.
+pub struct PullCaller {
+    pub who: Principal,
+    pub session: Session,
+}
+
+impl FromRequestParts<AppState> for PullCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let (claims, role) = verified(parts, state)?;
+        let session = if state.sync.sessions.trusts((&claims).into()) {
+            Session::Remembered
+        } else {
+            session::check_access(&state.pool, &state.sync.sessions, (&claims).into()).await?;
+            Session::Checked
+        };
+        Ok(PullCaller {
+            who: principal(claims, role),
+            session,
         })
     }
 }

@@ -5,6 +5,7 @@ use axum::extract::State;
 use serde::Deserialize;
 
 use super::extract;
+use super::principal::PullCaller;
 use crate::auth::Principal;
 use crate::error::AppResult;
 use crate::sync::SyncCtx;
@@ -19,10 +20,12 @@ use crate::sync::status::{self, DeviceState, SyncStatus};
     security(("bearer" = [])))]
 pub async fn pull(
     State(ctx): State<SyncCtx>,
-    who: Principal,
+    caller: PullCaller,
     extract::Json(body): extract::Json<PullRequest>,
 ) -> AppResult<Json<PullResponse>> {
-    pull::pull(&ctx, &who, body).await.map(Json)
+    pull::pull(&ctx, &caller.who, caller.session, body)
+        .await
+        .map(Json)
 }
 
 /// Applies a device's changes, row by row, in one transaction.

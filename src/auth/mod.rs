@@ -6,6 +6,7 @@ pub mod devices;
 pub mod manage;
 pub mod password;
 pub mod principal;
+pub mod remembered;
 pub mod service;
 pub mod session;
 pub mod token;

@@ -17,29 +17,62 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::Principal;
-use super::token::Claims;
+use super::remembered::{SessionKey, Sessions};
 use crate::error::{AppError, AppResult};
 
-/// Checks an access token's claims against its device: still owned by the token's
-/// user, not revoked, the user not disabled, the token's generation still current.
-pub async fn check_access(pool: &PgPool, claims: &Claims) -> AppResult<()> {
+/// How a request's session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// Checked in PostgreSQL for this request.
+    Checked,
+    /// Remembered from a recent check (`auth::remembered`): good for an answer from
+    /// memory only; check it before reading or writing anything.
+    Remembered,
+}
+
+impl Session {
+    /// Checks a remembered session now (once); a checked one passes as it is.
+    pub async fn ensure(
+        &mut self,
+        pool: &PgPool,
+        sessions: &Sessions,
+        who: &Principal,
+    ) -> AppResult<()> {
+        if *self == Session::Remembered {
+            check_access(pool, sessions, who.into()).await?;
+            *self = Session::Checked;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a session against its device: still owned by the token's user, not
+/// revoked, the user not disabled, the token's generation still current. A session that
+/// passes is remembered in `sessions` (`auth::remembered`).
+pub async fn check_access(
+    pool: &PgPool,
+    sessions: &Sessions,
+    key: SessionKey<'_>,
+) -> AppResult<()> {
+    let ticket = sessions.ticket();
     let row: Option<(bool, Uuid, i64, bool)> = sqlx::query_as(
         "SELECT d.revoked_at IS NOT NULL, d.user_id, d.token_generation, u.disabled_at IS NOT NULL
          FROM devices d JOIN users u ON u.id = d.user_id
          WHERE d.tenant_id = $1 AND d.device_id = $2",
     )
-    .bind(&claims.tenant)
-    .bind(&claims.device_id)
+    .bind(key.tenant)
+    .bind(key.device_id)
     .fetch_optional(pool)
     .await?;
     match row {
         Some((true, ..)) => Err(AppError::DeviceRevoked),
-        Some((false, owner, generation, disabled)) if owner == claims.sub => {
+        Some((false, owner, generation, disabled)) if owner == key.user => {
             if disabled {
                 Err(AppError::UserDisabled)
-            } else if generation != claims.generation {
+            } else if generation != key.generation {
                 Err(ended())
             } else {
+                sessions.checked(ticket, key);
                 Ok(())
             }
         }

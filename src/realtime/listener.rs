@@ -1,7 +1,8 @@
 //! The `LISTEN` connection of this server process: notifications of committed
 //! changes (channel `nas_sync`) and of revoked or signed-out devices (`nas_sync_revoke`), handed to
 //! the hub; changes and `nas_sync_state` notes also feed the memory of empty pulls
-//! (`sync::quiet`), which is trusted only while this connection is up. When the connection is lost (PostgreSQL restarted, a network cut) it
+//! (`sync::quiet`), and revocations and `nas_sync_session` notes the remembered sessions
+//! (`auth::remembered`); both are trusted only while this connection is up. When the connection is lost (PostgreSQL restarted, a network cut) it
 //! reconnects with backoff and tells every socket to resync, since notifications sent
 //! meanwhile are gone.
 
@@ -15,6 +16,7 @@ use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
 use super::hub::{Change, Hub, Outgoing};
+use crate::auth::remembered::{SESSION_CHANNEL, Sessions};
 use crate::db::sql::Ident;
 use crate::sync::quiet::{Quiet, STATE_CHANNEL};
 use crate::sync::registry::RegistryHandle;
@@ -42,22 +44,24 @@ pub async fn run(
     hub: Arc<Hub>,
     registry: RegistryHandle,
     quiet: Arc<Quiet>,
+    sessions: Arc<Sessions>,
     stop: CancellationToken,
 ) {
     /// Memory is not trusted once nobody listens (stopped, or this task ended).
-    struct Offline(Arc<Quiet>);
+    struct Offline(Arc<Quiet>, Arc<Sessions>);
     impl Drop for Offline {
         fn drop(&mut self) {
             self.0.disconnected();
+            self.1.disconnected();
         }
     }
-    let _offline = Offline(quiet.clone());
+    let _offline = Offline(quiet.clone(), sessions.clone());
     let mut backoff = Duration::from_millis(250);
     let mut connected_before = false;
     loop {
         let listener = async {
             let mut l = PgListener::connect_with(&pool).await?;
-            l.listen_all([CHANNEL, REVOKE_CHANNEL, STATE_CHANNEL])
+            l.listen_all([CHANNEL, REVOKE_CHANNEL, STATE_CHANNEL, SESSION_CHANNEL])
                 .await?;
             Ok::<_, sqlx::Error>(l)
         };
@@ -83,6 +87,7 @@ pub async fn run(
         }
         connected_before = true;
         quiet.connected();
+        sessions.connected();
         loop {
             let next = tokio::select! {
                 _ = stop.cancelled() => return,
@@ -90,16 +95,18 @@ pub async fn run(
             };
             match next {
                 Ok(Some(n)) => {
-                    remember(&quiet, n.channel(), n.payload());
+                    remember(&quiet, &sessions, n.channel(), n.payload());
                     handle(&pool, &hub, &registry, n.channel(), n.payload()).await;
                 }
                 Ok(None) => {
                     quiet.disconnected();
+                    sessions.disconnected();
                     tracing::warn!("change listener lost its connection; reconnecting");
                     break;
                 }
                 Err(e) => {
                     quiet.disconnected();
+                    sessions.disconnected();
                     tracing::warn!(error = %e, "change listener failed; reconnecting");
                     break;
                 }
@@ -108,8 +115,9 @@ pub async fn run(
     }
 }
 
-/// Feeds the memory of empty pulls (`sync::quiet`) before anything else.
-fn remember(quiet: &Quiet, channel: &str, payload: &str) {
+/// Feeds the memory of empty pulls (`sync::quiet`) and the remembered sessions before
+/// anything else.
+fn remember(quiet: &Quiet, sessions: &Sessions, channel: &str, payload: &str) {
     #[derive(Deserialize)]
     struct Note {
         t: String,
@@ -122,6 +130,7 @@ fn remember(quiet: &Quiet, channel: &str, payload: &str) {
             Err(_) => quiet.state_changed("{}"),
         },
         STATE_CHANNEL => quiet.state_changed(payload),
+        REVOKE_CHANNEL | SESSION_CHANNEL => sessions.noted(payload),
         _ => {}
     }
 }
@@ -135,6 +144,9 @@ async fn handle(pool: &PgPool, hub: &Hub, registry: &RegistryHandle, channel: &s
             let reason = r.reason.as_deref().unwrap_or("DEVICE_REVOKED");
             hub.revoke(&r.tenant, &r.device, reason);
         }
+        return;
+    }
+    if channel != CHANNEL {
         return;
     }
     let change: Change = match serde_json::from_str(payload) {

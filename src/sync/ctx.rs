@@ -23,6 +23,9 @@ pub struct SyncCtx {
     pub limits: SyncLimits,
     /// Empty pulls answered from memory (`quiet`), fed by the change listener.
     pub quiet: Arc<super::quiet::Quiet>,
+    /// Sessions checked lately (`auth::remembered`), fed by the change listener; trusted
+    /// only for empty pulls answered from memory.
+    pub sessions: Arc<crate::auth::remembered::Sessions>,
 }
 
 /// Size limits of rows and pages (docs/contract.md §9).

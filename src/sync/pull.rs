@@ -18,6 +18,7 @@ use uuid::Uuid;
 use super::SyncCtx;
 use super::cursor::{Cursor, Position, scope_hash};
 use super::registry::{Registry, Table};
+use crate::auth::session::Session;
 use crate::auth::{Principal, Role};
 use crate::db::sql::Literal;
 use crate::error::{AppError, AppResult};
@@ -173,12 +174,21 @@ struct PageRow {
 }
 
 /// Serves one page of a pull.
-pub async fn pull(ctx: &SyncCtx, who: &Principal, req: PullRequest) -> AppResult<PullResponse> {
+///
+/// `session` is how the caller's session stands: a remembered one
+/// (`auth::remembered`) serves an answer from memory, and is checked in PostgreSQL
+/// before anything else is read.
+pub async fn pull(
+    ctx: &SyncCtx,
+    who: &Principal,
+    mut session: Session,
+    req: PullRequest,
+) -> AppResult<PullResponse> {
     who.check_device(req.device_id.as_deref())?;
     // Tables added at run time (by another server process, too) must be known before
     // a cursor moves past their first changes: a stale registry is reloaded first.
     for _ in 0..3 {
-        match pull_once(ctx, who, &req).await {
+        match pull_once(ctx, who, &mut session, &req).await {
             Ok(Some(page)) => return Ok(page),
             Ok(None) => {}
             Err(AppError::UnknownTable(t)) if !ctx.registry.is_stale(&ctx.pool).await? => {
@@ -198,6 +208,7 @@ pub async fn pull(ctx: &SyncCtx, who: &Principal, req: PullRequest) -> AppResult
 async fn pull_once(
     ctx: &SyncCtx,
     who: &Principal,
+    session: &mut Session,
     req: &PullRequest,
 ) -> AppResult<Option<PullResponse>> {
     let registry = ctx.registry.current();
@@ -217,6 +228,7 @@ async fn pull_once(
     let scope = match req.tables {
         None => scope_hash(&who.tenant, store, &["*", &registry.roles_version]),
         Some(_) => {
+            session.ensure(&ctx.pool, &ctx.sessions, who).await?;
             crate::odoo::connections::check_ready(&ctx.pool, &who.tenant, &names).await?;
             scope_hash(&who.tenant, store, &names)
         }
@@ -236,15 +248,16 @@ async fn pull_once(
     // Legacy pulls start at the horizon recorded at or before their time. A mark is a
     // fact about the past, so reading it outside the page's snapshot is safe.
     let since_mark = match legacy_since {
-        Some(since) => Some(
+        Some(since) => Some({
+            session.ensure(&ctx.pool, &ctx.sessions, who).await?;
             sqlx::query_scalar::<_, i64>(
                 "SELECT horizon::text::bigint FROM sync_horizons WHERE at <= $1 ORDER BY at DESC LIMIT 1",
             )
             .bind(since)
             .fetch_optional(&ctx.pool)
             .await?
-            .map_or(Position::START, |h| Position::before_xid(h as u64)),
-        ),
+            .map_or(Position::START, |h| Position::before_xid(h as u64))
+        }),
         None => None,
     };
     let start = cursor
@@ -267,6 +280,8 @@ async fn pull_once(
     {
         return Ok(Some(empty_page(ctx, who, c, &names)));
     }
+    // Anything read from here on needs the session checked in PostgreSQL.
+    session.ensure(&ctx.pool, &ctx.sessions, who).await?;
     let ticket = ctx.quiet.before_page(&who.tenant);
     let page: Vec<PageRow> = sqlx::query_as(sqlx::AssertSqlSafe(page_sql(&tables)))
         .bind(&who.tenant)
