@@ -15,7 +15,9 @@
 //!   `nas_sync_revoke` notes the services send;
 //! - the change listener losing its connection (notes may be gone): everything, and
 //!   nothing is remembered until it listens again;
-//! - age: an entry is trusted for [`TTL`] after the check that made it.
+//! - age: an entry is trusted for [`TTL`] at most after the check that made it, and for
+//!   a random part of it at least: sessions checked together (a fleet after a restart)
+//!   do not all expire, and go back to PostgreSQL, in the same instant.
 //!
 //! A check that ran while a note arrived is not remembered (the ticket compares note
 //! counts), so a note cannot overtake the check it should have voided.
@@ -82,7 +84,13 @@ struct State {
 struct Entry {
     user: Uuid,
     generation: i64,
-    at: Instant,
+    /// Trusted until then.
+    until: Instant,
+}
+
+/// When an entry made at `at` expires: between half of `ttl` and all of it.
+pub(crate) fn jittered(at: Instant, ttl: Duration) -> Instant {
+    at + ttl / 2 + ttl.mul_f64(rand::random_range(0.0..0.5))
 }
 
 /// Taken before a session check runs; handed to [`Sessions::checked`].
@@ -118,7 +126,9 @@ impl Sessions {
                 && s.entries
                     .get(&(key.tenant.to_string(), key.device_id.to_string()))
                     .is_some_and(|e| {
-                        e.user == key.user && e.generation == key.generation && e.at.elapsed() < TTL
+                        e.user == key.user
+                            && e.generation == key.generation
+                            && Instant::now() < e.until
                     })
         })
         .unwrap_or(false)
@@ -146,7 +156,7 @@ impl Sessions {
                 Entry {
                     user: key.user,
                     generation: key.generation,
-                    at: ticket.at,
+                    until: jittered(ticket.at, TTL),
                 },
             );
         });

@@ -278,6 +278,15 @@ async fn pull_once(
             (&registry.version, &registry.roles_version),
         )
     {
+        // Primed again before it expires, off this request's path.
+        if ctx.quiet.claim_prime(&who.tenant) {
+            let (quiet, pool, tenant) = (ctx.quiet.clone(), ctx.pool.clone(), who.tenant.clone());
+            tokio::spawn(async move {
+                if let Err(e) = quiet.prime(&pool, &tenant).await {
+                    tracing::debug!(error = %e, "could not prime the memory of empty pulls");
+                }
+            });
+        }
         return Ok(Some(empty_page(ctx, who, c, &names)));
     }
     // Anything read from here on needs the session checked in PostgreSQL.
@@ -396,7 +405,7 @@ async fn pull_once(
         open_conflicts,
         u64::try_from(meta_next_xid).unwrap_or(0),
     );
-    if ctx.quiet.needs_prime(&who.tenant)
+    if ctx.quiet.claim_prime(&who.tenant)
         && let Err(e) = ctx.quiet.prime(&ctx.pool, &who.tenant).await
     {
         tracing::debug!(error = %e, "could not prime the memory of empty pulls");

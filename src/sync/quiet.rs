@@ -15,7 +15,9 @@
 //! - a tenant's memory is primed by reading its newest log entry and the server's
 //!   bookkeeping (epoch, registry and roles versions, retention floor) after LISTEN
 //!   began, and expires after [`TTL`], so even a notification lost without a
-//!   disconnect delays a change by at most that long;
+//!   disconnect delays a change by at most that long; past half of it, the next memory
+//!   answer primes it again in the background, so a busy tenant never falls back to
+//!   the database all at once;
 //! - any change of the bookkeeping (`nas_sync_state` notification) forgets everything;
 //!   a conflict opened, resolved or deleted forgets the devices of its tenant;
 //! - a write committed by this process (push, BridgeCore push, conflict resolution)
@@ -25,7 +27,7 @@
 //!   transaction, another scope or epoch, a stale registry, a legacy pull) goes to the
 //!   database, which answers with its own checks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -56,8 +58,12 @@ struct State {
     /// Per tenant: conflict notes received (a page's "no open conflicts" counts only
     /// when none arrived while it ran).
     conflict_notes: HashMap<String, u64>,
-    /// Per (tenant, device): "no open conflicts" as a page saw it, and when.
+    /// Per (tenant, device): "no open conflicts" as a page saw it, trusted until when
+    /// (between half of [`TTL`] and all of it, at random, so that the devices of a
+    /// fleet do not all go back to the database in the same instant).
     clean: HashMap<(String, String), Instant>,
+    /// Tenants whose prime is under way.
+    priming: HashSet<String>,
     /// The largest `pg_snapshot_xmax` a page statement has seen (cursors beyond it go
     /// to the database, which answers `RESYNC_REQUIRED` for a cursor ahead of it).
     next_xid: u64,
@@ -194,14 +200,13 @@ impl Quiet {
             let Some(t) = s.tenants.get(tenant) else {
                 return false;
             };
-            let fresh = |at: &Instant| at.elapsed() < TTL;
             let pos = cursor.position;
             let newest = t.newest_xid.max(s.noted.get(tenant).copied().unwrap_or(0));
             s.live
-                && fresh(&t.primed_at)
+                && t.primed_at.elapsed() < TTL
                 && s.clean
                     .get(&(tenant.to_string(), device.to_string()))
-                    .is_some_and(fresh)
+                    .is_some_and(|until| Instant::now() < *until)
                 && t.epoch == Some(cursor.epoch)
                 && cursor.scope == scope
                 && t.registry_version == registry.0
@@ -246,26 +251,42 @@ impl Quiet {
             s.next_xid = s.next_xid.max(next_xid);
             let quiet = s.conflict_notes.get(tenant).copied().unwrap_or(0) == ticket.conflict_notes;
             if s.live && s.generation == ticket.generation && quiet && !open_conflicts {
-                s.clean
-                    .insert((tenant.to_string(), device.to_string()), ticket.at);
+                s.clean.insert(
+                    (tenant.to_string(), device.to_string()),
+                    crate::auth::remembered::jittered(ticket.at, TTL),
+                );
             }
         });
     }
 
-    /// Whether `tenant` needs priming (unknown or expired) while the listener is live.
-    pub fn needs_prime(&self, tenant: &str) -> bool {
+    /// Whether `tenant` should be primed now (unknown, or past half its [`TTL`]) while
+    /// the listener is live and no prime of it is under way; if so, the caller primes
+    /// it (`prime`), and no one else does meanwhile.
+    pub fn claim_prime(&self, tenant: &str) -> bool {
         self.with(|s| {
-            s.live
+            let due = s.live
+                && !s.priming.contains(tenant)
                 && s.tenants
                     .get(tenant)
-                    .is_none_or(|t| t.primed_at.elapsed() >= TTL)
+                    .is_none_or(|t| t.primed_at.elapsed() >= TTL / 2);
+            if due {
+                s.priming.insert(tenant.to_string());
+            }
+            due
         })
         .unwrap_or(false)
     }
 
     /// Reads `tenant`'s newest log entry and the bookkeeping; kept unless memory was
     /// forgotten meanwhile. Notes received meanwhile are merged (the larger xid wins).
+    /// Ends the prime `claim_prime` granted.
     pub async fn prime(&self, pool: &PgPool, tenant: &str) -> sqlx::Result<()> {
+        let primed = self.read_prime(pool, tenant).await;
+        self.with(|s| s.priming.remove(tenant));
+        primed
+    }
+
+    async fn read_prime(&self, pool: &PgPool, tenant: &str) -> sqlx::Result<()> {
         let ticket = self.before_page(tenant);
         let row: PrimeRow = sqlx::query_as(
             "SELECT (SELECT xid::text::bigint FROM sync_changes WHERE tenant_id = $1

@@ -202,6 +202,7 @@ pub async fn prepare_db(config: &Config) -> PgPool {
         .await
         .expect("prepare app")
         .pool
+        .clone()
 }
 
 pub fn test_config(url: &str, rate_limit: bool) -> Config {
