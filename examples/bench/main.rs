@@ -93,7 +93,7 @@ impl Sizes {
             c_rounds: 3,
             d_devices: 200,
             d_closed_secs: 10,
-            d_rate: 2_000,
+            d_rate: 5_000,
             d_open_secs: 10,
             e_devices: 500,
             e_secs: 180,

@@ -14,6 +14,8 @@ pub enum Goal {
     RatioBelow(f64),
     /// The value itself below this (in the row's unit).
     ValueBelow(f64),
+    /// The value itself at least this (in the row's unit).
+    ValueAtLeast(f64),
 }
 
 /// One line of the table.
@@ -71,6 +73,7 @@ impl Row {
             Some(Goal::RatioAtLeast(r)) => format!("ratio >= {r}"),
             Some(Goal::RatioBelow(r)) => format!("ratio < {r}"),
             Some(Goal::ValueBelow(v)) => format!("< {} {}", fmt_num(v), self.unit),
+            Some(Goal::ValueAtLeast(v)) => format!(">= {} {}", fmt_num(v), self.unit),
         }
     }
 
@@ -79,6 +82,7 @@ impl Row {
             Goal::RatioAtLeast(r) => self.ratio().map(|x| x >= r),
             Goal::RatioBelow(r) => self.ratio().map(|x| x < r),
             Goal::ValueBelow(v) => Some(self.value < v),
+            Goal::ValueAtLeast(v) => Some(self.value >= v),
         }
     }
 

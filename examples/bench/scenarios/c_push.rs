@@ -96,7 +96,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             stats::median(&base),
             "one INSERT ... SELECT FROM jsonb_populate_recordset ... ON CONFLICT DO UPDATE RETURNING (sync triggers fire)",
         )
-        .goal(Goal::RatioAtLeast(0.5))
+        .goal(Goal::RatioAtLeast(0.8))
         .detail(&format!(
             "{rounds} runs each; nas-sync {:.2} s per push (median)",
             n as f64 / stats::median(&nas)
