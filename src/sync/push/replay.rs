@@ -1,9 +1,9 @@
 //! Exactly-once pushes: the `push_log` row (keyed by tenant, device and `push_id`) is
 //! inserted first in the push's transaction, so a concurrent retry waits for the first
 //! attempt, then replays its recorded answer. The same `push_id` with other changes is
-//! refused rather than answered with the old result.
+//! refused rather than answered with the old result. The answer is stored as the JSON
+//! text it is sent as (V12), never parsed by PostgreSQL.
 
-use serde_json::Value;
 use sqlx::PgConnection;
 
 use super::wire::PushResponse;
@@ -32,7 +32,7 @@ pub(super) async fn claim(
     if fresh {
         return Ok(None);
     }
-    let (hash, response): (Vec<u8>, Option<Value>) = sqlx::query_as(
+    let (hash, response): (Vec<u8>, Option<String>) = sqlx::query_as(
         "SELECT request_hash, response FROM push_log WHERE tenant_id = $1 AND device_id = $2 AND push_id = $3",
     )
     .bind(&who.tenant)
@@ -50,7 +50,7 @@ pub(super) async fn claim(
     let response = response.ok_or_else(|| anyhow::anyhow!("push_log row without a response"))?;
     tracing::info!(device_id = %who.device_id, push_id, "push replayed");
     Ok(Some(
-        serde_json::from_value(response).map_err(anyhow::Error::from)?,
+        serde_json::from_str(&response).map_err(anyhow::Error::from)?,
     ))
 }
 
@@ -67,7 +67,7 @@ pub(super) async fn record(
     .bind(&who.tenant)
     .bind(&who.device_id)
     .bind(push_id)
-    .bind(serde_json::to_value(response).map_err(anyhow::Error::from)?)
+    .bind(serde_json::to_string(response).map_err(anyhow::Error::from)?)
     .execute(conn)
     .await?;
     Ok(())
