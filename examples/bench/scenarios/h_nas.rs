@@ -1,0 +1,603 @@
+//! (h) The BridgeCore smart-sync seed's own headline numbers on a simulated 1 GB
+//! one-core NAS: "Cache Miss (No events) < 200ms" and "Cache Miss (100 events)
+//! < 1000ms" (`docs/seeds/bridgecore-smart-sync.md`, Benchmarks), for a fleet of 500
+//! devices.
+//!
+//! The NAS: the server runs under `taskset -c 0` inside a cgroup v1 memory group
+//! limited to 1 GiB (`nas.rs`); the local PostgreSQL (postmaster and every process it
+//! has; new backends inherit its affinity) is pinned to CPU 0 too, and the load
+//! generator (this tool) to CPU 1, for each NAS window only, and restored after it.
+//!
+//! Each window starts a fresh server. The fleet (500 devices of the load tenant,
+//! logged in as for (d) and (e)) first pulls once each, spread over a few seconds
+//! (warm-up, not measured), then each device does a v2 pull (`POST /api/v2/sync/pull`,
+//! app type `store_app`) at a random phase of a 30 s period for the whole window: the
+//! background load and, since nothing changes in that tenant, the samples of "a pull
+//! that finds no events" (each answer must have none). Meanwhile, a few times per
+//! window, a manager device of another tenant pushes 100 new `kpi_data` rows through
+//! the API, the tool waits for the pull horizon (`db::settle`), and a caught-up store
+//! device of that tenant pulls: it must get exactly those 100 events in one answer.
+//!
+//! Baseline: the same windows on a server started plainly (no cgroup, no pinning),
+//! in the same run, in the order NAS, plain, plain, NAS, ... (drift hits both).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::Outcome;
+use crate::client::{Api, Device, kpi_row};
+use crate::nas::{self, MemCgroup, Pinned};
+use crate::report::{Goal, Row};
+use crate::server::{ServerProcess, Usage};
+use crate::stats::{self, Summary};
+use crate::{Ctx, PASSWORD, db, mb};
+
+/// The simulated NAS's memory: 1 GiB.
+const NAS_MEMORY: u64 = 1 << 30;
+/// What every device pulls.
+const APP_TYPE: &str = "store_app";
+/// Rows pushed before each measured pull with events.
+const EVENTS: usize = 100;
+/// The tenant, store and users of the 100-event pulls.
+const EVENT_TENANT: &str = "t-nas";
+const EVENT_STORE: &str = "store-nas";
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Config {
+    /// Server under `taskset -c 0` and the 1 GiB cgroup; PostgreSQL on CPU 0 too.
+    Nas,
+    /// Started plainly, nothing pinned.
+    Free,
+}
+
+impl Config {
+    fn name(self) -> &'static str {
+        match self {
+            Config::Nas => "nas",
+            Config::Free => "unconstrained",
+        }
+    }
+}
+
+/// What stays the same across windows.
+struct Setup {
+    bin: PathBuf,
+    fleet: Arc<Vec<Device>>,
+    writer: Device,
+    reader: Device,
+    /// The local PostgreSQL postmaster, when PostgreSQL runs on this machine.
+    postmaster: Option<u32>,
+    group: MemCgroup,
+}
+
+/// What one window measured.
+struct Window {
+    config: Config,
+    round: usize,
+    warm_ms: Vec<f64>,
+    empty_ms: Vec<f64>,
+    event_ms: Vec<f64>,
+    push_ms: Vec<f64>,
+    settle_ms: Vec<f64>,
+    usage: Usage,
+    hwm_kib: u64,
+    /// Pid, allowed CPUs, cgroup membership and resident memory by kind at the end,
+    /// how it exited, the machine's load average before and after.
+    server: Value,
+    cgroup: Value,
+    pinned: Value,
+}
+
+impl Window {
+    fn to_json(&self) -> Value {
+        json!({
+            "config": self.config.name(), "round": self.round,
+            "warm_up_pull_ms": Summary::of(self.warm_ms.clone()).to_json(),
+            "no_event_pull_ms": Summary::of(self.empty_ms.clone()).to_json(),
+            "event_pull_ms": self.event_ms, "push_100_ms": self.push_ms, "settle_ms": self.settle_ms,
+            "resources": self.usage.to_json(), "server_vmhwm_kib": self.hwm_kib,
+            "server": self.server, "cgroup": self.cgroup, "pinned": self.pinned,
+        })
+    }
+}
+
+pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
+    let n = ctx.sizes.h_devices;
+    // Preflight, before the slow logins: two CPUs to split, taskset, the cgroup.
+    let me = std::process::id();
+    let mine = nas::cpu_list(me).context("the simulated NAS needs taskset")?;
+    anyhow::ensure!(
+        [0, 1].iter().all(|c| nas::parse_cpus(&mine).contains(c)),
+        "the simulated NAS puts the server on CPU 0 and the load generator on CPU 1, \
+         but this process may only run on CPUs {mine}"
+    );
+    let group_name = format!("nas-bench-h-{}", &Uuid::new_v4().simple().to_string()[..10]);
+    let group = MemCgroup::create(&group_name, NAS_MEMORY)
+        .context("the simulated NAS needs a cgroup v1 memory group")?;
+    ctx.progress(format!(
+        "  (h) memory cgroup {} (limit {NAS_MEMORY} bytes)",
+        group.path.display()
+    ));
+
+    let fleet = ctx.fleet(n).await?;
+    let t = Instant::now();
+    ctx.add_user("nas-manager", "manager", None, EVENT_TENANT)
+        .await?;
+    ctx.add_user("nas-store", "store", Some(EVENT_STORE), EVENT_TENANT)
+        .await?;
+    let writer = ctx
+        .api
+        .login("nas-manager", PASSWORD, "nas-writer-01")
+        .await?;
+    let reader = ctx
+        .api
+        .login("nas-store", PASSWORD, "nas-reader-01")
+        .await?;
+    // Everyone caught up (the load tenant may hold rows of (d) and (e)).
+    let caught = catch_up(&ctx.api, &fleet, 32).await?;
+    catch_up(&ctx.api, std::slice::from_ref(&reader), 1).await?;
+    ctx.phase_done(
+        &format!("(h) v2 catch-up of {n} devices ({caught} events)"),
+        t,
+    );
+    let postmaster = nas::local_postmaster(&ctx.pool).await?;
+    let setup = Setup {
+        bin: ctx.server.bin.clone(),
+        fleet: Arc::new(fleet),
+        writer,
+        reader,
+        postmaster,
+        group,
+    };
+
+    let mut windows: Vec<Window> = Vec::new();
+    let t = Instant::now();
+    for round in 0..ctx.sizes.h_rounds {
+        let order = if round % 2 == 0 {
+            [Config::Nas, Config::Free]
+        } else {
+            [Config::Free, Config::Nas]
+        };
+        for config in order {
+            let w = run_window(ctx, &setup, config, round).await?;
+            let (e, v) = (
+                Summary::of(w.empty_ms.clone()),
+                Summary::of(w.event_ms.clone()),
+            );
+            ctx.progress(format!(
+                "      {}: no events p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} pulls); 100 events p50 {:.1} ms, max {:.1} ms; CPU server {:.1}%, PostgreSQL {:.1}%; load {}",
+                config.name(), e.p50, e.p99, e.max, e.n, v.p50, v.max,
+                w.usage.cpu_pct, w.usage.pg_cpu_pct, w.server["loadavg_after"].as_str().unwrap_or("?")
+            ));
+            windows.push(w);
+        }
+    }
+    ctx.phase_done("(h) measure", t);
+    Ok(outcome(ctx, &setup, &windows))
+}
+
+/// v2 pulls (up to 5,000 events a page) until `has_more` is false, for every device,
+/// `concurrency` at a time; the events seen.
+async fn catch_up(api: &Api, devices: &[Device], concurrency: usize) -> anyhow::Result<usize> {
+    let gate = Arc::new(tokio::sync::Semaphore::new(concurrency));
+    let mut tasks = Vec::with_capacity(devices.len());
+    for dev in devices {
+        let (api, gate, dev) = (api.clone(), gate.clone(), dev.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await?;
+            let mut seen = 0;
+            loop {
+                let v = api.pull_v2(&dev, APP_TYPE, Some(5000)).await?;
+                seen += v["events"].as_array().map_or(0, Vec::len);
+                if v["has_more"] != json!(true) {
+                    return anyhow::Ok(seen);
+                }
+            }
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.context("catch-up task")??;
+    }
+    Ok(total)
+}
+
+/// One pull that must find no events: its time in ms, or what was wrong.
+async fn empty_pull(api: &Api, dev: &Device) -> Result<f64, String> {
+    let t0 = Instant::now();
+    let v = api
+        .pull_v2(dev, APP_TYPE, None)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let ms = t0.elapsed().as_secs_f64() * 1e3;
+    let events = v["events"].as_array().map_or(usize::MAX, Vec::len);
+    if events != 0 || v["new_events_count"] != json!(0) || v["has_more"] != json!(false) {
+        return Err(format!(
+            "{}: expected no events, got {events} (new_events_count {}, has_more {})",
+            dev.device_id, v["new_events_count"], v["has_more"]
+        ));
+    }
+    Ok(ms)
+}
+
+/// Starts the server of `config`, warms the fleet up, measures one window, stops it.
+async fn run_window(
+    ctx: &Ctx,
+    setup: &Setup,
+    config: Config,
+    round: usize,
+) -> anyhow::Result<Window> {
+    let sizes = &ctx.sizes;
+    let n = setup.fleet.len();
+    ctx.progress(format!(
+        "  (h) round {}, {} server: {n} devices, a v2 pull every {} s for {} s, {} pulls of {EVENTS} events",
+        round + 1,
+        config.name(),
+        sizes.h_period_secs,
+        sizes.h_window_secs,
+        sizes.h_event_pulls
+    ));
+    let load_before = nas::loadavg();
+    let mut pinned = None;
+    let mut server = match config {
+        Config::Free => ServerProcess::start(&setup.bin, &ctx.db_url, &ctx.log_path).await?,
+        Config::Nas => {
+            let me = std::process::id();
+            let mut wanted = vec![("load generator (bench)", me, "1", false)];
+            if let Some(pm) = setup.postmaster {
+                wanted.insert(
+                    0,
+                    ("PostgreSQL postmaster and its processes", pm, "0", true),
+                );
+            }
+            pinned = Some(Pinned::pin(&wanted)?);
+            // The window's own peak: max_usage_in_bytes starts again from the usage now.
+            setup.group.write("memory.max_usage_in_bytes", "0")?;
+            let procs = setup.group.procs_path().display().to_string();
+            let wrapper = [
+                "sh".to_string(),
+                "-c".to_string(),
+                r#"echo $$ > "$0" && exec taskset -c 0 "$@""#.to_string(),
+                procs,
+            ];
+            let server =
+                ServerProcess::start_wrapped(&setup.bin, &ctx.db_url, &ctx.log_path, &[], &wrapper)
+                    .await
+                    .context("starting the server in the memory cgroup under taskset -c 0")?;
+            let cpus = nas::allowed_cpus(server.pid);
+            anyhow::ensure!(
+                setup.group.contains(server.pid) && cpus.as_deref() == Some("0"),
+                "the NAS server (pid {}) is not where it should be: in {}: {}, CPUs {cpus:?} (want 0)",
+                server.pid,
+                setup.group.path.display(),
+                setup.group.contains(server.pid)
+            );
+            server
+        }
+    };
+    let api = Api::new(&server.base)?;
+
+    // Warm-up: every device (and the reader) once, spread over a few seconds.
+    let warm_for = Duration::from_secs(sizes.h_warm_secs);
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(n);
+    for (i, dev) in setup.fleet.iter().cloned().enumerate() {
+        let api = api.clone();
+        let at = start + warm_for * i as u32 / n.max(1) as u32;
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            empty_pull(&api, &dev).await
+        }));
+    }
+    let mut warm_ms = Vec::with_capacity(n);
+    let mut wrong: Vec<String> = Vec::new();
+    for t in tasks {
+        match t.await? {
+            Ok(ms) => warm_ms.push(ms),
+            Err(e) => wrong.push(e),
+        }
+    }
+    if let Err(e) = empty_pull(&api, &setup.reader).await {
+        wrong.push(e);
+    }
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "(h) {} server: {} of {} warm-up pulls were wrong; first: {}",
+        config.name(),
+        wrong.len(),
+        n + 1,
+        wrong[0]
+    );
+
+    // The window: the fleet's pulls in the background, the 100-event pulls between.
+    let period = Duration::from_secs(sizes.h_period_secs);
+    let window = Duration::from_secs(sizes.h_window_secs);
+    let sampler = server.sample();
+    let start = tokio::time::Instant::now();
+    let deadline = start + window;
+    let mut tasks = Vec::with_capacity(n);
+    for dev in setup.fleet.iter() {
+        let (api, dev) = (api.clone(), dev.clone());
+        let phase = Duration::from_millis(stats::random_below(period.as_millis() as u64));
+        tasks.push(tokio::spawn(async move {
+            let mut out: Vec<Result<f64, String>> = Vec::new();
+            for k in 0u32.. {
+                let at = start + phase + period * k;
+                if at >= deadline {
+                    break;
+                }
+                tokio::time::sleep_until(at).await;
+                out.push(empty_pull(&api, &dev).await);
+            }
+            out
+        }));
+    }
+    let events = event_pulls(ctx, setup, &api, start, window).await;
+    if events.is_err() {
+        for t in &tasks {
+            t.abort();
+        }
+    }
+    let mut empty_ms = Vec::new();
+    for t in tasks {
+        for r in t.await.unwrap_or_default() {
+            match r {
+                Ok(ms) => empty_ms.push(ms),
+                Err(e) => wrong.push(e),
+            }
+        }
+    }
+    let usage = sampler.finish().await;
+    let hwm_kib = server.hwm_kib();
+    let mut server_json = json!({
+        "pid": server.pid, "cpus": nas::allowed_cpus(server.pid),
+        "in_memory_cgroup": setup.group.contains(server.pid),
+        "memory": nas::rss_kinds(server.pid), "loadavg_before": load_before,
+    });
+    let cgroup = match config {
+        Config::Nas => setup.group.stats(),
+        Config::Free => Value::Null,
+    };
+    server_json["exit"] = json!(server.stop().await);
+    server_json["loadavg_after"] = json!(nas::loadavg());
+    let pinned_json = pinned.as_ref().map_or(Value::Null, Pinned::to_json);
+    if let Some(mut p) = pinned {
+        let problems = p.restore();
+        anyhow::ensure!(
+            problems.is_empty(),
+            "restoring CPU affinities: {}",
+            problems.join("; ")
+        );
+    }
+    let (event_ms, push_ms, settle_ms) = events?;
+    anyhow::ensure!(
+        wrong.is_empty(),
+        "(h) {} server: {} of {} fleet pulls failed or found events; first: {} (cgroup: {cgroup})",
+        config.name(),
+        wrong.len(),
+        wrong.len() + empty_ms.len(),
+        wrong[0]
+    );
+    Ok(Window {
+        config,
+        round,
+        warm_ms,
+        empty_ms,
+        event_ms,
+        push_ms,
+        settle_ms,
+        usage,
+        hwm_kib,
+        server: server_json,
+        cgroup,
+        pinned: pinned_json,
+    })
+}
+
+/// `h_event_pulls` times, evenly over the window: the writer pushes 100 new rows, the
+/// horizon passes them, the reader pulls and must get exactly those 100 events.
+/// (pull ms, push ms, settle ms) of each.
+async fn event_pulls(
+    ctx: &Ctx,
+    setup: &Setup,
+    api: &Api,
+    start: tokio::time::Instant,
+    window: Duration,
+) -> anyhow::Result<(Vec<f64>, Vec<f64>, Vec<f64>)> {
+    let m = ctx.sizes.h_event_pulls.max(1);
+    let (mut pulls, mut pushes, mut settles) = (Vec::new(), Vec::new(), Vec::new());
+    for k in 0..m {
+        tokio::time::sleep_until(start + window * (2 * k as u32 + 1) / (2 * m as u32)).await;
+        let ids: Vec<Uuid> = (0..EVENTS).map(|_| Uuid::new_v4()).collect();
+        let rows: Vec<Value> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| kpi_row(*id, EVENT_STORE, i, 0))
+            .collect();
+        let t0 = Instant::now();
+        api.push_kpi(&setup.writer, &rows).await?;
+        pushes.push(t0.elapsed().as_secs_f64() * 1e3);
+        settles.push(db::settle(&ctx.pool).await?.as_secs_f64() * 1e3);
+        let t0 = Instant::now();
+        let v = api.pull_v2(&setup.reader, APP_TYPE, Some(1000)).await?;
+        pulls.push(t0.elapsed().as_secs_f64() * 1e3);
+        let pushed: HashSet<String> = ids.iter().map(Uuid::to_string).collect();
+        check_events(&v, &pushed)
+            .with_context(|| format!("(h) pull {} of {m} after a {EVENTS}-row push", k + 1))?;
+    }
+    Ok((pulls, pushes, settles))
+}
+
+/// The answer holds exactly the pushed rows, once each, as `create` events of
+/// `kpi_data`, in one page.
+fn check_events(v: &Value, pushed: &HashSet<String>) -> anyhow::Result<()> {
+    let events = v["events"].as_array().context("no events array")?;
+    anyhow::ensure!(
+        events.len() == EVENTS
+            && v["new_events_count"] == json!(EVENTS)
+            && v["has_more"] == json!(false),
+        "expected exactly {EVENTS} events in one answer, got {} (new_events_count {}, has_more {})",
+        events.len(),
+        v["new_events_count"],
+        v["has_more"]
+    );
+    let got: HashSet<String> = events
+        .iter()
+        .filter_map(|e| e["uuid"].as_str().map(str::to_string))
+        .collect();
+    anyhow::ensure!(
+        got == *pushed,
+        "the events are not the {EVENTS} rows pushed: {} of them match",
+        got.intersection(pushed).count()
+    );
+    let odd = events
+        .iter()
+        .find(|e| e["model"] != json!("kpi_data") || e["event"] != json!("create"));
+    anyhow::ensure!(
+        odd.is_none(),
+        "unexpected event {}",
+        odd.unwrap_or(&Value::Null)
+    );
+    Ok(())
+}
+
+/// Every sample of one configuration.
+fn gather(windows: &[Window], config: Config, f: impl Fn(&Window) -> &Vec<f64>) -> Summary {
+    Summary::of(
+        windows
+            .iter()
+            .filter(|w| w.config == config)
+            .flat_map(|w| f(w).iter().copied())
+            .collect(),
+    )
+}
+
+/// CPU over all windows of one configuration (% of one core): server, PostgreSQL,
+/// load generator.
+fn cpu(windows: &[Window], config: Config) -> (f64, f64, f64) {
+    let ws: Vec<&Window> = windows.iter().filter(|w| w.config == config).collect();
+    let wall: f64 = ws.iter().map(|w| w.usage.wall_secs).sum::<f64>().max(1e-9);
+    let avg = |f: fn(&Usage) -> f64| {
+        ws.iter()
+            .map(|w| f(&w.usage) * w.usage.wall_secs)
+            .sum::<f64>()
+            / wall
+    };
+    (
+        avg(|u| u.cpu_pct),
+        avg(|u| u.pg_cpu_pct),
+        avg(|u| u.bench_cpu_pct),
+    )
+}
+
+fn outcome(ctx: &mut Ctx, setup: &Setup, windows: &[Window]) -> Outcome {
+    use Config::{Free, Nas};
+    let (empty_nas, empty_free) = (
+        gather(windows, Nas, |w| &w.empty_ms),
+        gather(windows, Free, |w| &w.empty_ms),
+    );
+    let (ev_nas, ev_free) = (
+        gather(windows, Nas, |w| &w.event_ms),
+        gather(windows, Free, |w| &w.event_ms),
+    );
+    let push_nas = gather(windows, Nas, |w| &w.push_ms);
+    let warm_nas = gather(windows, Nas, |w| &w.warm_ms);
+    let hwm = |c: Config| {
+        windows
+            .iter()
+            .filter(|w| w.config == c)
+            .map(|w| w.hwm_kib)
+            .max()
+            .unwrap_or(0)
+    };
+    let cg_peak = windows
+        .iter()
+        .filter_map(|w| w.cgroup["max_usage_in_bytes"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let failcnt: u64 = windows
+        .iter()
+        .filter_map(|w| w.cgroup["failcnt"].as_u64())
+        .max()
+        .unwrap_or(0);
+    let (cpu_nas, pg_nas, bench_nas) = cpu(windows, Nas);
+    let (cpu_free, pg_free, _) = cpu(windows, Free);
+    let n = setup.fleet.len();
+    let base = "the same on an unconstrained server (no cgroup, no taskset), same run";
+    let loads: Vec<&str> = windows
+        .iter()
+        .filter_map(|w| w.server["loadavg_after"].as_str())
+        .collect();
+    let rows = vec![
+        Row::new("h", "NAS (1 core, 1 GB): v2 pull, no events, p99", empty_nas.p99, "ms")
+            .vs(empty_free.p99, base)
+            .goal(Goal::ValueBelow(200.0))
+            .detail(&format!(
+                "{} pulls by {n} devices (each every {} s) on the NAS, {} unconstrained; every answer had 0 events; seed: 'Cache Miss (No events) < 200ms'",
+                empty_nas.n, ctx.sizes.h_period_secs, empty_free.n
+            )),
+        Row::new("h", "NAS: v2 pull, no events, p50", empty_nas.p50, "ms").vs(empty_free.p50, base),
+        Row::new("h", "NAS: v2 pull, no events, max", empty_nas.max, "ms")
+            .vs(empty_free.max, base)
+            .detail(&format!(
+                "first pull of each device on a fresh server (warm-up, not counted): p50 {:.1} ms, max {:.1} ms",
+                warm_nas.p50, warm_nas.max
+            )),
+        Row::new("h", &format!("NAS: v2 pull of exactly {EVENTS} events, max"), ev_nas.max, "ms")
+            .vs(ev_free.max, base)
+            .goal(Goal::ValueBelow(1000.0))
+            .detail(&format!(
+                "{} pulls on the NAS ({} unconstrained), each right after another device pushed {EVENTS} new kpi_data rows (push p50 {:.1} ms on the NAS) and the pull horizon passed them; each answer held exactly those {EVENTS} events; seed: 'Cache Miss (100 events) < 1000ms'",
+                ev_nas.n, ev_free.n, push_nas.p50
+            )),
+        Row::new("h", &format!("NAS: v2 pull of {EVENTS} events, p50"), ev_nas.p50, "ms").vs(ev_free.p50, base),
+        Row::new("h", "NAS: server peak memory in the 1 GiB cgroup (max_usage_in_bytes)", cg_peak as f64 / 1e6, "MB")
+            .detail(&format!(
+                "limit {NAS_MEMORY} bytes, failcnt {failcnt} (times the limit was hit); what the kernel charged to the group: the server's anonymous memory and kernel memory, and page cache it brought in; the binary's pages, already in the page cache when it started, stay charged where they were first read, so VmHWM (below) is higher"
+            )),
+        Row::new("h", "NAS: server peak RSS (VmHWM)", mb(hwm(Nas)), "MB")
+            .vs(mb(hwm(Free)), base),
+        Row::new("h", &format!("NAS: server CPU with {n} devices pulling"), cpu_nas, "% core")
+            .vs(cpu_free, base)
+            .detail(&format!(
+                "PostgreSQL (every postgres process on the machine) {pg_nas:.1}% on the NAS vs {pg_free:.1}%; load generator {bench_nas:.1}% (on CPU 1); loadavg after each window: {}",
+                loads.join(" | ")
+            )),
+    ];
+    ctx.notes.push(format!(
+        "(h) simulated NAS: the server ran under `taskset -c 0` in the cgroup v1 memory group {} (memory.limit_in_bytes {NAS_MEMORY}), {}; the load generator (this tool) was pinned to CPU 1; all were restored after each NAS window. The baseline windows started the server plainly with nothing pinned. PostgreSQL is not in the memory cgroup. The table's '(h) server peak RSS in this scenario' row is the server that logged the fleet in, not a measured one.",
+        setup.group.path.display(),
+        match setup.postmaster {
+            Some(pm) => format!("the local PostgreSQL (postmaster pid {pm} and all its processes) was pinned to CPU 0 too"),
+            None => "PostgreSQL is not on this machine and was not pinned".to_string(),
+        }
+    ));
+    let details = json!({
+        "devices": n, "app_type": APP_TYPE, "period_secs": ctx.sizes.h_period_secs,
+        "window_secs": ctx.sizes.h_window_secs, "warm_secs": ctx.sizes.h_warm_secs,
+        "rounds": ctx.sizes.h_rounds, "event_pulls_per_window": ctx.sizes.h_event_pulls,
+        "events_per_pull": EVENTS, "event_tenant": EVENT_TENANT,
+        "nas": {
+            "memory_limit_bytes": NAS_MEMORY, "cgroup": setup.group.path.display().to_string(),
+            "server_cpus": "0", "postgres_cpus": setup.postmaster.map(|_| "0"),
+            "postmaster_pid": setup.postmaster, "load_generator_cpus": "1",
+            "server_peak_cgroup_bytes": cg_peak, "server_peak_vmhwm_kib": hwm(Nas),
+        },
+        "unconstrained": {"server_peak_vmhwm_kib": hwm(Free)},
+        "no_event_pull_ms": {"nas": empty_nas.to_json(), "unconstrained": empty_free.to_json()},
+        "event_pull_ms": {"nas": ev_nas.to_json(), "unconstrained": ev_free.to_json()},
+        "cpu_pct_of_one_core": {
+            "nas": {"server": cpu_nas, "postgres": pg_nas, "bench": bench_nas},
+            "unconstrained": {"server": cpu_free, "postgres": pg_free},
+        },
+        "windows": windows.iter().map(Window::to_json).collect::<Vec<_>>(),
+        "seed": "docs/seeds/bridgecore-smart-sync.md, Benchmarks: Cache Miss (No events) < 200ms; Cache Miss (100 events) < 1000ms",
+    });
+    Outcome { rows, details }
+}
