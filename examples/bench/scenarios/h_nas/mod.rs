@@ -48,6 +48,8 @@ const EVENTS: usize = 100;
 /// The tenant, store and users of the 100-event pulls.
 const EVENT_TENANT: &str = "t-nas";
 const EVENT_STORE: &str = "store-nas";
+/// A pull slower than this (ms) is listed with its time in the JSON.
+const SLOW_MS: f64 = 50.0;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Config {
@@ -82,6 +84,9 @@ struct Window {
     config: Config,
     round: usize,
     warm_ms: Vec<f64>,
+    /// Pulls of the warm-up and the window over `SLOW_MS`: (ms since the server was
+    /// ready, latency ms), to see whether slow ones bunch (at the start, say).
+    slow: Vec<(f64, f64)>,
     empty_ms: Vec<f64>,
     event_ms: Vec<f64>,
     push_ms: Vec<f64>,
@@ -100,6 +105,7 @@ impl Window {
         json!({
             "config": self.config.name(), "round": self.round,
             "warm_up_pull_ms": Summary::of(self.warm_ms.clone()).to_json(),
+            "slow_pulls_at_ms_since_ready": self.slow.iter().map(|(at, ms)| json!({"at": at, "ms": ms})).collect::<Vec<_>>(),
             "no_event_pull_ms": Summary::of(self.empty_ms.clone()).to_json(),
             "event_pull_ms": self.event_ms, "push_100_ms": self.push_ms, "settle_ms": self.settle_ms,
             "resources": self.usage.to_json(), "server_vmhwm_kib": self.hwm_kib,
@@ -286,22 +292,30 @@ async fn run_window(
 
     // Warm-up: every device (and the reader) once, spread over a few seconds.
     let warm_for = Duration::from_secs(sizes.h_warm_secs);
-    let start = tokio::time::Instant::now();
+    let ready = tokio::time::Instant::now();
+    let since_ready = move |at: tokio::time::Instant| (at - ready).as_secs_f64() * 1e3;
+    let start = ready;
     let mut tasks = Vec::with_capacity(n);
     for (i, dev) in setup.fleet.iter().cloned().enumerate() {
         let api = api.clone();
         let at = start + warm_for * i as u32 / n.max(1) as u32;
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            empty_pull(&api, &dev).await
+            (since_ready(at), empty_pull(&api, &dev).await)
         }));
     }
     let mut warm_ms = Vec::with_capacity(n);
     let mut wrong: Vec<String> = Vec::new();
+    let mut slow = Vec::new();
     for t in tasks {
         match t.await? {
-            Ok(ms) => warm_ms.push(ms),
-            Err(e) => wrong.push(e),
+            (at, Ok(ms)) => {
+                warm_ms.push(ms);
+                if ms > SLOW_MS {
+                    slow.push((at, ms));
+                }
+            }
+            (_, Err(e)) => wrong.push(e),
         }
     }
     if let Err(e) = empty_pull(&api, &setup.reader).await {
@@ -327,14 +341,14 @@ async fn run_window(
         let (api, dev) = (api.clone(), dev.clone());
         let phase = Duration::from_millis(stats::random_below(period.as_millis() as u64));
         tasks.push(tokio::spawn(async move {
-            let mut out: Vec<Result<f64, String>> = Vec::new();
+            let mut out: Vec<(f64, Result<f64, String>)> = Vec::new();
             for k in 0u32.. {
                 let at = start + phase + period * k;
                 if at >= deadline {
                     break;
                 }
                 tokio::time::sleep_until(at).await;
-                out.push(empty_pull(&api, &dev).await);
+                out.push((since_ready(at), empty_pull(&api, &dev).await));
             }
             out
         }));
@@ -347,8 +361,12 @@ async fn run_window(
     }
     let mut empty_ms = Vec::new();
     for t in tasks {
-        for r in t.await.unwrap_or_default() {
+        for (at, r) in t.await.unwrap_or_default() {
             match r {
+                Ok(ms) if ms > SLOW_MS => {
+                    empty_ms.push(ms);
+                    slow.push((at, ms));
+                }
                 Ok(ms) => empty_ms.push(ms),
                 Err(e) => wrong.push(e),
             }
@@ -389,6 +407,7 @@ async fn run_window(
         config,
         round,
         warm_ms,
+        slow,
         empty_ms,
         event_ms,
         push_ms,
