@@ -1,6 +1,7 @@
 //! The HTTP side: one reqwest client (HTTP/1.1 keep-alive, large pool, gzip accepted
 //! like a Flutter app's client) and the contract's routes as a device uses them:
-//! login, pull (cursor, legacy timestamp, full sync), push, `/health`.
+//! login, pull (cursor, legacy timestamp, full sync), push, `/health`, and BridgeCore's
+//! v2 smart-sync pull.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -270,6 +271,40 @@ impl Api {
             rows.len(),
             v["success"],
             v["errors"][0]
+        );
+        Ok(v)
+    }
+
+    /// `POST /api/v2/sync/pull`, BridgeCore's smart sync: events after the position the
+    /// server keeps for (user, device, app type), which the pull then advances. The
+    /// answer as sent, once it says `success` and carries an `events` array.
+    pub async fn pull_v2(
+        &self,
+        dev: &Device,
+        app_type: &str,
+        limit: Option<i64>,
+    ) -> anyhow::Result<Value> {
+        let mut body = json!({
+            "user_id": dev.username, "device_id": dev.device_id, "app_type": app_type,
+        });
+        if let Some(l) = limit {
+            body["limit"] = json!(l);
+        }
+        let v = self
+            .send(
+                "v2 pull",
+                self.http
+                    .post(self.url("/api/v2/sync/pull"))
+                    .bearer_auth(&dev.token)
+                    .json(&body),
+            )
+            .await
+            .with_context(|| format!("v2 pull by {}", dev.device_id))?;
+        anyhow::ensure!(
+            v["status"] == json!("success") && v["events"].is_array(),
+            "v2 pull by {}: unexpected answer {}",
+            dev.device_id,
+            v.to_string().chars().take(300).collect::<String>()
         );
         Ok(v)
     }

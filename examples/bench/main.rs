@@ -18,10 +18,14 @@
 //! Scenarios (see `scenarios/`): (a) initial sync, (b) delta pull vs table size,
 //! (c) a 10,000-row push, (d) 200 devices at once, (e) 500 devices syncing every 30 s,
 //! (f) pull and push with 10 million history entries, (g) the push latency curve from
-//! 1 to 1,000 rows over TCP (the database relay against a direct connection).
+//! 1 to 1,000 rows over TCP (the database relay against a direct connection), (h) the
+//! BridgeCore smart-sync seed's headline numbers (a pull finding no events under
+//! 200 ms, one of 100 events under 1 s) for 500 devices on a simulated 1 GB one-core
+//! NAS (a cgroup memory limit and `taskset`; root and cgroup v1 needed).
 
 mod client;
 mod db;
+mod nas;
 mod report;
 mod scenarios;
 mod server;
@@ -46,7 +50,7 @@ pub struct Opts {
     /// Smaller sizes (about 2 minutes): checks that the tool works.
     #[arg(long)]
     pub quick: bool,
-    /// Only these scenarios, comma-separated (e.g. `a,c`); default all of a-g.
+    /// Only these scenarios, comma-separated (e.g. `a,c`); default all of a-h.
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
     /// Where to write the JSON results.
@@ -79,6 +83,12 @@ pub struct Sizes {
     pub f_small: i64,
     pub f_rows: i64,
     pub f_rounds: usize,
+    pub h_devices: usize,
+    pub h_period_secs: u64,
+    pub h_window_secs: u64,
+    pub h_warm_secs: u64,
+    pub h_rounds: usize,
+    pub h_event_pulls: usize,
 }
 
 impl Sizes {
@@ -103,6 +113,12 @@ impl Sizes {
             f_small: 10_000,
             f_rows: 10_000,
             f_rounds: 20,
+            h_devices: 500,
+            h_period_secs: 30,
+            h_window_secs: 30,
+            h_warm_secs: 5,
+            h_rounds: 2,
+            h_event_pulls: 5,
         }
     }
 
@@ -127,6 +143,12 @@ impl Sizes {
             f_small: 10_000,
             f_rows: 10_000,
             f_rounds: 10,
+            h_devices: 100,
+            h_period_secs: 10,
+            h_window_secs: 10,
+            h_warm_secs: 2,
+            h_rounds: 1,
+            h_event_pulls: 3,
         }
     }
 }
@@ -149,7 +171,7 @@ pub struct Ctx {
     pub notes: Vec<String>,
     /// Rows of the table that belong to no scenario (server memory, logins).
     pub general: Vec<Row>,
-    /// The load tenant's devices, logged in once for (d) and (e).
+    /// The load tenant's devices, logged in once for (d), (e) and (h).
     pub fleet: Option<Vec<Device>>,
     /// How many fleet devices the selected scenarios need (logged in on first use).
     pub fleet_size: usize,
@@ -283,16 +305,16 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     nas_sync::install_tls_provider();
     let started = Instant::now();
     let selected: BTreeSet<char> = match &opts.only {
-        None => "abcdefg".chars().collect(),
+        None => "abcdefgh".chars().collect(),
         Some(list) => {
             let mut set = BTreeSet::new();
             for item in list {
                 let item = item.trim().to_ascii_lowercase();
                 match item.as_str() {
-                    "a" | "b" | "c" | "d" | "e" | "f" | "g" => {
+                    "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" => {
                         set.extend(item.chars());
                     }
-                    _ => anyhow::bail!("--only: unknown scenario '{item}' (use a to g)"),
+                    _ => anyhow::bail!("--only: unknown scenario '{item}' (use a to h)"),
                 }
             }
             set
@@ -329,7 +351,7 @@ async fn run_in(
     let (commit, tree_changes) = (report::commit(), report::tree_changes());
     let pg_version = scratch.server_version().await?;
 
-    let (sizes_d, sizes_e) = (sizes.d_devices, sizes.e_devices);
+    let (sizes_d, sizes_e, sizes_h) = (sizes.d_devices, sizes.e_devices, sizes.h_devices);
     let t = Instant::now();
     let log_dir = opts
         .out
@@ -387,7 +409,7 @@ async fn run_in(
         ],
         general: Vec::new(),
         fleet: None,
-        fleet_size: [('d', sizes_d), ('e', sizes_e)]
+        fleet_size: [('d', sizes_d), ('e', sizes_e), ('h', sizes_h)]
             .iter()
             .filter(|(s, _)| selected.contains(s))
             .map(|(_, n)| *n)

@@ -67,6 +67,19 @@ impl ServerProcess {
         log: &Path,
         env: &[(&str, &str)],
     ) -> anyhow::Result<ServerProcess> {
+        Self::start_wrapped(bin, db_url, log, env, &[]).await
+    }
+
+    /// As `start_with`, the binary run through `wrapper` (a program and its first
+    /// arguments, e.g. a shell that joins a cgroup and `exec`s `taskset`): the wrapper
+    /// must `exec` the server, so that the child's pid is the server's.
+    pub async fn start_wrapped(
+        bin: &Path,
+        db_url: &str,
+        log: &Path,
+        env: &[(&str, &str)],
+        wrapper: &[String],
+    ) -> anyhow::Result<ServerProcess> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .context("finding a free port")?
             .local_addr()?
@@ -76,7 +89,14 @@ impl ServerProcess {
             .append(true)
             .open(log)
             .with_context(|| format!("opening {}", log.display()))?;
-        let mut cmd = tokio::process::Command::new(bin);
+        let mut cmd = match wrapper.split_first() {
+            None => tokio::process::Command::new(bin),
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+        };
         cmd.arg("serve")
             .env("DATABASE_URL", db_url)
             .env("NAS_SYNC_BIND", format!("127.0.0.1:{port}"))

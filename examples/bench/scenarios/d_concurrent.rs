@@ -215,15 +215,13 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         };
         let sm = l.summary();
         rows.push(
-            Row::new("d", &format!("open loop {r}/s: latency p99"), sm.p99, "ms").detail(
-                &format!(
-                    "achieved {:.0}/s, p50 {:.2} ms, max {:.1} ms; {}",
-                    l.rate,
-                    sm.p50,
-                    sm.max,
-                    errs(l)
-                ),
-            ),
+            Row::new("d", &format!("open loop {r}/s: latency p99"), sm.p99, "ms").detail(&format!(
+                "achieved {:.0}/s, p50 {:.2} ms, max {:.1} ms; {}",
+                l.rate,
+                sm.p50,
+                sm.max,
+                errs(l)
+            )),
         );
     }
     let details = json!({

@@ -1,4 +1,5 @@
-//! The six scenarios of issue 6, one module each. Every scenario loads what it needs,
+//! The scenarios of issue 6 (and (h), the BridgeCore seed's numbers on a simulated
+//! NAS), one module each. Every scenario loads what it needs,
 //! measures nas-sync over HTTP and its baseline in the same run, and returns table
 //! rows plus details for the JSON.
 
@@ -9,6 +10,7 @@ mod d_concurrent;
 mod e_fleet;
 mod f_history;
 mod g_push_curve;
+mod h_nas;
 
 use serde_json::Value;
 
@@ -30,6 +32,7 @@ pub fn title(s: char) -> &'static str {
         'e' => "500 devices syncing every 30 s: server CPU and memory",
         'f' => "pull and push with 10M vs 10k change-history entries",
         'g' => "push latency curve, 1 to 1,000 rows, over TCP: relay vs direct",
+        'h' => "BridgeCore v2 pulls on a simulated 1 GB one-core NAS, 500 devices",
         _ => "unknown",
     }
 }
@@ -43,6 +46,7 @@ pub async fn run(s: char, ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         'e' => e_fleet::run(ctx).await,
         'f' => f_history::run(ctx).await,
         'g' => g_push_curve::run(ctx).await,
+        'h' => h_nas::run(ctx).await,
         _ => anyhow::bail!("unknown scenario {s}"),
     }
 }
