@@ -105,6 +105,9 @@ impl FromRequestParts<AppState> for PullCaller {
     ) -> Result<Self, Self::Rejection> {
         let (claims, role) = verified(parts, state)?;
         let session = if state.sync.sessions.trusts((&claims).into()) {
+            if state.sync.sessions.claim_refresh((&claims).into()) {
+                refresh_in_background(state, &claims);
+            }
             Session::Remembered
         } else {
             session::check_access(&state.pool, &state.sync.sessions, (&claims).into()).await?;
@@ -115,4 +118,19 @@ impl FromRequestParts<AppState> for PullCaller {
             session,
         })
     }
+}
+
+/// Checks a remembered session again off the request path; success renews it, a
+/// refusal leaves it to expire (or to the note of whatever ended it).
+fn refresh_in_background(state: &AppState, claims: &Claims) {
+    let (pool, sessions, claims) = (
+        state.pool.clone(),
+        state.sync.sessions.clone(),
+        claims.clone(),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = session::check_access(&pool, &sessions, (&claims).into()).await {
+            tracing::debug!(device_id = %claims.device_id, error = %e, "a remembered session was refused on refresh");
+        }
+    });
 }

@@ -84,6 +84,10 @@ struct State {
 struct Entry {
     user: Uuid,
     generation: i64,
+    /// Checked again in the background when used after this (half its life).
+    refresh_at: Instant,
+    /// A background check was started (at most one per entry).
+    refreshing: bool,
     /// Trusted until then.
     until: Instant,
 }
@@ -134,6 +138,24 @@ impl Sessions {
         .unwrap_or(false)
     }
 
+    /// Whether a trusted session is past half its life and nobody checks it again yet:
+    /// then the caller checks it in the background (`session::check_access`), so a
+    /// device that keeps pulling never waits for the check on its request path.
+    pub fn claim_refresh(&self, key: SessionKey<'_>) -> bool {
+        self.with(|s| {
+            let Some(e) = s
+                .entries
+                .get_mut(&(key.tenant.to_string(), key.device_id.to_string()))
+            else {
+                return false;
+            };
+            let due = !e.refreshing && Instant::now() >= e.refresh_at;
+            e.refreshing |= due;
+            due
+        })
+        .unwrap_or(false)
+    }
+
     /// Taken just before `check_access` runs.
     pub fn ticket(&self) -> Ticket {
         let at = Instant::now();
@@ -151,12 +173,15 @@ impl Sessions {
             if s.entries.len() >= MAX_ENTRIES {
                 s.entries.clear();
             }
+            let until = jittered(ticket.at, TTL);
             s.entries.insert(
                 (key.tenant.to_string(), key.device_id.to_string()),
                 Entry {
                     user: key.user,
                     generation: key.generation,
-                    until: jittered(ticket.at, TTL),
+                    refresh_at: ticket.at + (until - ticket.at) / 2,
+                    refreshing: false,
+                    until,
                 },
             );
         });
@@ -272,6 +297,23 @@ mod tests {
         remembered(&s, &ca);
         s.noted("not json");
         assert!(!s.trusts((&ca).into()));
+    }
+
+    #[test]
+    fn a_session_past_half_its_life_is_refreshed_once() {
+        let s = Sessions::default();
+        s.connected();
+        let c = claims("dev-1", Uuid::new_v4(), 1);
+        let old = Ticket {
+            notes: s.ticket().notes,
+            at: Instant::now() - TTL / 2,
+        };
+        s.checked(old, (&c).into());
+        assert!(s.claim_refresh((&c).into()));
+        assert!(!s.claim_refresh((&c).into()), "one refresh at a time");
+        remembered(&s, &c);
+        assert!(!s.claim_refresh((&c).into()), "a fresh check is not due");
+        assert!(!s.claim_refresh((&claims("dev-2", c.sub, 1)).into()));
     }
 
     #[test]

@@ -278,12 +278,13 @@ async fn pull_once(
             (&registry.version, &registry.roles_version),
         )
     {
-        // Primed again before it expires, off this request's path.
-        if ctx.quiet.claim_prime(&who.tenant) {
-            let (quiet, pool, tenant) = (ctx.quiet.clone(), ctx.pool.clone(), who.tenant.clone());
+        prime_soon(ctx, &who.tenant);
+        if ctx.quiet.claim_conflict_check(&who.tenant, &who.device_id) {
+            let (quiet, pool) = (ctx.quiet.clone(), ctx.pool.clone());
+            let (tenant, device, user) = (who.tenant.clone(), who.device_id.clone(), who.user_id);
             tokio::spawn(async move {
-                if let Err(e) = quiet.prime(&pool, &tenant).await {
-                    tracing::debug!(error = %e, "could not prime the memory of empty pulls");
+                if let Err(e) = quiet.check_conflicts(&pool, &tenant, &device, user).await {
+                    tracing::debug!(error = %e, "could not check a device's open conflicts");
                 }
             });
         }
@@ -405,11 +406,7 @@ async fn pull_once(
         open_conflicts,
         u64::try_from(meta_next_xid).unwrap_or(0),
     );
-    if ctx.quiet.claim_prime(&who.tenant)
-        && let Err(e) = ctx.quiet.prime(&ctx.pool, &who.tenant).await
-    {
-        tracing::debug!(error = %e, "could not prime the memory of empty pulls");
-    }
+    prime_soon(ctx, &who.tenant);
 
     // The device's own open conflicts (docs/contract.md §8), when it has any.
     let conflicts = match open_conflicts {
@@ -427,6 +424,19 @@ async fn pull_once(
         changes,
         conflicts,
     }))
+}
+
+/// Primes the tenant's memory of empty pulls when it is unknown or past half its life
+/// (`quiet::claim_prime`), in the background: no pull waits for it.
+fn prime_soon(ctx: &SyncCtx, tenant: &str) {
+    if ctx.quiet.claim_prime(tenant) {
+        let (quiet, pool, tenant) = (ctx.quiet.clone(), ctx.pool.clone(), tenant.to_string());
+        tokio::spawn(async move {
+            if let Err(e) = quiet.prime(&pool, &tenant).await {
+                tracing::debug!(error = %e, "could not prime the memory of empty pulls");
+            }
+        });
+    }
 }
 
 /// An empty page answered from memory: the cursor the device sent, nothing else.

@@ -18,6 +18,9 @@
 //!   disconnect delays a change by at most that long; past half of it, the next memory
 //!   answer primes it again in the background, so a busy tenant never falls back to
 //!   the database all at once;
+//! - a device's "no open conflicts" is trusted for half of [`TTL`] to all of it (at
+//!   random, so a fleet's devices do not expire together), and checked again in the
+//!   background once past half its life by a pull it served;
 //! - any change of the bookkeeping (`nas_sync_state` notification) forgets everything;
 //!   a conflict opened, resolved or deleted forgets the devices of its tenant;
 //! - a write committed by this process (push, BridgeCore push, conflict resolution)
@@ -37,6 +40,17 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::cursor::{Cursor, Position};
+
+/// The prime: tenant `$1`'s newest change-log entry and the bookkeeping. The cast is
+/// outside the subquery: inside, `ORDER BY xid` named the cast output column, and
+/// PostgreSQL sorted the tenant's whole log instead of reading the index backwards
+/// (1 s a prime once the log held millions of rows).
+pub const PRIME_SQL: &str = "SELECT (SELECT xid FROM sync_changes WHERE tenant_id = $1
+                  ORDER BY xid DESC, seq DESC LIMIT 1)::text::bigint,
+                (SELECT value FROM server_meta WHERE key = 'epoch'),
+                (SELECT value FROM server_meta WHERE key = 'registry_version'),
+                (SELECT value FROM server_meta WHERE key = 'roles_version'),
+                (SELECT value FROM server_meta WHERE key = 'retained_from')";
 
 /// How long a tenant's primed memory (and a device's "no open conflicts") is trusted.
 pub const TTL: Duration = Duration::from_secs(10);
@@ -61,12 +75,20 @@ struct State {
     /// Per (tenant, device): "no open conflicts" as a page saw it, trusted until when
     /// (between half of [`TTL`] and all of it, at random, so that the devices of a
     /// fleet do not all go back to the database in the same instant).
-    clean: HashMap<(String, String), Instant>,
+    clean: HashMap<(String, String), Clean>,
     /// Tenants whose prime is under way.
     priming: HashSet<String>,
     /// The largest `pg_snapshot_xmax` a page statement has seen (cursors beyond it go
     /// to the database, which answers `RESYNC_REQUIRED` for a cursor ahead of it).
     next_xid: u64,
+}
+
+/// A device's "no open conflicts", as a page (or a background check) saw it.
+struct Clean {
+    /// Checked again in the background when used after this (half its life).
+    refresh_at: Instant,
+    refreshing: bool,
+    until: Instant,
 }
 
 struct Tenant {
@@ -206,7 +228,7 @@ impl Quiet {
                 && t.primed_at.elapsed() < TTL
                 && s.clean
                     .get(&(tenant.to_string(), device.to_string()))
-                    .is_some_and(|until| Instant::now() < *until)
+                    .is_some_and(|c| Instant::now() < c.until)
                 && t.epoch == Some(cursor.epoch)
                 && cursor.scope == scope
                 && t.registry_version == registry.0
@@ -251,12 +273,55 @@ impl Quiet {
             s.next_xid = s.next_xid.max(next_xid);
             let quiet = s.conflict_notes.get(tenant).copied().unwrap_or(0) == ticket.conflict_notes;
             if s.live && s.generation == ticket.generation && quiet && !open_conflicts {
+                let until = crate::auth::remembered::jittered(ticket.at, TTL);
                 s.clean.insert(
                     (tenant.to_string(), device.to_string()),
-                    crate::auth::remembered::jittered(ticket.at, TTL),
+                    Clean {
+                        refresh_at: ticket.at + (until - ticket.at) / 2,
+                        refreshing: false,
+                        until,
+                    },
                 );
             }
         });
+    }
+
+    /// Whether `device`'s "no open conflicts" is past half its life and nobody checks it
+    /// again yet: then the caller does, in the background (`check_conflicts`), so a
+    /// device that keeps pulling keeps its memory answers.
+    pub fn claim_conflict_check(&self, tenant: &str, device: &str) -> bool {
+        self.with(|s| {
+            let Some(c) = s.clean.get_mut(&(tenant.to_string(), device.to_string())) else {
+                return false;
+            };
+            let due = !c.refreshing && Instant::now() >= c.refresh_at;
+            c.refreshing |= due;
+            due
+        })
+        .unwrap_or(false)
+    }
+
+    /// Reads whether `device` (of `user`) has open conflicts, as a page statement
+    /// would, and remembers the answer under the same rules (`after_page`).
+    pub async fn check_conflicts(
+        &self,
+        pool: &PgPool,
+        tenant: &str,
+        device: &str,
+        user: Uuid,
+    ) -> sqlx::Result<()> {
+        let ticket = self.before_page(tenant);
+        let open: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM sync_conflicts WHERE tenant_id = $1
+                 AND device_id = $2 AND user_id = $3 AND status = 'open')",
+        )
+        .bind(tenant)
+        .bind(device)
+        .bind(user)
+        .fetch_one(pool)
+        .await?;
+        self.after_page(ticket, tenant, device, open, 0);
+        Ok(())
     }
 
     /// Whether `tenant` should be primed now (unknown, or past half its [`TTL`]) while
@@ -288,17 +353,10 @@ impl Quiet {
 
     async fn read_prime(&self, pool: &PgPool, tenant: &str) -> sqlx::Result<()> {
         let ticket = self.before_page(tenant);
-        let row: PrimeRow = sqlx::query_as(
-            "SELECT (SELECT xid::text::bigint FROM sync_changes WHERE tenant_id = $1
-                          ORDER BY xid DESC, seq DESC LIMIT 1),
-                        (SELECT value FROM server_meta WHERE key = 'epoch'),
-                        (SELECT value FROM server_meta WHERE key = 'registry_version'),
-                        (SELECT value FROM server_meta WHERE key = 'roles_version'),
-                        (SELECT value FROM server_meta WHERE key = 'retained_from')",
-        )
-        .bind(tenant)
-        .fetch_one(pool)
-        .await?;
+        let row: PrimeRow = sqlx::query_as(PRIME_SQL)
+            .bind(tenant)
+            .fetch_one(pool)
+            .await?;
         let (newest, epoch, registry_version, roles_version, floor) = row;
         self.with(|s| {
             if !s.live || s.generation != ticket.generation {
@@ -317,5 +375,36 @@ impl Quiet {
             );
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_clean_device_past_half_its_life_is_checked_again_once() {
+        let q = Quiet::default();
+        q.connected();
+        let mut ticket = q.before_page("t1");
+        ticket.at -= TTL / 2;
+        q.after_page(ticket, "t1", "dev-1", false, 0);
+        assert!(q.claim_conflict_check("t1", "dev-1"));
+        assert!(
+            !q.claim_conflict_check("t1", "dev-1"),
+            "one check at a time"
+        );
+        q.after_page(q.before_page("t1"), "t1", "dev-1", false, 0);
+        assert!(
+            !q.claim_conflict_check("t1", "dev-1"),
+            "a fresh page is not due"
+        );
+        assert!(!q.claim_conflict_check("t1", "dev-2"));
+        // Open conflicts: nothing to refresh.
+        q.wrote("t1");
+        let mut ticket = q.before_page("t1");
+        ticket.at -= TTL / 2;
+        q.after_page(ticket, "t1", "dev-1", true, 0);
+        assert!(!q.claim_conflict_check("t1", "dev-1"));
     }
 }
