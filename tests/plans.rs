@@ -13,6 +13,11 @@ async fn plan(pool: &sqlx::PgPool, sql: &str, binds: impl FnOnce(String) -> Stri
             .fetch_all(pool)
             .await
             .expect("explain");
+    joined(explained)
+}
+
+/// EXPLAIN's rows as one text.
+fn joined(explained: Vec<(String,)>) -> String {
     explained
         .into_iter()
         .map(|(l,)| l)
@@ -108,11 +113,7 @@ async fn generic_plan(app: &TestApp, sql: &str) -> String {
     for sql in ["DEALLOCATE probe", "RESET plan_cache_mode"] {
         sqlx::query(sql).execute(&mut *conn).await.unwrap();
     }
-    explained
-        .into_iter()
-        .map(|(l,)| l)
-        .collect::<Vec<_>>()
-        .join("\n")
+    joined(explained)
 }
 
 /// BridgeCore pulls number a tenant's changes first (`sync::events`). With another
