@@ -84,17 +84,40 @@ struct State {
 struct Entry {
     user: Uuid,
     generation: i64,
-    /// Checked again in the background when used after this (half its life).
+    lease: Lease,
+}
+
+/// How long something this process learned from PostgreSQL is trusted (here, and for
+/// `sync::quiet`'s devices without open conflicts): from `at` until between half of
+/// `ttl` and all of it, at random, so that what was learned together does not expire
+/// together; past half its life, one background check may renew it.
+pub(crate) struct Lease {
     refresh_at: Instant,
-    /// A background check was started (at most one per entry).
+    /// A background check was claimed (at most one per lease).
     refreshing: bool,
-    /// Trusted until then.
     until: Instant,
 }
 
-/// When an entry made at `at` expires: between half of `ttl` and all of it.
-pub(crate) fn jittered(at: Instant, ttl: Duration) -> Instant {
-    at + ttl / 2 + ttl.mul_f64(rand::random_range(0.0..0.5))
+impl Lease {
+    pub(crate) fn new(at: Instant, ttl: Duration) -> Lease {
+        let until = at + ttl / 2 + ttl.mul_f64(rand::random_range(0.0..0.5));
+        Lease {
+            refresh_at: at + (until - at) / 2,
+            refreshing: false,
+            until,
+        }
+    }
+
+    pub(crate) fn valid(&self) -> bool {
+        Instant::now() < self.until
+    }
+
+    /// Whether the caller should check again now; true at most once per lease.
+    pub(crate) fn claim_refresh(&mut self) -> bool {
+        let due = !self.refreshing && Instant::now() >= self.refresh_at;
+        self.refreshing |= due;
+        due
+    }
 }
 
 /// Taken before a session check runs; handed to [`Sessions::checked`].
@@ -130,9 +153,7 @@ impl Sessions {
                 && s.entries
                     .get(&(key.tenant.to_string(), key.device_id.to_string()))
                     .is_some_and(|e| {
-                        e.user == key.user
-                            && e.generation == key.generation
-                            && Instant::now() < e.until
+                        e.user == key.user && e.generation == key.generation && e.lease.valid()
                     })
         })
         .unwrap_or(false)
@@ -143,15 +164,9 @@ impl Sessions {
     /// device that keeps pulling never waits for the check on its request path.
     pub fn claim_refresh(&self, key: SessionKey<'_>) -> bool {
         self.with(|s| {
-            let Some(e) = s
-                .entries
+            s.entries
                 .get_mut(&(key.tenant.to_string(), key.device_id.to_string()))
-            else {
-                return false;
-            };
-            let due = !e.refreshing && Instant::now() >= e.refresh_at;
-            e.refreshing |= due;
-            due
+                .is_some_and(|e| e.lease.claim_refresh())
         })
         .unwrap_or(false)
     }
@@ -173,15 +188,12 @@ impl Sessions {
             if s.entries.len() >= MAX_ENTRIES {
                 s.entries.clear();
             }
-            let until = jittered(ticket.at, TTL);
             s.entries.insert(
                 (key.tenant.to_string(), key.device_id.to_string()),
                 Entry {
                     user: key.user,
                     generation: key.generation,
-                    refresh_at: ticket.at + (until - ticket.at) / 2,
-                    refreshing: false,
-                    until,
+                    lease: Lease::new(ticket.at, TTL),
                 },
             );
         });

@@ -40,6 +40,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::cursor::{Cursor, Position};
+use crate::auth::remembered::Lease;
 
 /// The prime: tenant `$1`'s newest change-log entry and the bookkeeping. The cast is
 /// outside the subquery: inside, `ORDER BY xid` named the cast output column, and
@@ -75,20 +76,12 @@ struct State {
     /// Per (tenant, device): "no open conflicts" as a page saw it, trusted until when
     /// (between half of [`TTL`] and all of it, at random, so that the devices of a
     /// fleet do not all go back to the database in the same instant).
-    clean: HashMap<(String, String), Clean>,
+    clean: HashMap<(String, String), Lease>,
     /// Tenants whose prime is under way.
     priming: HashSet<String>,
     /// The largest `pg_snapshot_xmax` a page statement has seen (cursors beyond it go
     /// to the database, which answers `RESYNC_REQUIRED` for a cursor ahead of it).
     next_xid: u64,
-}
-
-/// A device's "no open conflicts", as a page (or a background check) saw it.
-struct Clean {
-    /// Checked again in the background when used after this (half its life).
-    refresh_at: Instant,
-    refreshing: bool,
-    until: Instant,
 }
 
 struct Tenant {
@@ -228,7 +221,7 @@ impl Quiet {
                 && t.primed_at.elapsed() < TTL
                 && s.clean
                     .get(&(tenant.to_string(), device.to_string()))
-                    .is_some_and(|c| Instant::now() < c.until)
+                    .is_some_and(Lease::valid)
                 && t.epoch == Some(cursor.epoch)
                 && cursor.scope == scope
                 && t.registry_version == registry.0
@@ -273,14 +266,9 @@ impl Quiet {
             s.next_xid = s.next_xid.max(next_xid);
             let quiet = s.conflict_notes.get(tenant).copied().unwrap_or(0) == ticket.conflict_notes;
             if s.live && s.generation == ticket.generation && quiet && !open_conflicts {
-                let until = crate::auth::remembered::jittered(ticket.at, TTL);
                 s.clean.insert(
                     (tenant.to_string(), device.to_string()),
-                    Clean {
-                        refresh_at: ticket.at + (until - ticket.at) / 2,
-                        refreshing: false,
-                        until,
-                    },
+                    Lease::new(ticket.at, TTL),
                 );
             }
         });
@@ -291,12 +279,9 @@ impl Quiet {
     /// device that keeps pulling keeps its memory answers.
     pub fn claim_conflict_check(&self, tenant: &str, device: &str) -> bool {
         self.with(|s| {
-            let Some(c) = s.clean.get_mut(&(tenant.to_string(), device.to_string())) else {
-                return false;
-            };
-            let due = !c.refreshing && Instant::now() >= c.refresh_at;
-            c.refreshing |= due;
-            due
+            s.clean
+                .get_mut(&(tenant.to_string(), device.to_string()))
+                .is_some_and(Lease::claim_refresh)
         })
         .unwrap_or(false)
     }
