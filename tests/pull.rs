@@ -801,7 +801,21 @@ async fn restored_database_new_epoch_requires_resync() {
         .await
         .unwrap();
 
-    let (s, b) = pull(&dev, json!({ "cursor": old })).await;
+    // This process may answer from memory until the epoch's note reaches it (a
+    // millisecond or so): then only an empty page with the cursor it was sent, never
+    // rows; then RESYNC_REQUIRED.
+    let mut answered = None;
+    for _ in 0..200 {
+        let (s, b) = pull(&dev, json!({ "cursor": old })).await;
+        if s != 200 {
+            answered = Some((s, b));
+            break;
+        }
+        assert_eq!(b["cursor"], json!(old), "{b}");
+        assert_eq!(row_count(&b), 0, "{b}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (s, b) = answered.expect("the new epoch was never noticed");
     assert_error(s, &b, 409, "RESYNC_REQUIRED");
 
     // Starting over works, brings everything, and its cursor works.
