@@ -1,23 +1,26 @@
-# syntax=docker/dockerfile:1
-# nas-sync's image: the server compiled in a build stage, then copied onto Debian slim
-# with PostgreSQL's client tools (for `nas-sync backup` / `restore`), a non-root user
-# (uid and gid 10001; any other uid works too: the server writes no files) and a
-# HEALTHCHECK against /ready. Pure-Rust TLS (rustls + ring): no
-# OpenSSL.
+# nas-sync's image: the server compiled in a build stage (thin LTO, no symbols), then
+# only what runs, on an empty base: nas-sync, PostgreSQL's pg_dump, pg_restore and
+# psql (for `nas-sync backup` / `restore` and the compose `backup` service) with the
+# libraries they load, CA certificates, and a non-root user (uid and gid 10001; any
+# other uid works too: the server writes no files). No shell and no package manager.
+# A HEALTHCHECK asks /ready. Pure-Rust TLS (rustls + ring): no OpenSSL in nas-sync.
 #
-# BuildKit is required (the default builder of Docker 23 and later, of buildx and of
-# `docker compose build`): the legacy builder knows neither the platform arguments
-# (BUILDPLATFORM, TARGETPLATFORM) nor `COPY --chmod`, and stops. Elsewhere set
-# DOCKER_BUILDKIT=1.
+# BuildKit is required: the default builder of Docker 23 and later, of buildx and of
+# `docker compose build`. Elsewhere set DOCKER_BUILDKIT=1 (Docker 20.10; with
+# docker-compose 1.x also COMPOSE_DOCKER_CLI_BUILD=1). The legacy builder knows
+# neither the platform arguments nor cache mounts, and stops with
+# `failed to parse platform ""`. There is no `# syntax=` line on purpose: the
+# builder's own Dockerfile frontend is used, so building needs no frontend image
+# from Docker Hub (only the three base images below, or mirrors of them).
 #
-#   docker build -t nas-sync:local .                                        # this machine's platform
+#   DOCKER_BUILDKIT=1 docker build -t nas-sync:local .                       # this machine's platform
 #   docker buildx build --platform linux/arm64 -t nas-sync:arm64 --load .   # one other platform, loaded
 #   docker buildx build --platform linux/amd64,linux/arm64,linux/arm/v7 \
 #     -t REGISTRY/nas-sync:TAG --push .                                     # all three, to a registry
 #
-# Rust is cross-compiled on the build machine (fast, no emulation). The runtime stage's
-# RUN executes the target's own Debian binaries, so building for another architecture
-# needs QEMU registered with binfmt_misc (Docker Desktop has it; on Linux:
+# Rust is cross-compiled on the build machine (fast, no emulation). The `runtime`
+# stage's RUN executes the target's own Debian binaries, so building for another
+# architecture needs QEMU registered with binfmt_misc (Docker Desktop has it; on Linux:
 # `docker run --privileged --rm tonistiigi/binfmt --install arm64,arm`). With Docker's
 # classic image store, `--load` takes one platform at a time; a list of platforms must
 # be pushed (or use the containerd image store).
@@ -60,34 +63,40 @@ ENV CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER=x86_64-linux-gnu-gcc \
 WORKDIR /src
 # Dependencies first: this layer is rebuilt only when the manifests or Cargo.lock change.
 # crates/ holds the workspace's test-only crate (the fake Odoo): Cargo needs its
-# manifest to load the workspace, though a release build never compiles it.
+# manifest to load the workspace, though this build never compiles it. Downloaded
+# crates stay in a cache mount, so a rebuild on the same machine fetches nothing.
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked --target "$(cat /target)" ${BUILD_JOBS:+--jobs "$BUILD_JOBS"} \
+RUN --mount=type=cache,id=nas-sync-cargo-registry,target=/usr/local/cargo/registry \
+    mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --profile dist --locked --target "$(cat /target)" ${BUILD_JOBS:+--jobs "$BUILD_JOBS"} \
     && rm -rf src
 COPY build.rs ./
 COPY src ./src
 COPY migrations ./migrations
-RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked --target "$(cat /target)" ${BUILD_JOBS:+--jobs "$BUILD_JOBS"} --bin nas-sync \
-    && cp "target/$(cat /target)/release/nas-sync" /nas-sync
+RUN --mount=type=cache,id=nas-sync-cargo-registry,target=/usr/local/cargo/registry \
+    touch src/main.rs src/lib.rs \
+    && cargo build --profile dist --locked --target "$(cat /target)" ${BUILD_JOBS:+--jobs "$BUILD_JOBS"} --bin nas-sync \
+    && cp "target/$(cat /target)/dist/nas-sync" /nas-sync
 
-FROM debian:bookworm-slim
-# ca-certificates: HTTPS to Odoo. postgresql-client-15: pg_dump, pg_restore and psql for
-# `nas-sync backup` / `restore` (the same major version as compose's PostgreSQL).
-# libatomic1: mimalloc asks the linker for libatomic on 32-bit ARM.
+# The target's Debian, only to gather the final image's files (docker/runtime-root.sh).
+# ca-certificates: HTTPS to Odoo. postgresql-client-15: pg_dump, pg_restore and psql,
+# the same major version as compose's PostgreSQL. libatomic1: mimalloc asks the
+# linker for libatomic on 32-bit ARM.
+FROM debian:bookworm-slim AS runtime
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates libatomic1 postgresql-client-15 \
-    && rm -rf /var/lib/apt/lists/* \
-    && groupadd --system --gid 10001 nas-sync \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin nas-sync
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /nas-sync /usr/local/bin/nas-sync
-# Modes set here: a checkout copied over SMB or from a zip often loses the execute bit.
-COPY --chmod=0755 docker/backup-loop.sh /usr/local/bin/nas-sync-backup-loop
-COPY --chmod=0755 docker/backup-check.sh /usr/local/bin/nas-sync-backup-check
-USER nas-sync
-ENV NAS_SYNC_BIND=0.0.0.0:8080
+COPY docker/runtime-root.sh /runtime-root.sh
+RUN sh /runtime-root.sh /rootfs
+
+FROM scratch
+COPY --from=runtime /rootfs /
+USER 10001:10001
+ENV PATH=/usr/local/bin \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    NAS_SYNC_BIND=0.0.0.0:8080
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s CMD ["nas-sync", "healthcheck"]
 ENTRYPOINT ["nas-sync"]

@@ -93,7 +93,20 @@ def main(resolved_path):
 
     # The backup container has its own health check, not the image's API check.
     test = (services["backup"].get("healthcheck") or {}).get("test") or []
-    check(any("nas-sync-backup-check" in part for part in test), "backup: no health check of its own")
+    check("backup-check" in test, "backup: no health check of its own (nas-sync backup-check)")
+    check(services["backup"].get("entrypoint") == ["nas-sync", "backup-loop"],
+          "backup: the entrypoint is not `nas-sync backup-loop`")
+    backup_deps = services["backup"].get("depends_on") or {}
+    check((backup_deps.get("nas-sync") or {}).get("condition") == "service_healthy",
+          "backup must wait for nas-sync to be healthy (migrated) before its first dump")
+
+    # Passwords on every PostgreSQL connection, the socket included; health over TCP
+    # (the init scripts' temporary server listens on the socket only).
+    initdb = db["environment"].get("POSTGRES_INITDB_ARGS", "")
+    check("--auth-local=scram-sha-256" in initdb and "--auth-host=scram-sha-256" in initdb,
+          "db: POSTGRES_INITDB_ARGS must set --auth-local and --auth-host to scram-sha-256")
+    db_test = " ".join((db.get("healthcheck") or {}).get("test") or [])
+    check("-h 127.0.0.1" in db_test, "db: the health check must use TCP (pg_isready -h 127.0.0.1)")
 
     # The PostgreSQL socket is shared with every container that runs nas-sync.
     for name in ("db", "nas-sync", "backup"):

@@ -8,10 +8,16 @@
 set -eu
 cd "$(dirname "$0")"
 
-# Settings: .env is yours once copied; this script never overwrites it.
-if [ ! -e .env ] && [ -e .env.example ]; then
-  cp .env.example .env
-  echo "wrote .env from .env.example (edit it to change settings)"
+# Settings: .env is yours once copied; this script never overwrites it. The template
+# is .env.example in the repository, env.example as a release download.
+if [ ! -e .env ]; then
+  for template in .env.example env.example; do
+    if [ -e "$template" ]; then
+      cp "$template" .env
+      echo "wrote .env from $template (edit it to change settings)"
+      break
+    fi
+  done
 fi
 # Earlier versions set NAS_SYNC_IMAGE to a whole image name with its tag; it now names
 # the image without the tag (NAS_SYNC_VERSION is the tag).
@@ -95,6 +101,12 @@ EOF
   echo "wrote tailscale/serve.json"
 fi
 
+if [ ! -e .env ]; then
+  echo "secrets are in $(pwd)/secrets/, but there is no .env: neither .env.example nor env.example" >&2
+  echo "is in this folder. Put the settings template next to this script (download it with" >&2
+  echo "docker-compose.yml, or copy compose/.env.example from the repository), then run it again." >&2
+  exit 1
+fi
 echo "ready in $(pwd): settings in .env, secrets in secrets/"
 if [ ! -s secrets/ts_authkey.txt ]; then
   cat <<'EOF'

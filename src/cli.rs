@@ -1,6 +1,7 @@
 //! The command line (docs/contract.md §1): `serve`, `migrate`, `user add`, `user list`,
 //! `user disable`, `user enable`, `user passwd`, `device list`, `device revoke`,
-//! `device release`; and for operators `backup`, `restore`, `doctor`.
+//! `device release`; and for operators `backup`, `backup-loop`, `backup-check`,
+//! `restore`, `doctor`, `healthcheck`.
 
 use std::io::BufRead;
 use std::process::ExitCode;
@@ -39,6 +40,28 @@ pub enum Command {
     Backup {
         #[arg(long)]
         output: std::path::PathBuf,
+    },
+    /// Back up every period into a folder, keeping the newest dumps (the compose
+    /// `backup` service). Waits for the server's migrations before the first dump;
+    /// stops at once on SIGTERM.
+    BackupLoop {
+        /// The folder the dumps go to.
+        #[arg(long, default_value = "/backups")]
+        dir: std::path::PathBuf,
+        /// Hours between dumps.
+        #[arg(long, env = "BACKUP_EVERY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
+        every_hours: u64,
+        /// How many `nas-sync-*.dump` files to keep (others are never removed).
+        #[arg(long, env = "BACKUP_KEEP", default_value_t = 14, value_parser = clap::value_parser!(u64).range(1..=10000))]
+        keep: u64,
+    },
+    /// Exit 0 while the newest scheduled dump is younger than the period plus an
+    /// hour (the compose `backup` service's health check); prints it either way.
+    BackupCheck {
+        #[arg(long, default_value = "/backups")]
+        dir: std::path::PathBuf,
+        #[arg(long, env = "BACKUP_EVERY_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
+        every_hours: u64,
     },
     /// Restore a backup into DATABASE_URL; devices then resync (their old cursors
     /// answer RESYNC_REQUIRED). Stop the server first.
@@ -117,6 +140,24 @@ pub enum DeviceCommand {
 
 /// Runs a parsed command line; the exit code says how it went.
 pub async fn run(cli: Cli) -> ExitCode {
+    if let Command::BackupCheck { dir, every_hours } = &cli.command {
+        // Needs no database: run every minute by Docker, it only reads the folder.
+        let schedule = crate::db::schedule::Schedule {
+            dir: dir.clone(),
+            every: std::time::Duration::from_secs(every_hours * 3600),
+            keep: 0,
+        };
+        return match crate::db::schedule::check(&schedule) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                println!("{why}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -134,14 +175,23 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Logs to standard error, as text for people or as JSON lines for collectors.
+/// Logs to standard error, as text for people or as JSON lines for collectors. Colours
+/// only on a terminal (`docker logs` and log files get plain text). refinery's lines
+/// and PostgreSQL's notices (`relation ... already exists, skipping`) are capped at
+/// warnings: the migration runner logs each migration it applies itself, so a
+/// command that applies none prints nothing about migrations.
 fn init_tracing(filter: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|e| {
-        eprintln!("nas-sync: NAS_SYNC_LOG={filter:?} is not a valid filter ({e}); using 'info'");
-        tracing_subscriber::EnvFilter::new("info")
-    });
+    let quiet = "refinery_core=warn,tokio_postgres=warn";
+    let filter = tracing_subscriber::EnvFilter::try_new(format!("{filter},{quiet}"))
+        .unwrap_or_else(|e| {
+            eprintln!(
+                "nas-sync: NAS_SYNC_LOG={filter:?} is not a valid filter ({e}); using 'info'"
+            );
+            tracing_subscriber::EnvFilter::new(format!("info,{quiet}"))
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().with_current_span(true).try_init()
@@ -153,10 +203,34 @@ fn init_tracing(filter: &str, json: bool) {
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Backup { output } => {
+            if let Ok(None) = crate::db::schedule::schema_version(&config.database_url).await {
+                anyhow::bail!(
+                    "the database holds no nas-sync schema yet, so a backup would hold nothing: \
+                     start the server (or run `nas-sync migrate`) first"
+                );
+            }
             let bytes = crate::db::backup::backup(&config, &output)?;
             println!("backup written to {} ({bytes} bytes)", output.display());
             Ok(())
         }
+        Command::BackupLoop {
+            dir,
+            every_hours,
+            keep,
+        } => {
+            let schedule = crate::db::schedule::Schedule {
+                dir,
+                every: std::time::Duration::from_secs(every_hours * 3600),
+                keep: usize::try_from(keep).unwrap_or(usize::MAX),
+            };
+            tracing::info!(dir = %schedule.dir.display(), every_hours, keep,
+                "scheduled backups: the first once the database is migrated");
+            tokio::select! {
+                r = crate::db::schedule::run(&config, &schedule) => r,
+                () = crate::app::shutdown_signal() => Ok(()),
+            }
+        }
+        Command::BackupCheck { .. } => Ok(()),
         Command::Restore { input, replace } => {
             crate::db::backup::restore(&config, &input, replace).await?;
             println!(

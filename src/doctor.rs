@@ -2,12 +2,13 @@
 //! settings, the secrets (the secret key that seals Odoo API keys, where the JWT
 //! secret lives, whether the stored Odoo keys are sealed and open), database
 //! reachability and version, migrations, clock skew against the database, the
-//! change-feed horizon lag, and free disk where the database keeps its data (when it
+//! change-feed horizon lag, whether any role logs in without a password where
+//! nas-sync reaches PostgreSQL (the socket and the TCP address), and free disk where the database keeps its data (when it
 //! runs on this host). Exits non-zero when a check fails.
 
 use std::time::Duration;
 
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use crate::config::Config;
 use crate::secrets::{MIN_KEY_CHARS, SecretBox};
@@ -74,6 +75,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
             return out;
         }
     };
+    let passwordless_routes = routes(&opts);
     let pool = match PgPoolOptions::new()
         .max_connections(1)
         .acquire_timeout(Duration::from_secs(5))
@@ -145,6 +147,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
         )
     });
     out.push(role(&pool).await);
+    out.push(passwords(&pool, &passwordless_routes).await);
     if current {
         out.push(odoo_keys(config, &pool).await);
     }
@@ -281,6 +284,100 @@ async fn role(pool: &sqlx::PgPool) -> Check {
              (docs/operations.md#the-database-role)",
         ),
         Err(e) => check("database role", Verdict::Warn, format!("{e}"), ""),
+    }
+}
+
+/// Where nas-sync reaches PostgreSQL, with an empty password: the Unix socket of
+/// `host=` when the URL names one, and the URL's TCP host and port. The `postgres`
+/// database, which every role may connect to unless an operator changed that.
+fn routes(opts: &PgConnectOptions) -> Vec<(String, PgConnectOptions)> {
+    let mut out = Vec::new();
+    if let Some(socket) = opts.get_socket() {
+        out.push((
+            format!("the socket {}", socket.display()),
+            opts.clone().password("").database("postgres"),
+        ));
+    }
+    let tcp = PgConnectOptions::new_without_pgpass()
+        .host(opts.get_host())
+        .port(opts.get_port())
+        .ssl_mode(sqlx::postgres::PgSslMode::Prefer)
+        .password("")
+        .database("postgres")
+        .application_name("nas-sync doctor");
+    out.push((format!("TCP {}:{}", opts.get_host(), opts.get_port()), tcp));
+    out
+}
+
+/// No role may log in without a password where nas-sync connects: the postgres
+/// image's initdb trusts every local (socket) connection, and the socket is shared
+/// with nas-sync's container, so without this anyone in that container was a
+/// superuser. Each login role is tried with an empty password (PostgreSQL never
+/// accepts one, so a success means the route asks for none).
+async fn passwords(pool: &sqlx::PgPool, routes: &[(String, PgConnectOptions)]) -> Check {
+    let roles: Vec<String> = match sqlx::query_scalar(
+        "SELECT rolname::text FROM pg_roles WHERE rolcanlogin ORDER BY rolsuper DESC, rolname LIMIT 50",
+    )
+    .fetch_all(pool)
+    .await
+    {
+        Ok(r) => r,
+        Err(e) => return check("passwords", Verdict::Warn, format!("{e}"), ""),
+    };
+    let mut open = Vec::new();
+    for (route, opts) in routes {
+        for role in &roles {
+            let attempt = opts.clone().username(role);
+            if logs_in(&attempt).await {
+                open.push(format!("{role} over {route}"));
+            }
+        }
+    }
+    let tried = routes
+        .iter()
+        .map(|(r, _)| r.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ");
+    if open.is_empty() {
+        check(
+            "passwords",
+            Verdict::Ok,
+            format!(
+                "no role logs in without a password ({} roles over {tried})",
+                roles.len()
+            ),
+            "",
+        )
+    } else {
+        check(
+            "passwords",
+            Verdict::Fail,
+            format!("logs in without a password: {}", open.join(", ")),
+            "PostgreSQL trusts these connections, so anyone who reaches them is that role \
+             (a superuser can read and change everything): set the method of every `local` \
+             and `host` line of pg_hba.conf to scram-sha-256 and reload \
+             (docs/operations.md#passwords-on-every-connection)",
+        )
+    }
+}
+
+/// Whether a connection with these options gets past authentication.
+async fn logs_in(opts: &PgConnectOptions) -> bool {
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        <sqlx::PgConnection as sqlx::Connection>::connect_with(opts),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+            true
+        }
+        // Refused after authentication: no such database, or no CONNECT on it.
+        Ok(Err(sqlx::Error::Database(d))) => {
+            matches!(d.code().as_deref(), Some("3D000" | "42501"))
+        }
+        _ => false,
     }
 }
 

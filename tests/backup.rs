@@ -193,3 +193,117 @@ async fn a_truncated_or_corrupt_dump_leaves_the_data_as_it_was_and_a_good_one_re
         let _ = std::fs::remove_file(f);
     }
 }
+
+/// The compose `backup` service as it runs: `nas-sync backup` refuses a database the
+/// server has not migrated yet (a dump of it holds nothing); `backup-loop` started
+/// beside a server that has not migrated waits, dumps once the schema is there, and
+/// stops at once on SIGTERM; `backup-check` turns healthy on that dump.
+#[tokio::test]
+async fn scheduled_backups_wait_for_the_schema_and_stop_on_sigterm() {
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("nas-sync-loop-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dir_s = dir.to_str().unwrap().to_string();
+
+    let early = temp_path("early");
+    let out = bin(&["backup", "--output", early.to_str().unwrap()], &db.url);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no nas-sync schema yet"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!early.exists(), "a refused backup left a file");
+
+    let check = |dir: &str| {
+        bin(
+            &["backup-check", "--dir", dir],
+            "postgres://unused@127.0.0.1:1/x",
+        )
+    };
+    let unhealthy = check(&dir_s);
+    assert!(!unhealthy.status.success());
+    assert!(String::from_utf8_lossy(&unhealthy.stdout).contains("no backup yet"));
+
+    let mut looping = Command::new(env!("CARGO_BIN_EXE_nas-sync"))
+        .args([
+            "backup-loop",
+            "--dir",
+            &dir_s,
+            "--every-hours",
+            "24",
+            "--keep",
+            "2",
+        ])
+        .env("DATABASE_URL", &db.url)
+        .env("NAS_SYNC_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start backup-loop");
+    let dumps = || -> Vec<PathBuf> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "dump"))
+            .collect()
+    };
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    assert!(
+        dumps().is_empty(),
+        "dumped before the schema existed: {:?}",
+        dumps()
+    );
+
+    let out = bin(&["migrate"], &db.url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut waited = 0;
+    while dumps().is_empty() && waited < 200 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let found = dumps();
+    assert_eq!(found.len(), 1, "no dump after the migration: {found:?}");
+    let mode = std::fs::metadata(&found[0]).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let toc = Command::new("pg_restore")
+        .args(["--list", found[0].to_str().unwrap()])
+        .output()
+        .expect("pg_restore --list");
+    assert!(
+        String::from_utf8_lossy(&toc.stdout).contains("TABLE public refinery_schema_history"),
+        "the first dump lacks the schema"
+    );
+    let healthy = check(&dir_s);
+    assert!(healthy.status.success(), "{healthy:?}");
+
+    let t0 = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &looping.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(s) = looping.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(5),
+            "backup-loop ignored SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "backup-loop exited with {status}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut looping.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(log.contains("waiting for nas-sync to migrate"), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log that is not a terminal: {log}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod migrate;
 pub mod relay;
+pub mod schedule;
 pub mod sql;
 
 use std::str::FromStr;
