@@ -123,9 +123,12 @@ wait_healthy() {
     sleep 1
   done
   c=$(cid "$svc")
-  started=$(docker inspect --format '{{.State.StartedAt}}' "$c")
-  first=$(docker inspect --format '{{json .State.Health.Log}}' "$c" | jq -r '[.[] | select(.ExitCode == 0)][0].End')
-  echo "$svc healthy $(( $(date -d "$first" +%s) - $(date -d "$started" +%s) )) s after its start" >&2
+  started=$(date -d "$(docker inspect --format '{{.State.StartedAt}}' "$c")" +%s)
+  # The probe log outlives a restart: the first pass since this start.
+  first=$(docker inspect --format '{{json .State.Health.Log}}' "$c" \
+    | jq -r '.[] | select(.ExitCode == 0) | .End' \
+    | while read -r end; do t=$(date -d "$end" +%s); [ "$t" -ge "$started" ] && { echo "$t"; break; }; done)
+  echo "$svc healthy $(( ${first:-$(date +%s)} - started )) s after its start" >&2
 }
 # db: 10 retries 10 s apart; nas-sync: probed every 10 s; backup: its first dump
 # once nas-sync is healthy, seen within its 30 s interval.
