@@ -484,3 +484,70 @@ async fn a_manager_adds_an_odoo_connection_from_the_odoo_page() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(count().await, 1);
 }
+
+/// A foreign `Origin` with a matching `X-Forwarded-Host` passes the console's origin
+/// check only when a trusted proxy sent it: from anyone else the header is dropped.
+/// And a device that takes the console's old name is revoked like any other.
+#[tokio::test]
+async fn forwarded_host_counts_only_from_trusted_proxies_and_no_device_is_the_console() {
+    for trusted in [false, true] {
+        let app = TestApp::builder()
+            .config(move |c| {
+                if trusted {
+                    c.trusted_proxies =
+                        nas_sync::api::proxies::TrustedProxies::parse("127.0.0.1").unwrap();
+                }
+            })
+            .spawn()
+            .await;
+        app.add_user("boss", nas_sync::auth::Role::Manager, None, "default")
+            .await;
+        let mut b = Browser::new(&app);
+        let (status, _, _) = b.sign_in("boss", "password").await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let csrf = b.csrf("/admin/users").await;
+        let r = b
+            .http
+            .post(format!("{}/admin/users", app.base))
+            .header("cookie", b.cookie_header())
+            .header("origin", "https://evil.example")
+            .header("x-forwarded-host", "evil.example")
+            .form(&[
+                ("username", "forwarded"),
+                ("password", "password1"),
+                ("role", "store"),
+                ("store", "s1"),
+                ("csrf", &csrf),
+            ])
+            .send()
+            .await
+            .unwrap();
+        let want = if trusted {
+            StatusCode::SEE_OTHER
+        } else {
+            StatusCode::FORBIDDEN
+        };
+        assert_eq!(r.status(), want, "trusted proxy: {trusted}");
+
+        // A store device named like the console's old device id.
+        app.add_user("clerk", nas_sync::auth::Role::Store, Some("s1"), "default")
+            .await;
+        let (status, body) = app.login_raw("clerk", "password", "admin-console").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let csrf = b.csrf("/admin/devices").await;
+        let origin = app.base.clone();
+        let (status, _, _) = b
+            .post(
+                "/admin/devices/admin-console/revoke",
+                &[("csrf", &csrf)],
+                Some(&origin),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER);
+        let (_, _, html) = b.get("/admin/devices").await;
+        assert!(html.contains("Device admin-console revoked"), "{html}");
+        let (status, body) = app.login_raw("clerk", "password", "admin-console").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert_eq!(body["code"], "DEVICE_REVOKED", "{body}");
+    }
+}

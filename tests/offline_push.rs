@@ -358,6 +358,63 @@ async fn other_stores_and_tenants_are_out_of_reach() {
     assert_eq!(kpi_row(&app, &kpi).await["deleted"], json!(false));
 }
 
+/// A re-pushed create answers only the row its local id created, of that model and
+/// the caller's tenant: a device that created a row of one model under a UUID it
+/// knows from another tenant, then re-pushes the local id as another model, sees
+/// nothing of the other tenant's row.
+#[tokio::test]
+async fn a_re_pushed_create_never_shows_another_tenants_row() {
+    let app = TestApp::spawn().await;
+    let victim = app.manager("boss", "mgr-1").await;
+    let first = offline_push(
+        &victim,
+        json!([{"local_id": "secret-form", "action": "create", "model": "forms",
+                "data": {"title": "Acme salaries"}}]),
+        None,
+    )
+    .await;
+    let known = first["id_mapping"]["secret-form"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    app.add_user("mallory", nas_sync::auth::Role::Manager, None, "evil")
+        .await;
+    let attacker = app.login("mallory", "evil-1").await;
+    // A row of another model under the victim's form id (any UUID is the client's).
+    let planted = offline_push(
+        &attacker,
+        json!([{"local_id": "probe", "action": "create", "model": "kpi_data",
+                "data": {"id": known, "store_id": "s1", "metric": "x", "value": 1}}]),
+        None,
+    )
+    .await;
+    assert_eq!(planted["success"], json!(true), "{planted}");
+    let probe = offline_push(
+        &attacker,
+        json!([{"local_id": "probe", "action": "create", "model": "forms",
+                "data": {"title": "anything"}}]),
+        None,
+    )
+    .await;
+    let text = probe.to_string();
+    assert!(
+        !text.contains("Acme salaries"),
+        "another tenant's row leaked: {text}"
+    );
+    assert_eq!(result(&probe, "probe")["status"], "error", "{probe}");
+    // The same model again is still the idempotent retry it always was.
+    let retry = offline_push(
+        &attacker,
+        json!([{"local_id": "probe", "action": "create", "model": "kpi_data",
+                "data": {"id": known, "store_id": "s1", "metric": "x", "value": 1}}]),
+        None,
+    )
+    .await;
+    assert_eq!(retry["id_mapping"]["probe"], json!(known), "{retry}");
+    assert_eq!(count(&app, "kpi_data").await, 1);
+}
+
 #[tokio::test]
 async fn bad_changes_get_their_own_errors_and_stop_on_error_applies_nothing() {
     let app = TestApp::spawn().await;

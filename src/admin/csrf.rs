@@ -44,7 +44,8 @@ fn origin_host(origin: &str) -> Option<&str> {
 }
 
 /// Whether a POST comes from this site: its `Origin` names the `Host` it was sent to
-/// (or the proxy's `X-Forwarded-Host`); without `Origin`, `Sec-Fetch-Site` is not
+/// (or a trusted proxy's `X-Forwarded-Host`: `api::proxies::client_addr` drops it
+/// from anyone else); without `Origin`, `Sec-Fetch-Site` is not
 /// `cross-site`. Old browsers sending neither rely on the CSRF token alone.
 fn same_site(headers: &HeaderMap) -> bool {
     let get = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());

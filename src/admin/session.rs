@@ -25,7 +25,10 @@ pub const COOKIE: &str = "nas_sync_admin";
 /// The sign-in form's CSRF cookie (double submit: there is no session yet).
 pub const PRE_COOKIE: &str = "nas_sync_admin_signin";
 /// The device id console actions are recorded under (e.g. a conflict's `resolved_by`).
-pub const CONSOLE_DEVICE: &str = "admin-console";
+/// Not a valid device id (it has a space), so no device can ever be given it: a device
+/// that took the console's name made "Revoke" of itself refuse as "the device you are
+/// using".
+pub const CONSOLE_DEVICE: &str = "admin console";
 
 /// A signed-in manager.
 #[derive(Clone, Debug)]

@@ -20,6 +20,9 @@ use crate::sync::registry::{Registry, Table};
 use crate::sync::rules::Strategy;
 use crate::sync::validate::{RowError, parse_time};
 
+/// What the local ids of one push created: local id → (table, row).
+type Created = HashMap<String, (String, Uuid)>;
+
 /// One attempt at the push's transaction.
 pub(super) struct Run<'a> {
     pub ctx: &'a BridgeCtx,
@@ -50,7 +53,7 @@ impl Run<'_> {
             false => None,
         };
         let receipt = Utc::now().round_subsecs(6);
-        let mut created: HashMap<String, Uuid> = HashMap::new();
+        let mut created: Created = HashMap::new();
         let mut id_mapping = BTreeMap::new();
         for &i in order {
             let c = &checked[i];
@@ -98,7 +101,7 @@ impl Run<'_> {
         conn: &mut PgConnection,
         c: &Checked<'_>,
         receipt: DateTime<Utc>,
-        created: &mut HashMap<String, Uuid>,
+        created: &mut Created,
     ) -> AppResult<Result<Applied, RowError>> {
         let who = self.who;
         let ch = &c.change;
@@ -106,7 +109,7 @@ impl Run<'_> {
         for (field, value) in &mut data {
             if let Some(l) = local_ref(value) {
                 match self.local_row(conn, l, created).await? {
-                    Some(id) => *value = json!(id),
+                    Some((_, id)) => *value = json!(id),
                     None => return Ok(Err(unknown_local(field, l))),
                 }
             }
@@ -114,9 +117,16 @@ impl Run<'_> {
         let id = match ch.action.as_str() {
             "create" => {
                 let local = ch.local_id.as_deref().unwrap_or_default();
-                if let Some(id) = self.local_row(conn, local, created).await? {
-                    // Pushed before: the same row, nothing created.
-                    let row = current_row(conn, c.table, id).await?;
+                if let Some((table, id)) = self.local_row(conn, local, created).await? {
+                    // Pushed before: the same row, nothing created. Only a row of this
+                    // model and tenant: a local id that created a row of another model
+                    // (whose id may be any UUID the client chose) shows nothing else.
+                    if table != c.table.name {
+                        return Ok(Err(RowError::validation(format!(
+                            "local_id '{local}' already created a row of model '{table}'"
+                        ))));
+                    }
+                    let row = current_row(conn, c.table, &who.tenant, id).await?;
                     return Ok(Ok(Applied {
                         row,
                         written: false,
@@ -175,23 +185,24 @@ impl Run<'_> {
             && a.row.is_some()
         {
             remember(conn, who, local, &c.table.name, id).await?;
-            created.insert(local.to_string(), id);
+            created.insert(local.to_string(), (c.table.name.clone(), id));
         }
         Ok(applied)
     }
 
-    /// The row a local id created: in this push, or before (this device's map).
+    /// The table and row a local id created: in this push, or before (this device's
+    /// map).
     async fn local_row(
         &self,
         conn: &mut PgConnection,
         local: &str,
-        created: &HashMap<String, Uuid>,
-    ) -> sqlx::Result<Option<Uuid>> {
-        if let Some(id) = created.get(local) {
-            return Ok(Some(*id));
+        created: &Created,
+    ) -> sqlx::Result<Option<(String, Uuid)>> {
+        if let Some(found) = created.get(local) {
+            return Ok(Some(found.clone()));
         }
-        sqlx::query_scalar(
-            "SELECT row_id FROM offline_local_ids
+        sqlx::query_as(
+            "SELECT table_name, row_id FROM offline_local_ids
              WHERE tenant_id = $1 AND device_id = $2 AND local_id = $3",
         )
         .bind(&self.who.tenant)
@@ -207,8 +218,9 @@ impl Run<'_> {
         &self,
         conn: &mut PgConnection,
         c: &Checked<'_>,
-        created: &HashMap<String, Uuid>,
+        created: &Created,
     ) -> sqlx::Result<Option<Uuid>> {
+        let by_local = |found: Option<(String, Uuid)>| found.map(|(_, id)| id);
         match &c.change.record_id {
             Some(Value::String(s)) => {
                 let Ok(id) = Uuid::parse_str(s) else {
@@ -234,11 +246,11 @@ impl Run<'_> {
                     .await
             }
             Some(v) => match local_ref(v) {
-                Some(l) => self.local_row(conn, l, created).await,
+                Some(l) => self.local_row(conn, l, created).await.map(by_local),
                 None => Ok(None),
             },
             None => match &c.change.local_id {
-                Some(l) => self.local_row(conn, l, created).await,
+                Some(l) => self.local_row(conn, l, created).await.map(by_local),
                 None => Ok(None),
             },
         }
@@ -274,17 +286,20 @@ async fn remember(
     .map(|_| ())
 }
 
+/// A row of the caller's tenant, as a push answers it.
 async fn current_row(
     conn: &mut PgConnection,
     table: &Table,
+    tenant: &str,
     id: Uuid,
 ) -> sqlx::Result<Option<Value>> {
     let sql = format!(
-        "SELECT to_jsonb(t) - 'tenant_id' FROM {} t WHERE id = $1",
+        "SELECT to_jsonb(t) - 'tenant_id' FROM {} t WHERE id = $1 AND tenant_id = $2",
         table.ident()
     );
     sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
         .bind(id)
+        .bind(tenant)
         .fetch_optional(conn)
         .await
 }
