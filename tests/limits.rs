@@ -167,6 +167,45 @@ async fn wrong_passwords_from_one_address_do_not_lock_the_owner_out_of_another()
     assert_eq!(s, StatusCode::OK, "{body}");
 }
 
+/// 60 wrong passwords for one manager from 60 addresses of one IPv6 /64 share one
+/// budget (they were 60 budgets), and the account slows down after 5 wrong
+/// passwords from anywhere; the owner still gets in, after the wait.
+#[tokio::test]
+async fn one_ipv6_64_is_one_client_and_wrong_passwords_slow_the_account_not_lock_it() {
+    let app = login_app("login_ip=30/m,login_user=10/m", "127.0.0.1").await;
+    let (mut refused, mut wrong) = (0, 0);
+    for i in 0..60 {
+        let client = format!("2001:db8:aa:bb::{:x}", i + 1);
+        let (s, _, body) = login_from(&app, &client, "boss", "guess").await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            assert_error(s, &body, 429, "RATE_LIMITED");
+            refused += 1;
+        } else {
+            assert_error(s, &body, 401, "INVALID_CREDENTIALS");
+            wrong += 1;
+        }
+    }
+    assert_eq!((wrong, refused), (10, 50), "one /64, one budget");
+    // Another /64 has a budget of its own.
+    let (s, _, body) = login_from(&app, "2001:db8:aa:cc::1", "boss", "guess").await;
+    assert_error(s, &body, 401, "INVALID_CREDENTIALS");
+    // 11 wrong passwords: the next attempt for the account waits 250 ms doubled five
+    // times (8 s at most), and the owner's right password then gets in.
+    let started = std::time::Instant::now();
+    let (s, _, body) = login_from(&app, "100.64.0.7", "boss", "password").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(8),
+        "no slowdown after 11 wrong passwords: {:?}",
+        started.elapsed()
+    );
+    // A right password clears it.
+    let started = std::time::Instant::now();
+    let (s, _, body) = login_from(&app, "100.64.0.8", "boss", "password").await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+}
+
 #[tokio::test]
 async fn a_bad_trusted_proxies_setting_stops_the_server_at_start() {
     let db = TestDb::new().await;

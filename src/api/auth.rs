@@ -22,15 +22,25 @@ pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Jso
     let username = body.username.clone();
     if let Some(limits) = &state.limits {
         limits.check_login(ip, &username)?;
+        limits.login_wait(&username).await;
     }
-    service::login(
+    let done = service::login(
         &state.pool,
         &state.keys,
         state.config.refresh_token_ttl,
         body,
     )
-    .await
-    .map(Json)
+    .await;
+    if let Some(limits) = &state.limits {
+        match &done {
+            Ok(_) => limits.login_outcome(&username, true),
+            Err(crate::error::AppError::InvalidCredentials) => {
+                limits.login_outcome(&username, false);
+            }
+            Err(_) => {}
+        }
+    }
+    done.map(Json)
 }
 
 /// Exchanges a refresh token for a new pair (the old one stops working; presenting it

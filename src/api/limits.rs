@@ -9,16 +9,24 @@
 //!   sent from one place never lock the account's owner out elsewhere. Behind a
 //!   trusted proxy the client address is the one `X-Forwarded-For` gives
 //!   (`super::proxies`);
-//! - a generous per-address budget on every request, against floods.
+//! - a generous per-address budget on every request, against floods;
+//! - an IPv6 client counts as its /64 (`limit_key`): one host or subscriber gets a
+//!   whole /64, so counting its addresses one by one let 60 addresses make 60 guesses;
+//! - a per-account slowdown: after 5 wrong passwords for a username within 15
+//!   minutes, from anywhere, each further attempt for it waits first, 250 ms doubling
+//!   to at most 8 s; a right password clears it. It slows guessing spread over many
+//!   addresses and never refuses the owner, who gets in after the wait.
 //!
 //! Every limit is configurable with `NAS_SYNC_RATE_LIMITS`, e.g.
 //! `pull=300/m,reset=20/h`. A refusal is 429 `RATE_LIMITED` with `Retry-After`.
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use governor::clock::{Clock, DefaultClock};
@@ -66,7 +74,7 @@ pub struct Rate {
 impl Rate {
     fn quota(self) -> Quota {
         let count = NonZeroU32::new(self.count.max(1)).unwrap_or(NonZeroU32::MIN);
-        let period = std::time::Duration::from_secs(self.period_secs.max(1));
+        let period = Duration::from_secs(self.period_secs.max(1));
         Quota::with_period(period / count.get())
             .unwrap_or_else(|| Quota::per_second(count))
             .allow_burst(count)
@@ -150,12 +158,87 @@ impl LimitSettings {
     }
 }
 
+/// The key a client address is limited under: an IPv4 address as it is, an IPv6
+/// address's /64 (IPv4-mapped IPv6 counts as IPv4).
+pub fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// Wrong passwords per username, from anywhere: how long its next attempt waits.
+#[derive(Default)]
+struct Slowdown {
+    failures: Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+/// Failures older than this are forgotten.
+const SLOWDOWN_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Wrong passwords for one username before its attempts wait.
+const SLOWDOWN_FREE: u32 = 5;
+/// The longest wait.
+const SLOWDOWN_MAX: Duration = Duration::from_secs(8);
+/// Usernames remembered at most (attempts for names beyond it are not slowed).
+const SLOWDOWN_CAPACITY: usize = 100_000;
+
+impl Slowdown {
+    fn key(username: &str) -> String {
+        username.to_lowercase().chars().take(129).collect()
+    }
+
+    fn delay(&self, username: &str) -> Duration {
+        let failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match failures.get(&Self::key(username)) {
+            Some((n, at)) if *n > SLOWDOWN_FREE && at.elapsed() < SLOWDOWN_WINDOW => {
+                let doublings = (n - SLOWDOWN_FREE - 1).min(10);
+                (Duration::from_millis(250) * 2u32.pow(doublings)).min(SLOWDOWN_MAX)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+
+    fn failed(&self, username: &str) {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if failures.len() >= SLOWDOWN_CAPACITY {
+            failures.retain(|_, (_, at)| at.elapsed() < SLOWDOWN_WINDOW);
+            if failures.len() >= SLOWDOWN_CAPACITY {
+                return;
+            }
+        }
+        let entry = failures
+            .entry(Self::key(username))
+            .or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= SLOWDOWN_WINDOW {
+            entry.0 = 0;
+        }
+        *entry = (entry.0.saturating_add(1), Instant::now());
+    }
+
+    fn succeeded(&self, username: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&Self::key(username));
+    }
+}
+
 pub struct Limits {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     families: HashMap<Family, DefaultKeyedRateLimiter<String>>,
     /// Keyed by (lowercased username, client address).
     login_user: DefaultKeyedRateLimiter<(String, IpAddr)>,
     login_ip: DefaultKeyedRateLimiter<IpAddr>,
+    slowdown: Slowdown,
     checks: AtomicU64,
 }
 
@@ -185,6 +268,7 @@ impl Limits {
             families,
             login_user: RateLimiter::keyed(s.login_user.quota()),
             login_ip: RateLimiter::keyed(s.login_ip.quota()),
+            slowdown: Slowdown::default(),
             checks: AtomicU64::new(0),
         }
     }
@@ -204,7 +288,7 @@ impl Limits {
     /// Spends one request of `ip`'s budget.
     pub fn check_request(&self, ip: IpAddr) -> Result<(), AppError> {
         self.housekeeping();
-        self.per_ip.check_key(&ip).map_err(refused)
+        self.per_ip.check_key(&limit_key(ip)).map_err(refused)
     }
 
     /// Spends one request of a device's budget for a route family.
@@ -228,9 +312,29 @@ impl Limits {
     /// Spends one login attempt of the client address and of the username from it.
     pub fn check_login(&self, ip: IpAddr, username: &str) -> Result<(), AppError> {
         self.housekeeping();
+        let ip = limit_key(ip);
         self.login_ip.check_key(&ip).map_err(refused)?;
-        let user: String = username.to_lowercase().chars().take(129).collect();
-        self.login_user.check_key(&(user, ip)).map_err(refused)
+        self.login_user
+            .check_key(&(Slowdown::key(username), ip))
+            .map_err(refused)
+    }
+
+    /// Waits as long as the username's recent wrong passwords say (nothing for most).
+    pub async fn login_wait(&self, username: &str) {
+        let delay = self.slowdown.delay(username);
+        if !delay.is_zero() {
+            metrics::counter!("login_slowed_total").increment(1);
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// Records how a password check went for the username.
+    pub fn login_outcome(&self, username: &str, ok: bool) {
+        if ok {
+            self.slowdown.succeeded(username);
+        } else {
+            self.slowdown.failed(username);
+        }
     }
 }
 
@@ -275,6 +379,44 @@ mod tests {
             l.check_device(Family::Pull, "t", "a"),
             Err(AppError::RateLimited { retry_after_secs }) if retry_after_secs >= 1
         ));
+    }
+
+    #[test]
+    fn ipv6_counts_per_64_and_ipv4_per_address() {
+        let k = |s: &str| limit_key(s.parse().unwrap());
+        assert_eq!(k("2001:db8:1:2:aaaa::1"), k("2001:db8:1:2:ffff:1:2:3"));
+        assert_ne!(k("2001:db8:1:2::1"), k("2001:db8:1:3::1"));
+        assert_eq!(k("::ffff:10.0.0.1"), k("10.0.0.1"));
+        assert_ne!(k("10.0.0.1"), k("10.0.0.2"));
+        let s = LimitSettings::parse("login_ip=5/m").unwrap();
+        let limits = Limits::new(&s);
+        let refused = (0..20)
+            .filter(|i| {
+                let ip: IpAddr = format!("2001:db8:1:2::{i:x}").parse().unwrap();
+                limits.check_login(ip, "boss").is_err()
+            })
+            .count();
+        assert_eq!(refused, 15, "one /64 shares one budget");
+    }
+
+    #[test]
+    fn wrong_passwords_slow_the_account_down_and_a_right_one_clears_it() {
+        let s = Slowdown::default();
+        for _ in 0..SLOWDOWN_FREE {
+            s.failed("Boss");
+        }
+        assert_eq!(s.delay("boss"), Duration::ZERO);
+        s.failed("boss");
+        assert_eq!(s.delay("BOSS"), Duration::from_millis(250));
+        s.failed("boss");
+        assert_eq!(s.delay("boss"), Duration::from_millis(500));
+        for _ in 0..20 {
+            s.failed("boss");
+        }
+        assert_eq!(s.delay("boss"), SLOWDOWN_MAX);
+        assert_eq!(s.delay("someone-else"), Duration::ZERO);
+        s.succeeded("boss");
+        assert_eq!(s.delay("boss"), Duration::ZERO);
     }
 
     #[test]

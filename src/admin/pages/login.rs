@@ -87,7 +87,16 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> Response {
         }
         return r;
     }
-    let user = match check_password(&state.pool, &username, password).await {
+    if let Some(limits) = &state.limits {
+        limits.login_wait(&username).await;
+    }
+    let checked = check_password(&state.pool, &username, password).await;
+    if let Some(limits) = &state.limits
+        && matches!(checked, Ok(_) | Err(AppError::InvalidCredentials))
+    {
+        limits.login_outcome(&username, checked.is_ok());
+    }
+    let user = match checked {
         Ok(u) => u,
         Err(AppError::InvalidCredentials) => {
             return refuse(StatusCode::UNAUTHORIZED, "Wrong username or password.");
