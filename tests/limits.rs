@@ -195,7 +195,7 @@ async fn one_ipv6_64_is_one_client_and_wrong_passwords_slow_the_account_not_lock
     let (s, _, body) = login_from(&app, "100.64.0.7", "boss", "password").await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert!(
-        started.elapsed() >= std::time::Duration::from_secs(8),
+        started.elapsed() >= Duration::from_secs(8),
         "no slowdown after 11 wrong passwords: {:?}",
         started.elapsed()
     );
@@ -203,7 +203,7 @@ async fn one_ipv6_64_is_one_client_and_wrong_passwords_slow_the_account_not_lock
     let started = std::time::Instant::now();
     let (s, _, body) = login_from(&app, "100.64.0.8", "boss", "password").await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    assert!(started.elapsed() < std::time::Duration::from_secs(8));
+    assert!(started.elapsed() < Duration::from_secs(8));
 }
 
 #[tokio::test]
