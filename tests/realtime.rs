@@ -450,3 +450,76 @@ async fn a_device_holds_at_most_eight_sockets_and_query_tokens_work_only_here() 
         .await;
     common::assert_error(status, &body, 401, "UNAUTHORIZED");
 }
+
+/// Skips pokes until the socket closes; the close frame as `[code, reason]`.
+async fn closed(socket: &mut Socket) -> Value {
+    loop {
+        let msg = next_json(socket, 15.0).await.expect("socket left open");
+        if msg.get("closed").is_some() {
+            return msg["closed"].clone();
+        }
+    }
+}
+
+/// Every way a session ends closes its sockets, whatever wrote it: plain SQL (which
+/// sends no revocation note, only the trigger's session note), and a revocation whose
+/// note was lost because nobody listened (checked again when the listener returns).
+#[tokio::test]
+async fn sockets_close_on_every_revocation_path_even_a_lost_note() {
+    let app = TestApp::spawn().await;
+    let revoked = app.manager("boss", "revoked-by-sql").await;
+    let clerk = app.store("clerk", "s1", "clerk-phone").await;
+    let quiet = app.manager("quiet", "revoked-unheard").await;
+    let kept = app.manager("keeper", "still-fine").await;
+    let mut ws_revoked = open(&app.base, &revoked).await;
+    let mut ws_clerk = open(&app.base, &clerk).await;
+    let mut ws_quiet = open(&app.base, &quiet).await;
+    let mut ws_kept = open(&app.base, &kept).await;
+
+    sqlx::query("UPDATE devices SET revoked_at = now() WHERE device_id = 'revoked-by-sql'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        closed(&mut ws_revoked).await,
+        json!([4001, "DEVICE_REVOKED"])
+    );
+    sqlx::query("UPDATE users SET disabled_at = now() WHERE username = 'clerk'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(closed(&mut ws_clerk).await, json!([4001, "SIGNED_OUT"]));
+
+    // Revoked with the triggers off: no note at all, as if it was sent while the
+    // listener was down. Then the listener loses its connection and comes back.
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE devices SET revoked_at = now() WHERE device_id = 'revoked-unheard'")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        next_json(&mut ws_quiet, 1.0).await.is_none(),
+        "no note was sent, so nothing should have happened yet"
+    );
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE '%LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "the listener's connection was not found");
+    assert_eq!(closed(&mut ws_quiet).await, json!([4001, "DEVICE_REVOKED"]));
+    // A session that did not end is only told to resync.
+    let poke = next_json(&mut ws_kept, 5.0).await.expect("no resync poke");
+    assert!(poke.get("tables").is_some(), "{poke}");
+    assert!(
+        next_json(&mut ws_kept, 1.0).await.is_none(),
+        "a live session's socket was closed"
+    );
+}

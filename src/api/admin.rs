@@ -74,6 +74,7 @@ pub async fn disable_user(
     Path(username): Path<String>,
 ) -> AppResult<StatusCode> {
     manage::set_disabled(&state.pool, &who, &username, true).await?;
+    state.sync.sessions.forget(&who.tenant, None);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -105,6 +106,7 @@ pub async fn set_password(
     extract::Json(body): extract::Json<NewPassword>,
 ) -> AppResult<StatusCode> {
     manage::set_password(&state.pool, &who, &username, &body.password).await?;
+    state.sync.sessions.forget(&who.tenant, None);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -133,6 +135,7 @@ pub async fn revoke_device(
     Path(device_id): Path<String>,
 ) -> AppResult<StatusCode> {
     manage::revoke_device(&state.pool, &who, &device_id).await?;
+    state.sync.sessions.forget(&who.tenant, Some(&device_id));
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -149,5 +152,6 @@ pub async fn release_device(
     Path(device_id): Path<String>,
 ) -> AppResult<StatusCode> {
     manage::release_device(&state.pool, &who, &device_id).await?;
+    state.sync.sessions.forget(&who.tenant, Some(&device_id));
     Ok(StatusCode::NO_CONTENT)
 }

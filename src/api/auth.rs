@@ -68,5 +68,9 @@ pub async fn refresh(
     security(("bearer" = [])))]
 pub async fn logout(State(state): State<AppState>, who: Principal) -> AppResult<StatusCode> {
     session::logout(&state.pool, &who).await?;
+    state
+        .sync
+        .sessions
+        .forget(&who.tenant, Some(&who.device_id));
     Ok(StatusCode::NO_CONTENT)
 }

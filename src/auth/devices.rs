@@ -97,7 +97,8 @@ pub async fn reset_state(pool: &PgPool, tenant: &str, device_id: &str) -> sqlx::
 ///
 /// Entries are kept per token generation (`auth::session`) and written only while the
 /// device still has it: pulls of a session that was ended (a device released and taken
-/// by another user) never land on the next session's state.
+/// by another user) never land on the next session's state, and a revoked device's or
+/// a disabled user's pulls (answered from memory before the note arrived) on nothing.
 #[derive(Debug, Default)]
 pub struct PullLedger {
     pending: Mutex<HashMap<Key, Pending>>,
@@ -163,7 +164,12 @@ impl PullLedger {
                          $6::bigint[])
                   AS v(tenant, device, cursor, at, pulls, generation)
              WHERE d.tenant_id = v.tenant AND d.device_id = v.device
-               AND d.token_generation = v.generation",
+               AND d.token_generation = v.generation
+               -- An ended session's pulls (answered from memory in the moment before
+               -- its note arrived) leave no trace on the device.
+               AND d.revoked_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM users u
+                               WHERE u.id = d.user_id AND u.disabled_at IS NOT NULL)",
         )
         .bind(&tenants)
         .bind(&device_ids)

@@ -9,6 +9,8 @@
 //! process, a revoked device learns nothing; its next real request fails as before.
 //!
 //! What forgets a session:
+//! - in the process that made a change that ends sessions (the admin API, the console,
+//!   a sign-out), the change itself, as soon as it commits ([`Sessions::forget`]);
 //! - a `nas_sync_session` note (migration V11: a trigger on `devices` and `users` sends
 //!   one for every change of an owner, generation, revocation, disabled flag or deleted
 //!   row, whatever wrote it, CLI, another server process or raw SQL), and the
@@ -215,6 +217,22 @@ impl Sessions {
                 }
                 Some(Note { u: Some(u), .. }) => s.entries.retain(|_, e| e.user != u),
                 _ => s.entries.clear(),
+            }
+        });
+    }
+
+    /// A session-ending change this process just committed (revoke, release, disable,
+    /// new password, sign-out): forgotten here at once, without waiting for its note.
+    /// `device` names one device of `tenant`; `None`, every device of the tenant (a
+    /// user's devices: the entries do not know usernames).
+    pub fn forget(&self, tenant: &str, device: Option<&str>) {
+        self.with(|s| {
+            s.notes += 1;
+            match device {
+                Some(d) => {
+                    s.entries.remove(&(tenant.to_string(), d.to_string()));
+                }
+                None => s.entries.retain(|(t, _), _| t != tenant),
             }
         });
     }

@@ -47,9 +47,30 @@ pub struct Change {
 struct Subscriber {
     tenant: String,
     device_id: String,
+    /// The token's user and generation: what a session check of this socket needs.
+    user: uuid::Uuid,
+    generation: i64,
     role: Role,
     store: Option<String>,
     tx: mpsc::Sender<Outgoing>,
+}
+
+/// Which open sockets' sessions to check again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Which {
+    All,
+    Device { tenant: String, device: String },
+    User(uuid::Uuid),
+}
+
+/// The session behind one open socket.
+#[derive(Debug, Clone)]
+pub struct OpenSession {
+    pub socket: u64,
+    pub tenant: String,
+    pub device_id: String,
+    pub user: uuid::Uuid,
+    pub generation: i64,
 }
 
 /// The sockets of this process.
@@ -75,6 +96,8 @@ impl Hub {
         let sub = Subscriber {
             tenant: who.tenant.clone(),
             device_id: who.device_id.clone(),
+            user: who.user_id,
+            generation: who.generation,
             role: who.role,
             store: match who.role {
                 Role::Store => who.store_id.clone(),
@@ -207,6 +230,44 @@ impl Hub {
                     reason: "server shutting down".into(),
                 });
             }
+        }
+    }
+
+    /// The sessions behind open sockets that `which` selects: (socket, tenant, device,
+    /// user, generation).
+    pub fn sessions(&self, which: &Which) -> Vec<OpenSession> {
+        self.sockets
+            .read()
+            .map(|m| {
+                m.iter()
+                    .filter(|(_, s)| match which {
+                        Which::All => true,
+                        Which::Device { tenant, device } => {
+                            &s.tenant == tenant && &s.device_id == device
+                        }
+                        Which::User(u) => s.user == *u,
+                    })
+                    .map(|(id, s)| OpenSession {
+                        socket: *id,
+                        tenant: s.tenant.clone(),
+                        device_id: s.device_id.clone(),
+                        user: s.user,
+                        generation: s.generation,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Closes one socket with code 4001 and `reason`.
+    pub fn close(&self, socket: u64, reason: &str) {
+        if let Ok(map) = self.sockets.read()
+            && let Some(sub) = map.get(&socket)
+        {
+            let _ = sub.tx.try_send(Outgoing::Close {
+                code: 4001,
+                reason: reason.into(),
+            });
         }
     }
 

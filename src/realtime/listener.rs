@@ -15,9 +15,11 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Change, Hub, Outgoing};
-use crate::auth::remembered::{SESSION_CHANNEL, Sessions};
+use super::hub::{Change, Hub, Outgoing, Which};
+use crate::auth::remembered::{SESSION_CHANNEL, SessionKey, Sessions};
+use crate::auth::session::check_access;
 use crate::db::sql::Ident;
+use crate::error::AppError;
 use crate::sync::quiet::{Quiet, STATE_CHANNEL};
 use crate::sync::registry::RegistryHandle;
 
@@ -84,6 +86,10 @@ pub async fn run(
         if connected_before {
             tracing::info!("change listener reconnected; telling every socket to resync");
             hub.resync_all();
+            // A revocation noted while nobody listened was missed: every open socket's
+            // session is checked again, in the background.
+            let (pool, hub, sessions) = (pool.clone(), hub.clone(), sessions.clone());
+            tokio::spawn(async move { recheck(&pool, &hub, &sessions, &Which::All).await });
         }
         connected_before = true;
         quiet.connected();
@@ -96,6 +102,11 @@ pub async fn run(
             match next {
                 Ok(Some(n)) => {
                     remember(&quiet, &sessions, n.channel(), n.payload());
+                    if n.channel() == SESSION_CHANNEL {
+                        // Whatever wrote it (a service, the CLI, raw SQL): the sockets
+                        // of what it names are checked again.
+                        recheck(&pool, &hub, &sessions, &which(n.payload())).await;
+                    }
                     handle(&pool, &hub, &registry, n.channel(), n.payload()).await;
                 }
                 Ok(None) => {
@@ -112,6 +123,58 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+/// The sockets a `nas_sync_session` note concerns: a device, a user's, or all.
+fn which(payload: &str) -> Which {
+    #[derive(Deserialize)]
+    struct Note {
+        t: Option<String>,
+        d: Option<String>,
+        u: Option<uuid::Uuid>,
+    }
+    match serde_json::from_str::<Note>(payload) {
+        Ok(Note {
+            t: Some(tenant),
+            d: Some(device),
+            ..
+        }) => Which::Device { tenant, device },
+        Ok(Note { u: Some(u), .. }) => Which::User(u),
+        _ => Which::All,
+    }
+}
+
+/// Checks the sessions behind the open sockets `which` selects against PostgreSQL and
+/// closes those that ended: 4001 `DEVICE_REVOKED`, or 4001 `SIGNED_OUT` (released,
+/// the user disabled, new password, tokens ended). A check that cannot run (the
+/// database unreachable) closes nothing.
+pub async fn recheck(pool: &PgPool, hub: &Hub, sessions: &Sessions, which: &Which) {
+    for open in hub.sessions(which) {
+        let key = SessionKey {
+            tenant: &open.tenant,
+            device_id: &open.device_id,
+            user: open.user,
+            generation: open.generation,
+        };
+        let reason = match check_access(pool, sessions, key).await {
+            Ok(()) => continue,
+            Err(AppError::DeviceRevoked) => "DEVICE_REVOKED",
+            Err(
+                AppError::Unauthorized(_)
+                | AppError::UserDisabled
+                | AppError::TokenExpired
+                | AppError::DeviceInUse,
+            ) => "SIGNED_OUT",
+            Err(e) => {
+                tracing::warn!(error = %e, device_id = %open.device_id,
+                    "could not check an open socket's session; keeping it");
+                continue;
+            }
+        };
+        tracing::info!(tenant = %open.tenant, device_id = %open.device_id, reason,
+            "closing a socket whose session ended");
+        hub.close(open.socket, reason);
     }
 }
 

@@ -98,5 +98,11 @@ pub async fn act(
             .map(|()| format!("Device {device_id} released.")),
         _ => return layout::problem(StatusCode::NOT_FOUND, "No such action."),
     };
+    if outcome.is_ok() {
+        state
+            .sync
+            .sessions
+            .forget(&console.who.tenant, Some(&device_id));
+    }
     done(&state, &console, outcome, "/admin/devices").await
 }

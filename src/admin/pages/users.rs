@@ -132,5 +132,8 @@ pub async fn act(
         }
         _ => return layout::problem(StatusCode::NOT_FOUND, "No such action."),
     };
+    if outcome.is_ok() && action != "enable" {
+        state.sync.sessions.forget(&who.tenant, None);
+    }
     done(&state, &console, outcome, "/admin/users").await
 }
