@@ -316,14 +316,7 @@ async fn the_listener_recovers_from_a_lost_connection_and_sockets_are_told_to_re
     let store = app.store("clerk", "s1", "clerk-phone").await;
     let mut ws = open(&app.base, &store).await;
     // PostgreSQL drops the LISTEN connection (as on a restart of the server).
-    let killed: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-         WHERE datname = current_database() AND query ILIKE '%LISTEN%' AND pid <> pg_backend_pid()",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(killed, 1, "the listener's connection was not found");
+    kill_listener(&app.pool).await;
     // Told to resync: every table the store role reads.
     let poke = next_json(&mut ws, 15.0).await.expect("no resync poke");
     let tables: Vec<&str> = poke["tables"]
@@ -451,6 +444,18 @@ async fn a_device_holds_at_most_eight_sockets_and_query_tokens_work_only_here() 
     common::assert_error(status, &body, 401, "UNAUTHORIZED");
 }
 
+/// PostgreSQL drops the server's LISTEN connection (as on a restart of the server).
+async fn kill_listener(pool: &sqlx::PgPool) {
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+         WHERE datname = current_database() AND query ILIKE '%LISTEN%' AND pid <> pg_backend_pid()",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1, "the listener's connection was not found");
+}
+
 /// Skips pokes until the socket closes; the close frame as `[code, reason]`.
 async fn closed(socket: &mut Socket) -> Value {
     loop {
@@ -506,14 +511,7 @@ async fn sockets_close_on_every_revocation_path_even_a_lost_note() {
         next_json(&mut ws_quiet, 1.0).await.is_none(),
         "no note was sent, so nothing should have happened yet"
     );
-    let killed: i64 = sqlx::query_scalar(
-        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-         WHERE datname = current_database() AND query ILIKE '%LISTEN%' AND pid <> pg_backend_pid()",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(killed, 1, "the listener's connection was not found");
+    kill_listener(&app.pool).await;
     assert_eq!(closed(&mut ws_quiet).await, json!([4001, "DEVICE_REVOKED"]));
     // A session that did not end is only told to resync.
     let poke = next_json(&mut ws_kept, 5.0).await.expect("no resync poke");
