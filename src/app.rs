@@ -337,7 +337,9 @@ pub async fn launch(
                 tracing::info!(%addr, "serving /metrics on its own listener");
                 let timeouts = crate::serve::Timeouts::from_config(&state.config);
                 tokio::spawn(async move {
-                    let _ = crate::serve::serve(l, metrics_app, timeouts, async move {
+                    // A scraper or two: a small fixed budget of its own.
+                    let limits = crate::serve::ConnLimits::new(64, 16);
+                    let _ = crate::serve::serve(l, metrics_app, timeouts, limits, async move {
                         metrics_stop.cancelled().await;
                     })
                     .await;
@@ -381,13 +383,32 @@ pub async fn launch(
     let state_hub = state.hub.clone();
     let hub = state.hub.clone();
     let timeouts = crate::serve::Timeouts::from_config(&state.config);
+    let open_files = crate::serve::open_files_limit();
+    let max = state.config.max_connections.unwrap_or_else(|| {
+        crate::serve::default_max_connections(open_files, state.config.db_max_connections)
+    });
+    let trusted = state.config.trusted_proxies.clone();
+    let per_address = state
+        .config
+        .max_connections_per_address
+        .unwrap_or((max / 4).clamp(1, 256));
+    let limits = crate::serve::ConnLimits {
+        exempt: Arc::new(move |ip| trusted.trusts(ip)),
+        ..crate::serve::ConnLimits::new(max, per_address)
+    };
+    tracing::info!(
+        max_connections = max,
+        per_address = limits.per_address,
+        open_files,
+        "connection limits"
+    );
     let app = router(state);
     // Open WebSockets are told to go away as soon as shutdown starts.
     let shutdown = async move {
         shutdown.await;
         state_hub.close_all();
     };
-    let result = crate::serve::serve(listener, app, timeouts, shutdown).await;
+    let result = crate::serve::serve(listener, app, timeouts, limits, shutdown).await;
     // Upgraded sockets are not tracked by the server: let them send their close
     // frames (bounded) before the process goes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

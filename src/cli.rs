@@ -414,6 +414,8 @@ fn read_password() -> anyhow::Result<String> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let open_files = crate::serve::raise_open_files();
+    tracing::info!(open_files, "open-files limit");
     let bind = config.bind;
     let state = crate::app::AppState::prepare(config).await?;
     let listener = tokio::net::TcpListener::bind(bind)

@@ -35,6 +35,12 @@ pub struct Config {
     pub header_timeout: Duration,
     /// How long an idle keep-alive connection is kept (`NAS_SYNC_IDLE_TIMEOUT_SECS`, 75).
     pub idle_timeout: Duration,
+    /// Connections open at most (`NAS_SYNC_MAX_CONNECTIONS`; `None`: from the open-files
+    /// limit at start).
+    pub max_connections: Option<usize>,
+    /// Connections from one client address (`NAS_SYNC_MAX_CONNECTIONS_PER_ADDRESS`;
+    /// `None`: 256, or a quarter of the connections if that is less).
+    pub max_connections_per_address: Option<usize>,
     /// Peers whose `X-Forwarded-For` is believed (`NAS_SYNC_TRUSTED_PROXIES`).
     pub trusted_proxies: crate::api::proxies::TrustedProxies,
     pub access_token_ttl: Duration,
@@ -89,6 +95,11 @@ impl std::fmt::Debug for Config {
             .field("request_timeout", &self.request_timeout)
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
             .field("trusted_proxies", &self.trusted_proxies)
             .field("access_token_ttl", &self.access_token_ttl)
             .field("refresh_token_ttl", &self.refresh_token_ttl)
@@ -222,6 +233,18 @@ impl Config {
                 parse(&get, "NAS_SYNC_IDLE_TIMEOUT_SECS", "75")?,
                 "NAS_SYNC_IDLE_TIMEOUT_SECS",
             )? as u64),
+            max_connections: match parse::<usize>(&get, "NAS_SYNC_MAX_CONNECTIONS", "0")? {
+                0 => None,
+                n => Some(n),
+            },
+            max_connections_per_address: match parse::<usize>(
+                &get,
+                "NAS_SYNC_MAX_CONNECTIONS_PER_ADDRESS",
+                "0",
+            )? {
+                0 => None,
+                n => Some(n),
+            },
             trusted_proxies: crate::api::proxies::TrustedProxies::parse(
                 &get("NAS_SYNC_TRUSTED_PROXIES")?.unwrap_or_default(),
             )?,

@@ -2,7 +2,8 @@
 //! settings, the secrets (the secret key that seals Odoo API keys, where the JWT
 //! secret lives, whether the stored Odoo keys are sealed and open), database
 //! reachability and version, migrations, clock skew against the database, the
-//! change-feed horizon lag, whether any role logs in without a password where
+//! change-feed horizon lag, the open-files limit (connections), whether any role logs
+//! in without a password where
 //! nas-sync reaches PostgreSQL (the socket and the TCP address), and free disk where the database keeps its data (when it
 //! runs on this host). Exits non-zero when a check fails.
 
@@ -63,6 +64,7 @@ pub async fn run(config: &Config) -> Vec<Check> {
         },
     ));
     out.extend(secret_checks(config));
+    out.push(open_files(config));
     let opts = match crate::db::connect_options(&config.database_url) {
         Ok(o) => o,
         Err(e) => {
@@ -200,6 +202,27 @@ pub async fn run(config: &Config) -> Vec<Check> {
     out.push(disk(&pool).await);
     pool.close().await;
     out
+}
+
+/// The open-files limit `serve` will have (it raises its soft limit to the hard one):
+/// every connection is a descriptor, so it bounds the connections.
+fn open_files(config: &Config) -> Check {
+    let limit = crate::serve::raise_open_files();
+    let max = config
+        .max_connections
+        .unwrap_or_else(|| crate::serve::default_max_connections(limit, config.db_max_connections));
+    let detail = format!("{limit} open files: up to {max} connections");
+    if limit < 1024 {
+        check(
+            "open files",
+            Verdict::Warn,
+            detail,
+            "few descriptors for a server: raise the hard limit (compose: `ulimits: nofile: \
+             65536` on the nas-sync service; systemd: LimitNOFILE=65536)",
+        )
+    } else {
+        check("open files", Verdict::Ok, detail, "")
+    }
 }
 
 /// The secret key (set, long enough) and the JWT secret (kept out of the database).

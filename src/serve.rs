@@ -16,16 +16,24 @@
 //! after the (short) header timeout, and a proxy reusing its pooled connection would
 //! race that close far more often than with a longer idle timeout.
 //!
+//! Connections are counted: at most `ConnLimits::max` in all and `per_address` from one
+//! client address (an IPv6 client as its /64; trusted proxies, which carry every phone
+//! behind them, are not limited per address). A connection over either limit gets a
+//! short 503 or 429 and is closed at once, so one client cannot use up the process's
+//! descriptors. Past three quarters of `max`, idle keep-alive connections are closed
+//! after the header timeout instead of the idle timeout.
+//!
 //! The rest is what `axum::serve` did: HTTP/1 with upgrades (the WebSocket route) and
 //! HTTP/2, `ConnectInfo<SocketAddr>` for handlers, `TCP_NODELAY`, accept errors
 //! (EMFILE and friends) logged and backed off instead of ending the loop, and a
 //! graceful shutdown that stops accepting, lets in-flight requests finish and closes
 //! idle connections.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
@@ -38,7 +46,7 @@ use axum::http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -67,14 +75,179 @@ impl Timeouts {
     }
 }
 
+/// How many connections may be open (see the module doc).
+#[derive(Clone)]
+pub struct ConnLimits {
+    /// In all.
+    pub max: usize,
+    /// From one client address (`address_key`).
+    pub per_address: usize,
+    /// Peers not limited per address (trusted proxies).
+    pub exempt: Arc<dyn Fn(IpAddr) -> bool + Send + Sync>,
+}
+
+impl ConnLimits {
+    /// `max` and `per_address`, nobody exempt.
+    pub fn new(max: usize, per_address: usize) -> ConnLimits {
+        ConnLimits {
+            max: max.max(1),
+            per_address: per_address.max(1),
+            exempt: Arc::new(|_| false),
+        }
+    }
+}
+
+/// Raises this process's open-files limit to its hard limit (a NAS's default soft
+/// limit of 1024 is a few hundred clients); returns the soft limit in force.
+pub fn raise_open_files() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open-files limit");
+            open_files_limit()
+        }
+    }
+}
+
+/// The soft open-files limit of this process (0 when unknown).
+pub fn open_files_limit() -> u64 {
+    rlimit::Resource::NOFILE.get().map_or(0, |(soft, _)| soft)
+}
+
+/// The connections allowed when `NAS_SYNC_MAX_CONNECTIONS` is not set: the open-files
+/// limit less what the database pool and the process itself need, 64 to 10,000.
+pub fn default_max_connections(open_files: u64, db_connections: u32) -> usize {
+    let spare = open_files.saturating_sub(u64::from(db_connections) + 64);
+    usize::try_from(spare.clamp(64, 10_000)).unwrap_or(10_000)
+}
+
+/// The key a client address is counted under: an IPv4 address as it is, an IPv6
+/// address's /64 (one host or subscriber gets a whole /64); IPv4-mapped IPv6 is IPv4.
+pub fn address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
+/// The open connections, in all and per address.
+struct Open {
+    limits: ConnLimits,
+    counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
+}
+
+/// Why a connection was not admitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    Full,
+    Address,
+}
+
+impl Open {
+    fn lock(&self) -> MutexGuard<'_, (usize, HashMap<IpAddr, usize>)> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refused> {
+        let key = (!(self.limits.exempt)(peer)).then(|| address_key(peer));
+        let mut counts = self.lock();
+        if counts.0 >= self.limits.max {
+            return Err(Refused::Full);
+        }
+        if let Some(k) = key {
+            let n = counts.1.entry(k).or_insert(0);
+            if *n >= self.limits.per_address {
+                return Err(Refused::Address);
+            }
+            *n += 1;
+        }
+        counts.0 += 1;
+        metrics::gauge!("http_connections").set(counts.0 as f64);
+        Ok(Slot {
+            open: self.clone(),
+            key,
+        })
+    }
+
+    /// Three quarters full: idle connections go sooner.
+    fn pressed(&self) -> bool {
+        self.lock().0 * 4 >= self.limits.max * 3
+    }
+}
+
+/// One admitted connection; dropped when it ends.
+struct Slot {
+    open: Arc<Open>,
+    key: Option<IpAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut counts = self.open.lock();
+        counts.0 = counts.0.saturating_sub(1);
+        if let Some(k) = self.key
+            && let Some(n) = counts.1.get_mut(&k)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.1.remove(&k);
+            }
+        }
+        metrics::gauge!("http_connections").set(counts.0 as f64);
+    }
+}
+
+/// Answers a connection that is not admitted and closes it (at most a second spent).
+async fn refuse(mut tcp: TcpStream, why: Refused) {
+    let (status, code, message) = match why {
+        Refused::Full => (
+            "503 Service Unavailable",
+            "UNAVAILABLE",
+            "The server has too many connections open; try again shortly.",
+        ),
+        Refused::Address => (
+            "429 Too Many Requests",
+            "RATE_LIMITED",
+            "Too many connections from this address; close some and try again.",
+        ),
+    };
+    let body = format!(
+        r#"{{"error":"{}","code":"{code}","message":"{message}","details":{{}}}}"#,
+        if why == Refused::Full {
+            "Unavailable"
+        } else {
+            "RateLimited"
+        }
+    );
+    let answer = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tcp.write_all(answer.as_bytes()).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting and
 /// waits for the open connections to finish their requests.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     timeouts: Timeouts,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send,
 ) -> io::Result<()> {
+    let open = Arc::new(Open {
+        limits,
+        counts: Mutex::new((0, HashMap::new())),
+    });
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -106,6 +279,17 @@ pub async fn serve(
                 }
             }
         };
+        let slot = match open.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                metrics::counter!("http_connections_refused_total",
+                    "reason" => if why == Refused::Full { "full" } else { "address" })
+                .increment(1);
+                tracing::debug!(%peer, ?why, "connection refused: too many open");
+                tracker.spawn(refuse(tcp, why));
+                continue;
+            }
+        };
         // No Nagle delay: a response written in several pieces (headers, then a gzip
         // stream) would otherwise wait for the client's delayed ACK, about 40 ms.
         if let Err(e) = tcp.set_nodelay(true) {
@@ -117,6 +301,7 @@ pub async fn serve(
             app.clone(),
             builder.clone(),
             timeouts,
+            slot,
             stop.clone(),
         ));
     }
@@ -147,9 +332,11 @@ async fn connection(
     app: Router,
     builder: Arc<auto::Builder<TokioExecutor>>,
     timeouts: Timeouts,
+    slot: Slot,
     stop: CancellationToken,
 ) {
-    let watch = Arc::new(Watch::new(timeouts));
+    let watch = Arc::new(Watch::new(timeouts, slot.open.clone()));
+    let _slot = slot;
     let io = TokioIo::new(Watched {
         inner: tcp,
         watch: watch.clone(),
@@ -199,15 +386,18 @@ struct WatchState {
 /// One connection's watchdog state, shared by its IO, its service and its task.
 struct Watch {
     timeouts: Timeouts,
+    /// The server's connections: under pressure, idle ones go sooner.
+    open: Arc<Open>,
     state: Mutex<WatchState>,
     changed: tokio::sync::Notify,
 }
 
 impl Watch {
-    fn new(timeouts: Timeouts) -> Watch {
+    fn new(timeouts: Timeouts, open: Arc<Open>) -> Watch {
         let now = Instant::now();
         Watch {
             timeouts,
+            open,
             state: Mutex::new(WatchState {
                 busy: 0,
                 fresh: true,
@@ -235,6 +425,11 @@ impl Watch {
             (s.idle_since + t.header, "header timeout")
         } else if let Some(first) = s.first_byte {
             (first + t.header, "header timeout")
+        } else if self.open.pressed() {
+            (
+                s.idle_since + t.idle.min(t.header),
+                "idle timeout (many connections open)",
+            )
         } else {
             (s.idle_since + t.idle, "idle timeout")
         }
@@ -247,8 +442,10 @@ impl Watch {
             if Instant::now() >= deadline {
                 return reason;
             }
+            // Looked at again within a second: pressure may have come meanwhile.
+            let wake = deadline.min(Instant::now() + Duration::from_secs(1));
             tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {}
+                () = tokio::time::sleep_until(wake) => {}
                 () = self.changed.notified() => {}
             }
         }

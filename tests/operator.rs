@@ -174,7 +174,14 @@ async fn doctor_says_healthy_on_a_good_setup_and_what_to_fix_on_a_broken_one() {
     let app = TestApp::spawn().await;
     let out = bin(&["doctor"], &app.db.url);
     let text = String::from_utf8_lossy(&out.stdout);
-    for line in ["database", "migrations", "clock", "change feed", "disk"] {
+    for line in [
+        "database",
+        "migrations",
+        "open files",
+        "clock",
+        "change feed",
+        "disk",
+    ] {
         assert!(text.contains(line), "doctor output lacks {line}: {text}");
     }
     // The test server's own PostgreSQL may trust local connections (this machine's

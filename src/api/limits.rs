@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -159,16 +159,8 @@ impl LimitSettings {
 }
 
 /// The key a client address is limited under: an IPv4 address as it is, an IPv6
-/// address's /64 (IPv4-mapped IPv6 counts as IPv4).
-pub fn limit_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let s = v6.segments();
-            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
-        }
-        v4 => v4,
-    }
-}
+/// address's /64 (the same key the accept loop counts connections under).
+pub use crate::serve::address_key as limit_key;
 
 /// Wrong passwords per username, from anywhere: how long its next attempt waits.
 #[derive(Default)]

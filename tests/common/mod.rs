@@ -619,12 +619,31 @@ impl ServerProcess {
         env: &[(&str, &str)],
         stderr: std::process::Stdio,
     ) -> ServerProcess {
+        Self::start_limited(db_url, env, stderr, None).await
+    }
+
+    /// As `start`, with the process's open-files limit (soft and hard) set to
+    /// `open_files` first, as `ulimit -n` does.
+    pub async fn start_limited(
+        db_url: &str,
+        env: &[(&str, &str)],
+        stderr: std::process::Stdio,
+        open_files: Option<u32>,
+    ) -> ServerProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nas-sync"));
+        let mut cmd = match open_files {
+            None => std::process::Command::new(env!("CARGO_BIN_EXE_nas-sync")),
+            Some(n) => {
+                let mut sh = std::process::Command::new("sh");
+                sh.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\"")])
+                    .arg(env!("CARGO_BIN_EXE_nas-sync"));
+                sh
+            }
+        };
         cmd.arg("serve")
             .env("DATABASE_URL", db_url)
             .env("NAS_SYNC_BIND", format!("127.0.0.1:{port}"))
