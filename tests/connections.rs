@@ -188,6 +188,10 @@ async fn running_out_of_descriptors_does_not_end_the_accept_loop() {
         .env("NAS_SYNC_ODOO_WORKER", "off")
         .env("NAS_SYNC_DB_MAX_CONNECTIONS", "4")
         .env("NAS_SYNC_HEADER_TIMEOUT_SECS", "3600")
+        // Connection limits above the descriptors (they would refuse the hogs first,
+        // tests/connection_limits.rs): this is about running out regardless.
+        .env("NAS_SYNC_MAX_CONNECTIONS", "1000")
+        .env("NAS_SYNC_MAX_CONNECTIONS_PER_ADDRESS", "1000")
         .env("NAS_SYNC_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
