@@ -35,6 +35,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -137,6 +138,9 @@ pub fn address_key(ip: IpAddr) -> IpAddr {
 struct Open {
     limits: ConnLimits,
     counts: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// The total of `counts`, readable without the lock: the watchdogs read it at
+    /// every change of their connection's state (every request).
+    total: AtomicUsize,
 }
 
 /// Why a connection was not admitted.
@@ -167,6 +171,7 @@ impl Open {
             *n += 1;
         }
         counts.0 += 1;
+        self.total.store(counts.0, Ordering::Relaxed);
         metrics::gauge!("http_connections").set(counts.0 as f64);
         Ok(Slot {
             open: self.clone(),
@@ -176,7 +181,7 @@ impl Open {
 
     /// Three quarters full: idle connections go sooner.
     fn pressed(&self) -> bool {
-        self.lock().0 * 4 >= self.limits.max * 3
+        self.total.load(Ordering::Relaxed) * 4 >= self.limits.max * 3
     }
 }
 
@@ -190,6 +195,7 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut counts = self.open.lock();
         counts.0 = counts.0.saturating_sub(1);
+        self.open.total.store(counts.0, Ordering::Relaxed);
         if let Some(k) = self.key
             && let Some(n) = counts.1.get_mut(&k)
         {
@@ -247,6 +253,7 @@ pub async fn serve(
     let open = Arc::new(Open {
         limits,
         counts: Mutex::new((0, HashMap::new())),
+        total: AtomicUsize::new(0),
     });
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();

@@ -112,6 +112,16 @@ impl Browser {
     }
 }
 
+/// A browser signed in as a new manager `boss`.
+async fn signed_in_manager(app: &TestApp) -> Browser {
+    app.add_user("boss", nas_sync::auth::Role::Manager, None, "default")
+        .await;
+    let mut b = Browser::new(app);
+    let (status, _, _) = b.sign_in("boss", "password").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    b
+}
+
 #[tokio::test]
 async fn sign_in_session_cookie_and_headers() {
     let app = TestApp::spawn().await;
@@ -265,11 +275,7 @@ async fn sign_in_counts_against_the_login_limit() {
 #[tokio::test]
 async fn posts_without_the_csrf_token_or_from_elsewhere_are_refused() {
     let app = TestApp::spawn().await;
-    app.add_user("boss", nas_sync::auth::Role::Manager, None, "default")
-        .await;
-    let mut b = Browser::new(&app);
-    let (status, _, _) = b.sign_in("boss", "password").await;
-    assert_eq!(status, StatusCode::SEE_OTHER);
+    let mut b = signed_in_manager(&app).await;
     let csrf = b.csrf("/admin/users").await;
     let origin = app.base.clone();
     let user = |name: &'static str| {
@@ -500,11 +506,7 @@ async fn forwarded_host_counts_only_from_trusted_proxies_and_no_device_is_the_co
             })
             .spawn()
             .await;
-        app.add_user("boss", nas_sync::auth::Role::Manager, None, "default")
-            .await;
-        let mut b = Browser::new(&app);
-        let (status, _, _) = b.sign_in("boss", "password").await;
-        assert_eq!(status, StatusCode::SEE_OTHER);
+        let mut b = signed_in_manager(&app).await;
         let csrf = b.csrf("/admin/users").await;
         let r = b
             .http

@@ -22,6 +22,20 @@ fn claims(app: &TestApp, dev: &Device) -> Claims {
     app.state.keys.verify(&dev.token).unwrap()
 }
 
+/// A manager's `Principal` as the token's claims give it.
+fn principal(c: &Claims) -> nas_sync::auth::Principal {
+    nas_sync::auth::Principal {
+        user_id: c.sub,
+        username: c.username.clone(),
+        tenant: c.tenant.clone(),
+        role: nas_sync::auth::Role::Manager,
+        store_id: None,
+        device_id: c.device_id.clone(),
+        generation: c.generation,
+        expires_at: c.exp,
+    }
+}
+
 fn remembered(app: &TestApp, c: &Claims) -> bool {
     app.state.sync.sessions.trusts(c.into())
 }
@@ -183,22 +197,14 @@ async fn the_server_s_own_revocation_is_refused_at_once() {
     late.settle = false;
     late.sync_down().await;
     let c = claims(&app, &late);
-    let who = nas_sync::auth::Principal {
-        user_id: c.sub,
-        username: c.username.clone(),
-        tenant: c.tenant.clone(),
-        role: nas_sync::auth::Role::Manager,
-        store_id: None,
-        device_id: c.device_id.clone(),
-        generation: c.generation,
-        expires_at: c.exp as i64,
+    let who = principal(&c);
+    let ledger = || {
+        sqlx::query_as::<_, (Option<chrono::DateTime<chrono::Utc>>, i64)>(
+            "SELECT last_pull_at, sync_count FROM devices WHERE device_id = 'late-phone'",
+        )
+        .fetch_one(&app.pool)
     };
-    let before: (Option<chrono::DateTime<chrono::Utc>>, i64) = sqlx::query_as(
-        "SELECT last_pull_at, sync_count FROM devices WHERE device_id = 'late-phone'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let before = ledger().await.unwrap();
     sqlx::query("UPDATE devices SET revoked_at = now() WHERE device_id = 'late-phone'")
         .execute(&app.pool)
         .await
@@ -208,12 +214,7 @@ async fn the_server_s_own_revocation_is_refused_at_once() {
         .pull_ledger
         .record(&who, "a-cursor-from-memory".into());
     app.state.sync.pull_ledger.flush(&app.pool).await.unwrap();
-    let after: (Option<chrono::DateTime<chrono::Utc>>, i64) = sqlx::query_as(
-        "SELECT last_pull_at, sync_count FROM devices WHERE device_id = 'late-phone'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let after = ledger().await.unwrap();
     assert_eq!(before, after, "the ledger wrote a revoked device's pull");
 }
 
@@ -223,16 +224,7 @@ async fn a_remembered_session_is_checked_before_anything_is_read() {
     let mut phone = app.manager("reader", "reader-phone").await;
     phone.settle = false;
     let c = caught_up(&app, &mut phone).await;
-    let who = nas_sync::auth::Principal {
-        user_id: c.sub,
-        username: c.username.clone(),
-        tenant: c.tenant.clone(),
-        role: nas_sync::auth::Role::Manager,
-        store_id: None,
-        device_id: c.device_id.clone(),
-        generation: c.generation,
-        expires_at: c.exp,
-    };
+    let who = principal(&c);
     // Revoked in SQL; the pull below runs as if its note had not arrived yet, from a
     // full pull (no cursor), which memory cannot answer.
     sqlx::query("UPDATE devices SET revoked_at = now() WHERE device_id = 'reader-phone'")

@@ -135,12 +135,35 @@ pub struct Sessions {
     state: Mutex<State>,
 }
 
-/// A session note: a device (`t`, `d`), a user (`u`), or neither (forget all).
-#[derive(Deserialize)]
-struct Note {
-    t: Option<String>,
-    d: Option<String>,
-    u: Option<Uuid>,
+/// What a session note (`nas_sync_session`, `nas_sync_revoke`) is about: one device, a
+/// user's devices, or, when it names neither readably, everything. The remembered
+/// sessions forget it; the WebSocket hub checks the matching open sockets again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    Device { tenant: String, device: String },
+    User(Uuid),
+}
+
+impl Scope {
+    /// A note's payload: `{"t", "d"}` for a device, `{"u"}` for a user.
+    pub fn of_note(payload: &str) -> Scope {
+        #[derive(Deserialize)]
+        struct Note {
+            t: Option<String>,
+            d: Option<String>,
+            u: Option<Uuid>,
+        }
+        match serde_json::from_str::<Note>(payload) {
+            Ok(Note {
+                t: Some(tenant),
+                d: Some(device),
+                ..
+            }) => Scope::Device { tenant, device },
+            Ok(Note { u: Some(u), .. }) => Scope::User(u),
+            _ => Scope::All,
+        }
+    }
 }
 
 impl Sessions {
@@ -204,19 +227,15 @@ impl Sessions {
     /// A note on `nas_sync_session` or `nas_sync_revoke`: forgets what it names
     /// (everything, when it names nothing readable).
     pub fn noted(&self, payload: &str) {
-        let note = serde_json::from_str::<Note>(payload).ok();
+        let scope = Scope::of_note(payload);
         self.with(|s| {
             s.notes += 1;
-            match note {
-                Some(Note {
-                    t: Some(t),
-                    d: Some(d),
-                    ..
-                }) => {
-                    s.entries.remove(&(t, d));
+            match scope {
+                Scope::Device { tenant, device } => {
+                    s.entries.remove(&(tenant, device));
                 }
-                Some(Note { u: Some(u), .. }) => s.entries.retain(|_, e| e.user != u),
-                _ => s.entries.clear(),
+                Scope::User(u) => s.entries.retain(|_, e| e.user != u),
+                Scope::All => s.entries.clear(),
             }
         });
     }

@@ -4,6 +4,7 @@
 //! full (a client that does not read), the socket is dropped and its client
 //! reconnects and pulls, so one slow client never delays the others.
 
+use crate::auth::remembered::Scope;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -53,14 +54,6 @@ struct Subscriber {
     role: Role,
     store: Option<String>,
     tx: mpsc::Sender<Outgoing>,
-}
-
-/// Which open sockets' sessions to check again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Which {
-    All,
-    Device { tenant: String, device: String },
-    User(uuid::Uuid),
 }
 
 /// The session behind one open socket.
@@ -233,19 +226,19 @@ impl Hub {
         }
     }
 
-    /// The sessions behind open sockets that `which` selects: (socket, tenant, device,
+    /// The sessions behind open sockets that a note's scope selects: (socket, tenant, device,
     /// user, generation).
-    pub fn sessions(&self, which: &Which) -> Vec<OpenSession> {
+    pub fn sessions(&self, which: &Scope) -> Vec<OpenSession> {
         self.sockets
             .read()
             .map(|m| {
                 m.iter()
                     .filter(|(_, s)| match which {
-                        Which::All => true,
-                        Which::Device { tenant, device } => {
+                        Scope::All => true,
+                        Scope::Device { tenant, device } => {
                             &s.tenant == tenant && &s.device_id == device
                         }
-                        Which::User(u) => s.user == *u,
+                        Scope::User(u) => s.user == *u,
                     })
                     .map(|(id, s)| OpenSession {
                         socket: *id,

@@ -15,8 +15,8 @@ use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
-use super::hub::{Change, Hub, Outgoing, Which};
-use crate::auth::remembered::{SESSION_CHANNEL, SessionKey, Sessions};
+use super::hub::{Change, Hub, Outgoing};
+use crate::auth::remembered::{SESSION_CHANNEL, Scope, SessionKey, Sessions};
 use crate::auth::session::check_access;
 use crate::db::sql::Ident;
 use crate::error::AppError;
@@ -89,7 +89,7 @@ pub async fn run(
             // A revocation noted while nobody listened was missed: every open socket's
             // session is checked again, in the background.
             let (pool, hub, sessions) = (pool.clone(), hub.clone(), sessions.clone());
-            tokio::spawn(async move { recheck(&pool, &hub, &sessions, &Which::All).await });
+            tokio::spawn(async move { recheck(&pool, &hub, &sessions, &Scope::All).await });
         }
         connected_before = true;
         quiet.connected();
@@ -104,8 +104,18 @@ pub async fn run(
                     remember(&quiet, &sessions, n.channel(), n.payload());
                     if n.channel() == SESSION_CHANNEL {
                         // Whatever wrote it (a service, the CLI, raw SQL): the sockets
-                        // of what it names are checked again.
-                        recheck(&pool, &hub, &sessions, &which(n.payload())).await;
+                        // of what it names are checked again; all of them (a TRUNCATE)
+                        // in the background, not holding the notes up.
+                        match Scope::of_note(n.payload()) {
+                            Scope::All => {
+                                let (pool, hub, sessions) =
+                                    (pool.clone(), hub.clone(), sessions.clone());
+                                tokio::spawn(async move {
+                                    recheck(&pool, &hub, &sessions, &Scope::All).await;
+                                });
+                            }
+                            scope => recheck(&pool, &hub, &sessions, &scope).await,
+                        }
                     }
                     handle(&pool, &hub, &registry, n.channel(), n.payload()).await;
                 }
@@ -126,30 +136,11 @@ pub async fn run(
     }
 }
 
-/// The sockets a `nas_sync_session` note concerns: a device, a user's, or all.
-fn which(payload: &str) -> Which {
-    #[derive(Deserialize)]
-    struct Note {
-        t: Option<String>,
-        d: Option<String>,
-        u: Option<uuid::Uuid>,
-    }
-    match serde_json::from_str::<Note>(payload) {
-        Ok(Note {
-            t: Some(tenant),
-            d: Some(device),
-            ..
-        }) => Which::Device { tenant, device },
-        Ok(Note { u: Some(u), .. }) => Which::User(u),
-        _ => Which::All,
-    }
-}
-
 /// Checks the sessions behind the open sockets `which` selects against PostgreSQL and
 /// closes those that ended: 4001 `DEVICE_REVOKED`, or 4001 `SIGNED_OUT` (released,
 /// the user disabled, new password, tokens ended). A check that cannot run (the
 /// database unreachable) closes nothing.
-pub async fn recheck(pool: &PgPool, hub: &Hub, sessions: &Sessions, which: &Which) {
+pub async fn recheck(pool: &PgPool, hub: &Hub, sessions: &Sessions, which: &Scope) {
     for open in hub.sessions(which) {
         let key = SessionKey {
             tenant: &open.tenant,
