@@ -115,7 +115,15 @@ impl AppState {
             limits: config
                 .rate_limit
                 .then(|| Arc::new(Limits::new(&config.rate_limits))),
-            shed: Arc::new(api::shed::Shed::new(&config.load_limits)),
+            shed: Arc::new(api::shed::Shed::new(
+                &config.load_limits,
+                api::arrival::Arrival::new(
+                    config.body_min_rate,
+                    config.header_timeout,
+                    config.body_limit,
+                    config.body_buffer_bytes,
+                ),
+            )),
             config: Arc::new(config),
             pool,
             keys,
@@ -226,13 +234,15 @@ pub fn router(state: AppState) -> Router {
             post(api::odoo::retry),
         )
         .merge(api::admin::router())
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::rate_limit,
-        ))
+        // Outermost first: the per-address budget, then admission (`api::shed`:
+        // token, fair share, body arrival, place).
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             api::shed::shed,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::rate_limit,
         ));
 
     let mut base = Router::new()

@@ -30,6 +30,12 @@ pub struct Config {
     pub rate_limits: crate::api::limits::LimitSettings,
     /// Largest accepted request body, after gzip decompression.
     pub body_limit: usize,
+    /// Bytes per second a request body must keep up with once the header timeout has
+    /// passed (`NAS_SYNC_BODY_MIN_RATE_BYTES`, 4096; `api::arrival`).
+    pub body_min_rate: u64,
+    /// Memory all request bodies being read or handled may hold together
+    /// (`NAS_SYNC_BODY_BUFFER_BYTES`, 256 MiB, at least the body limit).
+    pub body_buffer_bytes: usize,
     pub request_timeout: Duration,
     /// Time allowed for a request's head (`NAS_SYNC_HEADER_TIMEOUT_SECS`, 10).
     pub header_timeout: Duration,
@@ -92,6 +98,8 @@ impl std::fmt::Debug for Config {
             .field("rate_limit", &self.rate_limit)
             .field("rate_limits", &self.rate_limits)
             .field("body_limit", &self.body_limit)
+            .field("body_min_rate", &self.body_min_rate)
+            .field("body_buffer_bytes", &self.body_buffer_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("header_timeout", &self.header_timeout)
             .field("idle_timeout", &self.idle_timeout)
@@ -191,6 +199,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let get = |name: &str| setting(&lookup, name);
         let db_max_connections = parse(&get, "NAS_SYNC_DB_MAX_CONNECTIONS", "16")?;
+        let body_limit: usize = parse(&get, "NAS_SYNC_BODY_LIMIT_BYTES", "33554432")?;
         Ok(Config {
             database_url: get("DATABASE_URL")?
                 .unwrap_or_else(|| "postgres://postgres:postgres@127.0.0.1:5432/nas_sync".into()),
@@ -219,7 +228,20 @@ impl Config {
             rate_limits: crate::api::limits::LimitSettings::parse(
                 &get("NAS_SYNC_RATE_LIMITS")?.unwrap_or_default(),
             )?,
-            body_limit: parse(&get, "NAS_SYNC_BODY_LIMIT_BYTES", "33554432")?,
+            body_limit,
+            body_min_rate: positive(
+                parse(&get, "NAS_SYNC_BODY_MIN_RATE_BYTES", "4096")?,
+                "NAS_SYNC_BODY_MIN_RATE_BYTES",
+            )? as u64,
+            body_buffer_bytes: {
+                let n: usize = parse(&get, "NAS_SYNC_BODY_BUFFER_BYTES", "268435456")?;
+                if n < body_limit {
+                    bail!(
+                        "NAS_SYNC_BODY_BUFFER_BYTES ({n}) must be at least NAS_SYNC_BODY_LIMIT_BYTES ({body_limit}): one whole body has to fit"
+                    );
+                }
+                n
+            },
             request_timeout: Duration::from_secs(parse(
                 &get,
                 "NAS_SYNC_REQUEST_TIMEOUT_SECS",

@@ -52,6 +52,9 @@ pub enum AppError {
     /// (`api::shed`): 503 `UNAVAILABLE` with `Retry-After`.
     #[error("overloaded")]
     Overloaded { retry_after_secs: u64 },
+    /// The request body fell behind the minimum arrival rate (`api::arrival`).
+    #[error("request body too slow")]
+    SlowBody { min_rate: u64 },
     #[error("Odoo refused the credentials: {0}")]
     OdooAuthFailed(String),
     #[error("Odoo unreachable: {0}")]
@@ -205,6 +208,15 @@ impl AppError {
                     "UNAVAILABLE",
                     "Unavailable",
                     "The server is busy; retry later.",
+                )
+            },
+            SlowBody { min_rate } => Rendered {
+                details: json!({ "min_rate_bytes_per_sec": min_rate }),
+                ..r(
+                    S::REQUEST_TIMEOUT,
+                    "REQUEST_TIMEOUT",
+                    "RequestTimeout",
+                    "The request body arrived too slowly; send the request again.",
                 )
             },
             DatabaseUnavailable(_) => r(

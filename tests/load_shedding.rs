@@ -1,7 +1,8 @@
 //! Load shedding (issue 13): a route family with as many requests running and waiting
 //! as `NAS_SYNC_LOAD_LIMITS` allows answers 503 `UNAVAILABLE` with `Retry-After` at
-//! once, while other families still answer. No timing: pushes are held by a table
-//! lock the test takes, and the test waits for the states it needs by polling them.
+//! once, while other families still answer; one device past its share of a family
+//! gets 429. No timing: pushes are held by a table lock the test takes, and the test
+//! waits for the states it needs by polling them.
 
 mod common;
 use common::*;
@@ -33,6 +34,7 @@ async fn a_full_family_sheds_with_retry_after_while_others_answer() {
     })
     .await;
     let m = app.manager("boss", "boss-phone").await;
+    let other = app.manager("other", "other-phone").await;
     let mut reader = app.manager("reader", "reader-phone").await;
 
     // Writers to kpi_data wait behind this lock; readers do not.
@@ -47,7 +49,7 @@ async fn a_full_family_sheds_with_retry_after_while_others_answer() {
         .await
         .unwrap();
 
-    let push = |n: i64| {
+    let push = |m: &Device, n: i64| {
         let (http, base, token, device) = (
             m.http.clone(),
             m.base.clone(),
@@ -74,7 +76,7 @@ async fn a_full_family_sheds_with_retry_after_while_others_answer() {
     };
 
     // The first push runs and waits on the lock inside PostgreSQL.
-    let first = push(1);
+    let first = push(&m, 1);
     let pool = app.pool.clone();
     until("the first push to wait on the lock", async || {
         sqlx::query_scalar::<_, i64>(
@@ -88,16 +90,22 @@ async fn a_full_family_sheds_with_retry_after_while_others_answer() {
     })
     .await;
     // The second is admitted and waits for a running slot.
-    let second = push(2);
+    let second = push(&m, 2);
     let shed = app.state.shed.clone();
     until("the second push to wait for its turn", async || {
         shed.waiting(Family::Push) == 1
     })
     .await;
 
-    // Every further push is refused at once, in the contract's shape.
-    for n in 3..8 {
-        let (status, retry_after, body) = push(n).await.unwrap();
+    // The first device holds its share of the family (2 places): a third push of its
+    // own is refused as its own excess, 429.
+    let (status, retry_after, body) = push(&m, 3).await.unwrap();
+    assert_error(status, &body, 429, "RATE_LIMITED");
+    assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
+
+    // Every further push, of any device, is refused at once, in the contract's shape.
+    for n in 4..9 {
+        let (status, retry_after, body) = push(&other, n).await.unwrap();
         assert_error(status, &body, 503, "UNAVAILABLE");
         assert_eq!(retry_after.as_deref(), Some("1"), "{body}");
         assert_eq!(body["details"]["retry_after"], 1, "{body}");

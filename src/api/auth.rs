@@ -18,10 +18,14 @@ use crate::error::AppResult;
               (status = 400, description = "VALIDATION_FAILED"), (status = 429, description = "RATE_LIMITED")))]
 pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Json<TokenResponse>> {
     let ip = client_ip(req.extensions());
+    // The address's budget before the body: a flood of logins costs no parsing.
+    if let Some(limits) = &state.limits {
+        limits.check_login_address(ip)?;
+    }
     let extract::Json(body): extract::Json<LoginRequest> = req.extract().await?;
     let username = body.username.clone();
     if let Some(limits) = &state.limits {
-        limits.check_login(ip, &username)?;
+        limits.check_login_user(ip, &username)?;
         limits.login_wait(&username).await;
     }
     let done = service::login(

@@ -42,6 +42,9 @@ pub enum Family {
     State,
     Reset,
     Ws,
+    /// Login, refresh and logout: kept apart, so a flood of them cannot take the
+    /// places of authenticated routes, nor the reverse.
+    Auth,
     Other,
 }
 
@@ -59,6 +62,7 @@ impl Family {
                 Family::Reset
             }
             "/api/v1/sync/ws" => Family::Ws,
+            "/api/v1/auth/login" | "/api/v1/auth/refresh" | "/api/v1/auth/logout" => Family::Auth,
             _ => Family::Other,
         }
     }
@@ -301,14 +305,23 @@ impl Limits {
         })
     }
 
-    /// Spends one login attempt of the client address and of the username from it.
-    pub fn check_login(&self, ip: IpAddr, username: &str) -> Result<(), AppError> {
+    /// Spends one login attempt of the client address (before its body is read).
+    pub fn check_login_address(&self, ip: IpAddr) -> Result<(), AppError> {
         self.housekeeping();
-        let ip = limit_key(ip);
-        self.login_ip.check_key(&ip).map_err(refused)?;
+        self.login_ip.check_key(&limit_key(ip)).map_err(refused)
+    }
+
+    /// Spends one login attempt of the username from the client address.
+    pub fn check_login_user(&self, ip: IpAddr, username: &str) -> Result<(), AppError> {
         self.login_user
-            .check_key(&(Slowdown::key(username), ip))
+            .check_key(&(Slowdown::key(username), limit_key(ip)))
             .map_err(refused)
+    }
+
+    /// Both of the above.
+    pub fn check_login(&self, ip: IpAddr, username: &str) -> Result<(), AppError> {
+        self.check_login_address(ip)?;
+        self.check_login_user(ip, username)
     }
 
     /// Waits as long as the username's recent wrong passwords say (nothing for most).

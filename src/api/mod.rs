@@ -3,6 +3,7 @@
 //! authorize, then hand over to `sync`, `auth` or `odoo`; they never build SQL.
 
 pub mod admin;
+pub mod arrival;
 pub mod auth;
 pub mod bridge;
 pub mod conflicts;

@@ -4,11 +4,13 @@
 //! (`auth::session::check_access`), that the device is still bound to the token's user
 //! at the token's generation, not revoked, and the user not disabled. `PullCaller` is
 //! the pull's variant: a session remembered from a recent check may stand in, for an
-//! answer from memory only.
+//! answer from memory only. Admission (`api::shed`) usually verifies the token first
+//! and leaves it in the request's extensions (`Verified`), so it is verified once.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Uri};
 
 use crate::app::AppState;
 use crate::auth::session::{self, Session};
@@ -22,41 +24,61 @@ const WS_ROUTE: &str = "/api/v1/sync/ws";
 /// The bearer token of a request: the `Authorization` header, or, on the WebSocket
 /// route only (browsers cannot set headers on an upgrade), `access_token` in the query
 /// string. Elsewhere a token in a URL would end up in logs and proxies' histories.
-fn bearer(parts: &Parts) -> Option<String> {
-    if let Some(h) = parts.headers.get(AUTHORIZATION) {
+fn bearer(headers: &HeaderMap, uri: &Uri) -> Option<String> {
+    if let Some(h) = headers.get(AUTHORIZATION) {
         let v = h.to_str().ok()?;
         let (scheme, token) = v.split_once(' ')?;
         return scheme
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_string());
     }
-    if parts.uri.path() != WS_ROUTE {
+    if uri.path() != WS_ROUTE {
         return None;
     }
-    parts
-        .uri
-        .query()?
+    uri.query()?
         .split('&')
         .find_map(|kv| kv.strip_prefix("access_token=").map(ToString::to_string))
 }
 
+/// A token verified, and its device's budget for the route family spent, before the
+/// request took a place (`api::shed`); the extractors below take it from the
+/// request's extensions instead of verifying again.
+#[derive(Clone)]
+pub struct Verified(pub Claims);
+
+/// The request's token, verified, with its device's budget for the route family
+/// spent (before any database work); `None` when the request carries no token.
+pub fn token_of(
+    headers: &HeaderMap,
+    uri: &Uri,
+    state: &AppState,
+) -> Option<Result<Claims, AppError>> {
+    let token = bearer(headers, uri)?;
+    Some(state.keys.verify(&token).and_then(|claims| {
+        let span = tracing::Span::current();
+        span.record("device", claims.device_id.as_str());
+        span.record("tenant", claims.tenant.as_str());
+        if let Some(limits) = &state.limits {
+            limits.check_device(
+                crate::api::limits::Family::of(uri.path()),
+                &claims.tenant,
+                &claims.device_id,
+            )?;
+        }
+        Ok(claims)
+    }))
+}
+
 /// The verified token of a request, its device's budget for the route family spent.
-fn verified(parts: &Parts, state: &AppState) -> Result<(Claims, Role), AppError> {
-    let token = bearer(parts).ok_or_else(|| {
-        AppError::Unauthorized("Send 'Authorization: Bearer <access_token>'.".into())
-    })?;
-    let claims = state.keys.verify(&token)?;
-    let span = tracing::Span::current();
-    span.record("device", claims.device_id.as_str());
-    span.record("tenant", claims.tenant.as_str());
-    // Before any database work: the device's budget for this route family.
-    if let Some(limits) = &state.limits {
-        limits.check_device(
-            crate::api::limits::Family::of(parts.uri.path()),
-            &claims.tenant,
-            &claims.device_id,
-        )?;
-    }
+fn verified(parts: &mut Parts, state: &AppState) -> Result<(Claims, Role), AppError> {
+    let claims = match parts.extensions.remove::<Verified>() {
+        Some(Verified(claims)) => claims,
+        None => token_of(&parts.headers, &parts.uri, state).unwrap_or_else(|| {
+            Err(AppError::Unauthorized(
+                "Send 'Authorization: Bearer <access_token>'.".into(),
+            ))
+        })?,
+    };
     let role = Role::parse(&claims.role)
         .ok_or_else(|| AppError::Unauthorized("The access token is not valid.".into()))?;
     Ok((claims, role))

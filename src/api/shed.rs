@@ -1,22 +1,36 @@
-//! Load shedding: per route family (`limits::Family`) a bounded number of requests run
-//! at once and a bounded number wait for their turn; a request that finds both full is
-//! answered at once with 503 `UNAVAILABLE` and `Retry-After`, instead of queueing
-//! without bound (issue 13: an overload once grew the server to 679 MB of waiting
-//! requests). A request waits before its body is read, so a waiting request costs
-//! little more than its socket.
+//! Load shedding and fair admission: per route family (`limits::Family`) a bounded
+//! number of requests run at once and a bounded number wait for their turn; a request
+//! that finds both full is answered at once with 503 `UNAVAILABLE` and `Retry-After`,
+//! instead of queueing without bound (issue 13: an overload once grew the server to
+//! 679 MB of waiting requests).
+//!
+//! A request earns its place in this order, so that no single client can hold the
+//! places others need (issue 25):
+//! 1. its token, when it carries one, is verified (no database) and its device's
+//!    budget spent; the families that need a token refuse a request without a valid
+//!    one here, before it holds anything;
+//! 2. its client (the device of a verified token, else the client address, an IPv6
+//!    address as its /64) may hold at most a fair share of the family's places,
+//!    beyond which it gets 429 `RATE_LIMITED`;
+//! 3. its body must arrive at a minimum rate (`super::arrival`);
+//! 4. only then does it take a place, waiting for a running slot if need be.
 //!
 //! `NAS_SYNC_LOAD_LIMITS` sets the bounds, e.g. `pull=64+2048,push=4+64` (running +
 //! waiting) or `off`; the defaults follow the pool size (`NAS_SYNC_DB_MAX_CONNECTIONS`).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
 
 use anyhow::{Context, bail};
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use super::limits::Family;
+use super::principal::{Verified, token_of};
 use crate::app::AppState;
 use crate::error::AppError;
 
@@ -24,14 +38,30 @@ use crate::error::AppError;
 pub const RETRY_AFTER_SECS: u64 = 1;
 
 /// The families, in the order settings name them.
-const FAMILIES: [(&str, Family); 6] = [
+const FAMILIES: [(&str, Family); 7] = [
     ("pull", Family::Pull),
     ("push", Family::Push),
     ("state", Family::State),
     ("reset", Family::Reset),
     ("ws", Family::Ws),
+    ("auth", Family::Auth),
     ("other", Family::Other),
 ];
+
+/// The families whose every route needs an access token: a request without a valid
+/// one is refused before it holds a place.
+const TOKEN_ONLY: [Family; 5] = [
+    Family::Pull,
+    Family::Push,
+    Family::State,
+    Family::Reset,
+    Family::Ws,
+];
+
+/// The most places of a family one client may hold: this fraction of them, and at
+/// least [`MIN_SHARE`].
+const SHARE_DIVISOR: usize = 16;
+const MIN_SHARE: usize = 2;
 
 /// One family's bounds: requests running at once, and waiting beyond those.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +77,7 @@ pub struct LoadLimits(pub Vec<(Family, Option<Bound>)>);
 impl LoadLimits {
     /// The defaults for a pool of `pool` connections. Pulls are short and (when empty)
     /// need no connection, so many may run; pushes hold a connection per chunk and
-    /// carry large bodies, so few do.
+    /// carry large bodies, so few do. Logins spend CPU on password hashing.
     pub fn defaults(pool: u32) -> LoadLimits {
         let p = usize::try_from(pool.max(1)).unwrap_or(16);
         let b = |running: usize, waiting: usize| {
@@ -62,6 +92,7 @@ impl LoadLimits {
             (Family::State, b(p, 32 * p)),
             (Family::Reset, b(p / 4, 4 * p)),
             (Family::Ws, b(p, 64 * p)),
+            (Family::Auth, b(p / 2, 16 * p)),
             (Family::Other, b(p, 32 * p)),
         ])
     }
@@ -83,7 +114,7 @@ impl LoadLimits {
             })?;
             let Some((_, family)) = FAMILIES.iter().find(|(n, _)| *n == name.trim()) else {
                 bail!(
-                    "NAS_SYNC_LOAD_LIMITS: unknown family '{}' (pull, push, state, reset, ws, other)",
+                    "NAS_SYNC_LOAD_LIMITS: unknown family '{}' (pull, push, state, reset, ws, auth, other)",
                     name.trim()
                 );
             };
@@ -114,35 +145,87 @@ fn parse_bound(v: &str) -> anyhow::Result<Bound> {
     Ok(Bound { running, waiting })
 }
 
+/// Who a request counts against for its family's fair share.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Client {
+    /// The device of a verified token (tenant, device id).
+    Device(String, String),
+    /// The client address (an IPv6 address as its /64) of a request without one.
+    Address(IpAddr),
+}
+
 /// One family's gate: `admitted` holds running + waiting permits, `running` the
-/// running ones.
+/// running ones, `held` the places each client holds now.
 struct Gate {
     admitted: Semaphore,
     running: Semaphore,
     bound: Bound,
+    share: usize,
+    held: Mutex<HashMap<Client, usize>>,
 }
 
-/// The gates of this process.
+/// One client's place in a gate, given back on drop.
+struct Share<'a> {
+    gate: &'a Gate,
+    client: Client,
+}
+
+impl Gate {
+    fn new(bound: Bound) -> Gate {
+        Gate {
+            admitted: Semaphore::new(bound.running + bound.waiting),
+            running: Semaphore::new(bound.running),
+            bound,
+            share: ((bound.running + bound.waiting) / SHARE_DIVISOR).max(MIN_SHARE),
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A place for `client`, unless it holds its share already.
+    fn share(&self, client: Client) -> Option<Share<'_>> {
+        let mut held = self
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = held.entry(client.clone()).or_insert(0);
+        if *n >= self.share {
+            return None;
+        }
+        *n += 1;
+        Some(Share { gate: self, client })
+    }
+}
+
+impl Drop for Share<'_> {
+    fn drop(&mut self) {
+        let mut held = self
+            .gate
+            .held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = held.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                held.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// The gates of this process, and how bodies must arrive.
 pub struct Shed {
     gates: HashMap<Family, Gate>,
+    arrival: super::arrival::Arrival,
 }
 
 impl Shed {
-    pub fn new(limits: &LoadLimits) -> Shed {
+    pub fn new(limits: &LoadLimits, arrival: super::arrival::Arrival) -> Shed {
         let gates = limits
             .0
             .iter()
-            .filter_map(|(f, b)| b.map(|b| (*f, b)))
-            .map(|(f, bound)| {
-                let gate = Gate {
-                    admitted: Semaphore::new(bound.running + bound.waiting),
-                    running: Semaphore::new(bound.running),
-                    bound,
-                };
-                (f, gate)
-            })
+            .filter_map(|(f, b)| b.map(|b| (*f, Gate::new(b))))
             .collect();
-        Shed { gates }
+        Shed { gates, arrival }
     }
 
     /// Requests of `family` admitted and waiting for a running slot now (0 when the
@@ -154,17 +237,63 @@ impl Shed {
             admitted.saturating_sub(running)
         })
     }
+
+    /// Bytes of request bodies held in memory now.
+    pub fn buffered_bytes(&self) -> usize {
+        self.arrival.buffered()
+    }
 }
 
-/// Runs the request when its family has room, else answers 503 with `Retry-After`.
+fn shed_metric(family: Family, reason: &'static str) {
+    metrics::counter!("sync_shed_total", "family" => format!("{family:?}").to_lowercase(),
+        "reason" => reason)
+    .increment(1);
+}
+
+/// Admits the request in the order the module doc gives, then runs it.
 pub async fn shed(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let family = Family::of(req.uri().path());
-    let Some(gate) = state.shed.gates.get(&family) else {
+    let (mut parts, body) = req.into_parts();
+    let client = match token_of(&parts.headers, &parts.uri, &state) {
+        Some(Ok(claims)) => {
+            let client = Client::Device(claims.tenant.clone(), claims.device_id.clone());
+            parts.extensions.insert(Verified(claims));
+            client
+        }
+        Some(Err(e)) if TOKEN_ONLY.contains(&family) => return e.into_response(),
+        None if TOKEN_ONLY.contains(&family) => {
+            return AppError::Unauthorized("Send 'Authorization: Bearer <access_token>'.".into())
+                .into_response();
+        }
+        // Routes open without a token (login, refresh) and those that answer a bad
+        // one themselves: counted by address.
+        _ => Client::Address(super::limits::limit_key(super::middleware::client_ip(
+            &parts.extensions,
+        ))),
+    };
+    let gate = state.shed.gates.get(&family);
+    let _share = match gate.map(|g| g.share(client)) {
+        Some(None) => {
+            shed_metric(family, "share");
+            return AppError::RateLimited {
+                retry_after_secs: RETRY_AFTER_SECS,
+            }
+            .into_response();
+        }
+        Some(Some(share)) => Some(share),
+        None => None,
+    };
+    let arrived = match state.shed.arrival.read(body).await {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    let (bytes, _buffered) = arrived.into_parts();
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let Some(gate) = gate else {
         return next.run(req).await;
     };
     let Ok(_admitted) = gate.admitted.try_acquire() else {
-        metrics::counter!("sync_shed_total", "family" => format!("{family:?}").to_lowercase())
-            .increment(1);
+        shed_metric(family, "full");
         return AppError::Overloaded {
             retry_after_secs: RETRY_AFTER_SECS,
         }
@@ -215,5 +344,22 @@ mod tests {
         }
         let big = LoadLimits::defaults(32);
         assert_eq!(big.0[0].1.unwrap().running, 128);
+    }
+
+    #[test]
+    fn a_client_holds_at_most_its_share_and_gives_it_back() {
+        let gate = Gate::new(Bound {
+            running: 2,
+            waiting: 62,
+        });
+        assert_eq!(gate.share, 4);
+        let me = Client::Address("10.0.0.1".parse().unwrap());
+        let other = Client::Device("t".into(), "d".into());
+        let mine: Vec<_> = (0..4).map(|_| gate.share(me.clone()).unwrap()).collect();
+        assert!(gate.share(me.clone()).is_none(), "a fifth place");
+        assert!(gate.share(other.clone()).is_some(), "others keep theirs");
+        drop(mine);
+        assert!(gate.share(me).is_some());
+        assert!(gate.held.lock().unwrap().is_empty(), "no entry left behind");
     }
 }

@@ -1,5 +1,5 @@
 //! The scenarios of issue 6 (and (h), the BridgeCore seed's numbers on a simulated
-//! NAS), one module each. Every scenario loads what it needs,
+//! NAS; (i), load and abuse), one module each. Every scenario loads what it needs,
 //! measures nas-sync over HTTP and its baseline in the same run, and returns table
 //! rows plus details for the JSON.
 
@@ -11,6 +11,7 @@ mod e_fleet;
 mod f_history;
 mod g_push_curve;
 mod h_nas;
+mod i_abuse;
 
 use serde_json::Value;
 
@@ -33,6 +34,7 @@ pub fn title(s: char) -> &'static str {
         'f' => "pull and push with 10M vs 10k change-history entries",
         'g' => "push latency curve, 1 to 1,000 rows, over TCP: relay vs direct",
         'h' => "BridgeCore v2 pulls on a simulated 1 GB one-core NAS, 500 devices",
+        'i' => "200 well-behaved devices while one attacker tries each denial of service",
         _ => "unknown",
     }
 }
@@ -47,6 +49,7 @@ pub async fn run(s: char, ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         'f' => f_history::run(ctx).await,
         'g' => g_push_curve::run(ctx).await,
         'h' => h_nas::run(ctx).await,
+        'i' => i_abuse::run(ctx).await,
         _ => anyhow::bail!("unknown scenario {s}"),
     }
 }

@@ -190,6 +190,10 @@ fn operation(path: &str, op: &mut Value) {
             "VALIDATION_FAILED (malformed JSON, a wrong type, a missing field)",
         );
         add(
+            "408",
+            "REQUEST_TIMEOUT: the body arrived slower than NAS_SYNC_BODY_MIN_RATE_BYTES once the header timeout had passed; send it again",
+        );
+        add(
             "413",
             "PAYLOAD_TOO_LARGE: the body is over NAS_SYNC_BODY_LIMIT_BYTES",
         );
