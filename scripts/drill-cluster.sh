@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A second PostgreSQL cluster for the restore drill (tests/operator.rs), made with
+# A second PostgreSQL cluster for the restore drill (tests/it/cli/operator.rs), made with
 # Debian's pg_createcluster: port 5499 (DRILL_PORT), trust authentication for local
 # connections. Idempotent; needs root (or the postgres user). Prints the cluster's URL,
 # and only that, on stdout: pg_ctlcluster prints notes there ("Removed stale pid file."

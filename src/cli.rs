@@ -209,7 +209,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                      start the server (or run `nas-sync migrate`) first"
                 );
             }
-            let bytes = crate::db::backup::backup(&config, &output)?;
+            let bytes = crate::db::backup::backup(&config.db(), &output)?;
             println!("backup written to {} ({bytes} bytes)", output.display());
             Ok(())
         }
@@ -225,14 +225,15 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             };
             tracing::info!(dir = %schedule.dir.display(), every_hours, keep,
                 "scheduled backups: the first once the database is migrated");
+            let db = config.db();
             tokio::select! {
-                r = crate::db::schedule::run(&config, &schedule) => r,
+                r = crate::db::schedule::run(&db, &schedule) => r,
                 () = crate::app::shutdown_signal() => Ok(()),
             }
         }
         Command::BackupCheck { .. } => Ok(()),
         Command::Restore { input, replace } => {
-            crate::db::backup::restore(&config, &input, replace).await?;
+            crate::db::backup::restore(&config.db(), &input, replace).await?;
             println!(
                 "restored {}; devices will resync on their next pull (RESYNC_REQUIRED)",
                 input.display()
@@ -283,7 +284,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                 format!("unknown role '{role}': use --role manager or --role store")
             })?;
             let password = read_password()?;
-            let pool = crate::db::prepare(&config).await?;
+            let pool = crate::db::prepare(&config.db()).await?;
             let user =
                 users::add(&pool, &tenant, &username, role, store.as_deref(), &password).await?;
             println!(
@@ -293,7 +294,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(UserCommand::List { tenant }) => {
-            let pool = crate::db::prepare(&config).await?;
+            let pool = crate::db::prepare(&config.db()).await?;
             let list = users::list(&pool, tenant.as_deref()).await?;
             println!(
                 "{:<20} {:<8} {:<16} {:<16} STATUS",
@@ -316,7 +317,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(UserCommand::Disable { username }) => {
-            let pool = crate::db::prepare(&config).await?;
+            let pool = crate::db::prepare(&config.db()).await?;
             let was = users::set_disabled(&pool, &username, true).await?;
             println!(
                 "disabled user {username}{}; its devices' tokens were ended",
@@ -329,7 +330,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::User(UserCommand::Enable { username }) => {
-            let pool = crate::db::prepare(&config).await?;
+            let pool = crate::db::prepare(&config.db()).await?;
             let was = users::set_disabled(&pool, &username, false).await?;
             println!(
                 "enabled user {username}{}",
@@ -342,13 +343,13 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             password_stdin: _,
         }) => {
             let password = read_password()?;
-            let pool = crate::db::prepare(&config).await?;
+            let pool = crate::db::prepare(&config.db()).await?;
             users::set_password(&pool, &username, &password).await?;
             println!("changed the password of {username}; its devices log in again");
             Ok(())
         }
         Command::Device(DeviceCommand::Release { device_id, tenant }) => {
-            let pool = crate::db::prepare(&config).await?;
+            let pool = crate::db::prepare(&config.db()).await?;
             match session::release(&pool, &tenant, &device_id).await? {
                 Released::Done => {
                     println!("released device {device_id} (tenant {tenant})");
@@ -363,7 +364,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             }
         }
         Command::Device(DeviceCommand::List { tenant }) => {
-            let pool = crate::db::prepare(&config).await?;
+            let pool = crate::db::prepare(&config.db()).await?;
             let list = devices::list(&pool, tenant.as_deref()).await?;
             println!(
                 "{:<16} {:<32} {:<20} {:<25} {:<25} {:>6} STATUS",
@@ -391,7 +392,7 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Device(DeviceCommand::Revoke { device_id, tenant }) => {
-            let pool = crate::db::prepare(&config).await?;
+            let pool = crate::db::prepare(&config.db()).await?;
             if !devices::revoke(&pool, &tenant, &device_id).await? {
                 anyhow::bail!(
                     "no device '{device_id}' in tenant '{tenant}' (see `nas-sync device list`)"
@@ -417,7 +418,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let open_files = crate::serve::raise_open_files();
     tracing::info!(open_files, "open-files limit");
     let bind = config.bind;
-    let state = crate::app::AppState::prepare(config).await?;
+    let state = crate::state::AppState::prepare(config).await?;
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .with_context(|| format!("binding {bind} (NAS_SYNC_BIND)"))?;

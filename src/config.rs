@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::odoo::OdooSettings;
+
 /// Everything the server can be told from outside. `Debug` hides the database
 /// password, the JWT secret and the secret key, so a logged config leaks none.
 #[derive(Clone)]
@@ -27,11 +29,11 @@ pub struct Config {
     pub metrics_bind: Option<SocketAddr>,
     pub rate_limit: bool,
     /// Per-device, per-route-family and login limits (`NAS_SYNC_RATE_LIMITS`).
-    pub rate_limits: crate::api::limits::LimitSettings,
+    pub rate_limits: crate::guard::limits::LimitSettings,
     /// Largest accepted request body, after gzip decompression.
     pub body_limit: usize,
     /// Bytes per second a request body must keep up with once the header timeout has
-    /// passed (`NAS_SYNC_BODY_MIN_RATE_BYTES`, 4096; `api::arrival`).
+    /// passed (`NAS_SYNC_BODY_MIN_RATE_BYTES`, 4096; `guard::arrival`).
     pub body_min_rate: u64,
     /// Memory all request bodies being read or handled may hold together
     /// (`NAS_SYNC_BODY_BUFFER_BYTES`, 256 MiB, at least the body limit).
@@ -48,7 +50,7 @@ pub struct Config {
     /// `None`: 256, or a quarter of the connections if that is less).
     pub max_connections_per_address: Option<usize>,
     /// Peers whose `X-Forwarded-For` is believed (`NAS_SYNC_TRUSTED_PROXIES`).
-    pub trusted_proxies: crate::api::proxies::TrustedProxies,
+    pub trusted_proxies: crate::guard::proxies::TrustedProxies,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
     /// How long the first database connection is retried (compose start order).
@@ -58,7 +60,7 @@ pub struct Config {
     /// sets `TCP_NODELAY` (`crate::db::relay`).
     pub db_tcp_relay: bool,
     /// Requests running and waiting per route family (`NAS_SYNC_LOAD_LIMITS`).
-    pub load_limits: crate::api::shed::LoadLimits,
+    pub load_limits: crate::guard::shed::LoadLimits,
     /// How long a request waits for a pooled connection (`NAS_SYNC_DB_ACQUIRE_TIMEOUT_SECS`)
     /// before it answers 503 `UNAVAILABLE` (PostgreSQL down or every connection busy).
     pub db_acquire_timeout: Duration,
@@ -150,46 +152,27 @@ pub fn redacted_url(url: &str) -> String {
     parsed.to_string()
 }
 
-/// How the Odoo mirror talks to Odoo and schedules its work.
-#[derive(Clone, Debug)]
-pub struct OdooSettings {
-    /// Run the mirror and write-back workers in this process.
-    pub worker: bool,
-    /// How often the scheduler looks for connections to serve.
-    pub tick: Duration,
-    pub call_timeout: Duration,
-    /// Least time between two calls to one Odoo.
-    pub call_delay: Duration,
-    /// Extra attempts of one call on a retryable fault.
-    pub call_retries: u32,
-    /// Largest answer read from Odoo (`NAS_SYNC_ODOO_MAX_BODY_BYTES`).
-    pub max_body_bytes: usize,
-    /// Attempts of a batch before it is `permanently_failed`.
-    pub max_attempts: i32,
-    /// First wait before a failed batch is tried again (doubles per attempt).
-    pub retry_delay: Duration,
-    /// Narrowest write_date window; a denser one is paged by id.
-    pub min_window: Duration,
-    /// How often deletions are reconciled by comparing id sets.
-    pub reconcile_interval: Duration,
-    /// Roles that read mirror tables.
-    pub read_roles: Vec<String>,
-    /// Per model, the roles that may write its mirror table (written back to Odoo).
-    pub write_roles: Vec<(String, Vec<String>)>,
-}
-
-impl OdooSettings {
-    /// The roles that may write `model`'s table (none: read-only).
-    pub fn write_roles_for(&self, model: &str) -> Vec<String> {
-        self.write_roles
-            .iter()
-            .find(|(m, _)| m == model)
-            .map(|(_, r)| r.clone())
-            .unwrap_or_default()
-    }
-}
-
 impl Config {
+    /// What the database layer needs.
+    pub fn db(&self) -> crate::db::DbSettings {
+        crate::db::DbSettings {
+            url: self.database_url.clone(),
+            connect_timeout: self.db_connect_timeout,
+            max_connections: self.db_max_connections,
+            acquire_timeout: self.db_acquire_timeout,
+            tcp_relay: self.db_tcp_relay,
+        }
+    }
+
+    /// The accept loop's timeouts: header, idle, and idle plus the request timeout.
+    pub fn timeouts(&self) -> crate::serve::Timeouts {
+        crate::serve::Timeouts {
+            header: self.header_timeout,
+            idle: self.idle_timeout,
+            stall: self.idle_timeout + self.request_timeout,
+        }
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> anyhow::Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
@@ -225,7 +208,7 @@ impl Config {
                 })
                 .transpose()?,
             rate_limit: flag(&get, "NAS_SYNC_RATE_LIMIT")?,
-            rate_limits: crate::api::limits::LimitSettings::parse(
+            rate_limits: crate::guard::limits::LimitSettings::parse(
                 &get("NAS_SYNC_RATE_LIMITS")?.unwrap_or_default(),
             )?,
             body_limit,
@@ -267,7 +250,7 @@ impl Config {
                 0 => None,
                 n => Some(n),
             },
-            trusted_proxies: crate::api::proxies::TrustedProxies::parse(
+            trusted_proxies: crate::guard::proxies::TrustedProxies::parse(
                 &get("NAS_SYNC_TRUSTED_PROXIES")?.unwrap_or_default(),
             )?,
             access_token_ttl: Duration::from_secs(parse(
@@ -284,7 +267,7 @@ impl Config {
                 "60",
             )?),
             db_max_connections,
-            load_limits: crate::api::shed::LoadLimits::parse(
+            load_limits: crate::guard::shed::LoadLimits::parse(
                 &get("NAS_SYNC_LOAD_LIMITS")?.unwrap_or_default(),
                 db_max_connections,
             )?,

@@ -52,7 +52,7 @@ pub enum AppError {
     /// (`api::shed`): 503 `UNAVAILABLE` with `Retry-After`.
     #[error("overloaded")]
     Overloaded { retry_after_secs: u64 },
-    /// The request body fell behind the minimum arrival rate (`api::arrival`).
+    /// The request body fell behind the minimum arrival rate (`guard::arrival`).
     #[error("request body too slow")]
     SlowBody { min_rate: u64 },
     #[error("Odoo refused the credentials: {0}")]

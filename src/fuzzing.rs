@@ -1,5 +1,5 @@
 //! Entry points for the fuzz targets (`fuzz/`, cargo-fuzz) and the random-input tests
-//! of the normal suite (`tests/fuzz_inputs.rs`): each takes arbitrary bytes, runs them
+//! of the normal suite (`tests/it/web/fuzz_inputs.rs`): each takes arbitrary bytes, runs them
 //! through the same functions a request reaches, and must return without panicking.
 //! Not an API: hidden from the docs and may change with the code it drives.
 

@@ -6,7 +6,7 @@
 pub mod admin;
 /// HTTP routes, extractors and middleware.
 pub mod api;
-/// Shared state, router and launcher.
+/// The router and the launcher.
 pub mod app;
 /// Passwords, tokens, users, devices and the caller's identity (`Principal`).
 pub mod auth;
@@ -25,6 +25,9 @@ pub mod error;
 /// Byte-level entry points for the fuzz targets (`fuzz/`) and random-input tests.
 #[doc(hidden)]
 pub mod fuzzing;
+/// Guards against overload and abuse as plain types: rate limits, load shedding and
+/// fair shares, body arrival, trusted proxies.
+pub mod guard;
 /// The Odoo mirror: client, mirror tables, batches, write-back, workers.
 pub mod odoo;
 /// WebSocket pokes: the LISTEN connection and the hub.
@@ -33,10 +36,13 @@ pub mod realtime;
 pub mod secrets;
 /// The HTTP server's accept loop: header and idle timeouts, graceful drain.
 pub mod serve;
+/// The shared state every handler reaches, and how it is built.
+pub mod state;
 /// The sync engine: registry, cursor, pull, push, rules.
 pub mod sync;
 
-pub use app::{AppState, launch, router};
+pub use app::{launch, router};
+pub use state::AppState;
 
 /// Installs ring as the process's TLS crypto provider (HTTPS to Odoo uses rustls);
 /// harmless when one is installed already. Every HTTP client needs it first.

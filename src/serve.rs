@@ -65,17 +65,6 @@ pub struct Timeouts {
     pub stall: Duration,
 }
 
-impl Timeouts {
-    /// From the settings: header, idle, and idle plus the request timeout.
-    pub fn from_config(config: &crate::Config) -> Timeouts {
-        Timeouts {
-            header: config.header_timeout,
-            idle: config.idle_timeout,
-            stall: config.idle_timeout + config.request_timeout,
-        }
-    }
-}
-
 /// How many connections may be open (see the module doc).
 #[derive(Clone)]
 pub struct ConnLimits {

@@ -15,10 +15,10 @@ use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::auth::users::User;
 use crate::auth::{Principal, Role};
 use crate::config::Config;
+use crate::state::AppState;
 
 /// The session cookie.
 pub const COOKIE: &str = "nas_sync_admin";

@@ -9,12 +9,12 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 
 use super::extract;
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::auth::devices::Device;
 use crate::auth::manage::{self, NewPassword, NewUser};
 use crate::auth::users::Listed;
 use crate::error::AppResult;
+use crate::state::AppState;
 
 /// The admin API's routes (merged into the API router, under its rate limits).
 pub fn router() -> Router<AppState> {

@@ -6,10 +6,10 @@ use axum::{Json, RequestExt};
 
 use super::extract;
 use super::middleware::client_ip;
-use crate::app::AppState;
 use crate::auth::service::{self, LoginRequest, RefreshRequest, TokenResponse};
 use crate::auth::{Principal, session};
 use crate::error::AppResult;
+use crate::state::AppState;
 
 /// Logs in a user on a device.
 #[utoipa::path(post, path = "/api/v1/auth/login", operation_id = "login", tag = "auth", request_body = LoginRequest,

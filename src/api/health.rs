@@ -7,9 +7,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::app::AppState;
 use crate::db::migrate;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// Liveness: answers without touching the database.
 #[utoipa::path(get, path = "/health", operation_id = "health", tag = "ops", responses((status = 200, description = "alive")))]

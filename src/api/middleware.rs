@@ -8,8 +8,8 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// The client address of a request: the one `X-Forwarded-For` gives behind a trusted
 /// proxy (`super::proxies`), else the peer's (unspecified when served without

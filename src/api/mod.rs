@@ -3,18 +3,16 @@
 //! authorize, then hand over to `sync`, `auth` or `odoo`; they never build SQL.
 
 pub mod admin;
-pub mod arrival;
+pub mod admission;
 pub mod auth;
 pub mod bridge;
 pub mod conflicts;
 pub mod extract;
 pub mod health;
-pub mod limits;
 pub mod middleware;
 pub mod odoo;
 pub mod openapi;
 pub mod principal;
 pub mod proxies;
-pub mod shed;
 pub mod sync;
 pub mod ws;

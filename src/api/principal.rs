@@ -12,11 +12,11 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
 
-use crate::app::AppState;
 use crate::auth::session::{self, Session};
 use crate::auth::token::Claims;
 use crate::auth::{Principal, Role};
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// The one route that takes its token from the query string.
 const WS_ROUTE: &str = "/api/v1/sync/ws";
@@ -60,7 +60,7 @@ pub fn token_of(
         span.record("tenant", claims.tenant.as_str());
         if let Some(limits) = &state.limits {
             limits.check_device(
-                crate::api::limits::Family::of(uri.path()),
+                crate::guard::limits::Family::of(uri.path()),
                 &claims.tenant,
                 &claims.device_id,
             )?;

@@ -17,10 +17,10 @@ use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::error::AppError;
 use crate::realtime::hub::Outgoing;
+use crate::state::AppState;
 
 /// Least time between two `changes` messages on one socket.
 const COALESCE: Duration = Duration::from_millis(100);

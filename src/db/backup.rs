@@ -22,8 +22,6 @@ use std::process::{Command, Output, Stdio};
 use anyhow::{Context, bail};
 use reqwest::Url;
 
-use crate::config::Config;
-
 /// The environment that points libpq tools at `DATABASE_URL`.
 fn libpq_env(database_url: &str) -> anyhow::Result<Vec<(&'static str, String)>> {
     let url = Url::parse(database_url).context("DATABASE_URL is not a valid URL")?;
@@ -133,8 +131,8 @@ fn private_file(path: &Path) -> std::io::Result<()> {
 
 /// Writes a custom-format dump of the database to `output` (atomically: a partial
 /// file never takes the name), mode 0600 from its first byte.
-pub fn backup(config: &Config, output: &Path) -> anyhow::Result<u64> {
-    let env = libpq_env(&config.database_url)?;
+pub fn backup(settings: &super::DbSettings, output: &Path) -> anyhow::Result<u64> {
+    let env = libpq_env(&settings.url)?;
     let partial = std::path::PathBuf::from(format!("{}.partial", output.display()));
     let partial_str = partial
         .to_str()
@@ -164,7 +162,11 @@ pub fn backup(config: &Config, output: &Path) -> anyhow::Result<u64> {
 /// missing). A database that already holds nas-sync data is only replaced when
 /// `replace` is set, and only if the whole restore succeeds. Ends with migrations
 /// and a new epoch.
-pub async fn restore(config: &Config, input: &Path, replace: bool) -> anyhow::Result<()> {
+pub async fn restore(
+    settings: &super::DbSettings,
+    input: &Path,
+    replace: bool,
+) -> anyhow::Result<()> {
     if !input.is_file() {
         bail!("{} is not a file", input.display());
     }
@@ -172,7 +174,7 @@ pub async fn restore(config: &Config, input: &Path, replace: bool) -> anyhow::Re
         .to_str()
         .context("the input path is not valid UTF-8")?
         .to_string();
-    let env = libpq_env(&config.database_url)?;
+    let env = libpq_env(&settings.url)?;
     // A readable table of contents, before anything is touched.
     run_tool("pg_restore", &["--list", &input_str], &env).with_context(|| {
         format!(
@@ -180,8 +182,8 @@ pub async fn restore(config: &Config, input: &Path, replace: bool) -> anyhow::Re
             input.display()
         )
     })?;
-    super::ensure_database(&config.database_url, config.db_connect_timeout).await?;
-    let opts = super::connect_options(&config.database_url)?;
+    super::ensure_database(&settings.url, settings.connect_timeout).await?;
+    let opts = super::connect_options(&settings.url)?;
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect_with(opts)
@@ -215,7 +217,7 @@ pub async fn restore(config: &Config, input: &Path, replace: bool) -> anyhow::Re
             )
         })?;
     // Newer migrations on an older backup, then cursors issued before are void.
-    let pool = super::prepare(config).await?;
+    let pool = super::prepare(settings).await?;
     sqlx::query("UPDATE server_meta SET value = gen_random_uuid()::text WHERE key = 'epoch'")
         .execute(&pool)
         .await?;

@@ -14,8 +14,6 @@ use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgPool};
 
-use crate::config::Config;
-
 /// Parses `DATABASE_URL`, forcing UTC so timestamps render as RFC 3339 with `+00:00`.
 pub fn connect_options(url: &str) -> anyhow::Result<PgConnectOptions> {
     let opts =
@@ -94,20 +92,34 @@ async fn try_create(opts: &PgConnectOptions, name: &str) -> Result<bool, sqlx::E
     Ok(!exists)
 }
 
+/// What the database layer needs from the settings (`Config::db`).
+#[derive(Clone, Debug)]
+pub struct DbSettings {
+    /// `DATABASE_URL`.
+    pub url: String,
+    /// How long the first connection is retried (compose start order).
+    pub connect_timeout: Duration,
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// Reach a TCP database through the relay (`relay`).
+    pub tcp_relay: bool,
+}
+
 /// Creates the database if needed, applies migrations, and opens the pool.
-pub async fn prepare(config: &Config) -> anyhow::Result<PgPool> {
-    ensure_database(&config.database_url, config.db_connect_timeout).await?;
-    migrate::run(&config.database_url).await?;
-    pool(config).await
+pub async fn prepare(settings: &DbSettings) -> anyhow::Result<PgPool> {
+    ensure_database(&settings.url, settings.connect_timeout).await?;
+    migrate::run(&settings.url).await?;
+    pool(settings).await
 }
 
 /// Opens the connection pool (the database must exist). A TCP database is reached
 /// through the relay of `relay` (no Nagle stalls) unless `NAS_SYNC_DB_TCP_RELAY=off`.
-pub async fn pool(config: &Config) -> anyhow::Result<PgPool> {
-    let opts = relay::route(connect_options(&config.database_url)?, config.db_tcp_relay).await;
+pub async fn pool(settings: &DbSettings) -> anyhow::Result<PgPool> {
+    let opts = relay::route(connect_options(&settings.url)?, settings.tcp_relay).await;
     PgPoolOptions::new()
-        .max_connections(config.db_max_connections)
-        .acquire_timeout(config.db_acquire_timeout)
+        .max_connections(settings.max_connections)
+        .acquire_timeout(settings.acquire_timeout)
         .connect_with(opts)
         .await
         .context("opening the database pool")

@@ -13,8 +13,6 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use sqlx::Connection;
 
-use crate::config::Config;
-
 /// The files the loop writes and prunes; others (`before-update-*.dump`) are kept.
 const PREFIX: &str = "nas-sync-";
 const SUFFIX: &str = ".dump";
@@ -33,15 +31,15 @@ pub struct Schedule {
 }
 
 /// Runs until the process is stopped: dumps, prunes, sleeps.
-pub async fn run(config: &Config, schedule: &Schedule) -> anyhow::Result<()> {
+pub async fn run(settings: &super::DbSettings, schedule: &Schedule) -> anyhow::Result<()> {
     remove_partials(&schedule.dir);
-    wait_for_schema(config).await;
+    wait_for_schema(settings).await;
     loop {
         let file = schedule.dir.join(format!(
             "{PREFIX}{}{SUFFIX}",
             chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
         ));
-        let cfg = config.clone();
+        let cfg = settings.clone();
         let target = file.clone();
         let done = tokio::task::spawn_blocking(move || super::backup::backup(&cfg, &target))
             .await
@@ -65,12 +63,12 @@ pub async fn run(config: &Config, schedule: &Schedule) -> anyhow::Result<()> {
 
 /// Waits until the database holds every migration of this build, or until
 /// `SCHEMA_PATIENCE` has passed with at least some schema there.
-async fn wait_for_schema(config: &Config) {
+async fn wait_for_schema(settings: &super::DbSettings) {
     let latest = super::migrate::latest_version();
     let started = std::time::Instant::now();
     let mut told = None::<std::time::Instant>;
     loop {
-        let found = schema_version(&config.database_url).await;
+        let found = schema_version(&settings.url).await;
         match &found {
             Ok(Some(v)) if *v >= latest => return,
             Ok(Some(v)) if started.elapsed() > SCHEMA_PATIENCE => {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 
-use crate::config::OdooSettings;
+use crate::odoo::settings::OdooSettings;
 use crate::secrets::SecretBox;
 use crate::sync::registry::RegistryHandle;
 

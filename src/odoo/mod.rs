@@ -19,6 +19,9 @@ pub mod models;
 pub mod outbox;
 pub mod reconcile;
 pub mod schema;
+pub mod settings;
+pub use settings::OdooSettings;
 pub mod worker;
 
+pub use connections::MirrorReadiness;
 pub use ctx::OdooCtx;

@@ -1,5 +1,6 @@
 //! `SyncCtx`: the few things the engine uses from the running process (the pool, the
-//! table registry, the keys that sign cursors, the pull ledger). The web layer's state
+//! table registry, the keys that sign cursors, the pull ledger, the readiness of
+//! tables other modules fill). The web layer's state
 //! holds one and hands it out; the engine never sees HTTP types, rate limiters,
 //! WebSockets or metrics exporters.
 
@@ -26,6 +27,8 @@ pub struct SyncCtx {
     /// Sessions checked lately (`auth::remembered`), fed by the change listener; trusted
     /// only for empty pulls answered from memory.
     pub sessions: Arc<crate::auth::remembered::Sessions>,
+    /// Whether tables another module fills (the Odoo mirror) may be read yet.
+    pub readiness: Arc<dyn super::readiness::Readiness>,
 }
 
 /// Size limits of rows and pages (docs/contract.md §9).

@@ -12,6 +12,7 @@ pub mod merge;
 pub mod pull;
 pub mod push;
 pub mod quiet;
+pub mod readiness;
 pub mod registry;
 pub mod retention;
 pub mod rules;

@@ -229,7 +229,7 @@ async fn pull_once(
         None => scope_hash(&who.tenant, store, &["*", &registry.roles_version]),
         Some(_) => {
             session.ensure(&ctx.pool, &ctx.sessions, who).await?;
-            crate::odoo::connections::check_ready(&ctx.pool, &who.tenant, &names).await?;
+            ctx.readiness.check(&ctx.pool, &who.tenant, &names).await?;
             scope_hash(&who.tenant, store, &names)
         }
     };

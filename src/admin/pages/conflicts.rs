@@ -19,7 +19,7 @@ use super::{done, failed, posted};
 use crate::admin::Fields;
 use crate::admin::layout::{self, csrf_field, when};
 use crate::admin::session::Console;
-use crate::app::AppState;
+use crate::state::AppState;
 use crate::sync::conflicts::{self, Conflict, ListQuery, Resolve};
 use crate::sync::registry::SYNC_COLUMNS;
 

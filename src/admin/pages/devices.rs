@@ -13,8 +13,8 @@ use maud::html;
 use super::{done, failed, posted};
 use crate::admin::layout::{self, segment, when};
 use crate::admin::session::Console;
-use crate::app::AppState;
 use crate::auth::{manage, users};
+use crate::state::AppState;
 
 /// `GET /admin/devices`.
 pub async fn page(State(state): State<AppState>, console: Console) -> Response {

@@ -14,10 +14,10 @@ use super::posted;
 use crate::admin::session::{self, Console, PRE_COOKIE};
 use crate::admin::{Fields, csrf, layout};
 use crate::api::middleware::client_ip;
-use crate::app::AppState;
 use crate::auth::Role;
 use crate::auth::service::check_password;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// The sign-in form, with a fresh sign-in CSRF cookie.
 fn render(

@@ -15,8 +15,8 @@ use axum::response::{IntoResponse, Redirect, Response};
 
 use super::session::{self, Console};
 use super::{Fields, Refused, csrf, layout};
-use crate::app::AppState;
 use crate::error::AppResult;
+use crate::state::AppState;
 use axum::extract::rejection::FormRejection;
 
 /// The fields of a signed-in POST, once its CSRF token is checked; `Err` is the

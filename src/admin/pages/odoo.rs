@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::{done, failed, posted};
 use crate::admin::layout::{self, csrf_field, when};
 use crate::admin::session::Console;
-use crate::app::AppState;
 use crate::odoo::connections::{self, ConnectionView, CreateConnection};
+use crate::state::AppState;
 
 fn show(v: &Value) -> String {
     match v {

@@ -12,8 +12,8 @@ use sqlx::PgPool;
 use super::failed;
 use crate::admin::layout;
 use crate::admin::session::Console;
-use crate::app::AppState;
 use crate::error::AppResult;
+use crate::state::AppState;
 
 /// Pulls and pushes in one hour.
 struct Hour {

@@ -12,8 +12,8 @@ use maud::html;
 use super::{done, failed, posted};
 use crate::admin::layout::{self, csrf_field, segment, when};
 use crate::admin::session::Console;
-use crate::app::AppState;
 use crate::auth::manage::{self, NewUser};
+use crate::state::AppState;
 
 /// `GET /admin/users`.
 pub async fn page(State(state): State<AppState>, console: Console) -> Response {

@@ -20,7 +20,7 @@ mod wire;
 pub use create::create;
 pub use keys::{KeyCounts, KeyError, key_counts, seal_stored_keys};
 pub use manage::{delete, retry, update};
-pub use status::{check_ready, progress, status};
+pub use status::{MirrorReadiness, check_ready, progress, status};
 pub use stored::{Connection, all, load, policy};
 pub use wire::{ConnectionView, CreateConnection, UpdateConnection};
 

@@ -165,6 +165,21 @@ pub async fn status(ctx: &OdooCtx, who: &Principal, id: Uuid) -> AppResult<Value
     }))
 }
 
+/// The sync engine's [`Readiness`](crate::sync::readiness::Readiness) of the mirror
+/// tables: [`check_ready`].
+pub struct MirrorReadiness;
+
+impl crate::sync::readiness::Readiness for MirrorReadiness {
+    fn check<'a>(
+        &'a self,
+        pool: &'a PgPool,
+        tenant: &'a str,
+        tables: &'a [&'a str],
+    ) -> futures_util::future::BoxFuture<'a, AppResult<()>> {
+        Box::pin(check_ready(pool, tenant, tables))
+    }
+}
+
 /// `SYNC_NOT_READY` when one of `tables` is mirrored by a connection of the tenant
 /// whose first full mirror has not finished.
 pub async fn check_ready(pool: &PgPool, tenant: &str, tables: &[&str]) -> AppResult<()> {

@@ -8,8 +8,8 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::wire::ConnectionView;
-use crate::config::OdooSettings;
 use crate::odoo::client::{CallPolicy, Credentials, OdooClient, Protocol};
+use crate::odoo::settings::OdooSettings;
 use crate::secrets::SecretBox;
 
 use super::keys::{self, KeyError};

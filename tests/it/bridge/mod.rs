@@ -1,0 +1,4 @@
+//! Tests of BridgeCore's routes (src/bridge/).
+
+mod bridgecore;
+mod offline_push;

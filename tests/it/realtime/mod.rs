@@ -1,0 +1,3 @@
+//! Tests of WebSocket pokes (src/realtime/).
+
+mod pokes;

@@ -1,0 +1,11 @@
+//! Tests of the sync engine (src/sync/): pull, push, conflicts, retention, plans, isolation between tenants and stores.
+
+mod conflicts;
+mod convergence;
+mod inbox;
+mod isolation;
+mod plans;
+mod pull;
+mod push;
+mod quiet_pulls;
+mod retention;
