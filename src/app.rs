@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/offline-sync/state", get(api::bridge::state_v1))
         .route("/api/v1/offline-sync/reset", post(api::bridge::reset_v1))
+        .route("/api/v1/offline-sync/health", get(api::bridge::health_v1))
         .route("/api/v2/sync/pull", post(api::bridge::pull_v2))
         .route("/api/v2/sync/state", get(api::bridge::state_v2))
         .route("/api/v2/sync/reset", post(api::bridge::reset_v2))

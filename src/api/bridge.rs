@@ -4,7 +4,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::extract;
@@ -166,14 +165,17 @@ pub async fn reset_v2(
     })))
 }
 
-/// Liveness of the sync service, for v2 clients.
+/// Liveness of BridgeCore's offline sync, without a token (as BridgeCore serves it:
+/// the package's `checkHealth` runs before login too).
+#[utoipa::path(get, path = "/api/v1/offline-sync/health", operation_id = "offlineSyncHealth", tag = "bridgecore",
+    responses((status = 200, body = Health)))]
+pub async fn health_v1() -> Json<Health> {
+    Json(Health::now("offline-sync"))
+}
+
+/// Liveness of the smart sync, without a token (as BridgeCore serves it).
 #[utoipa::path(get, path = "/api/v2/sync/health", operation_id = "smartHealth", tag = "bridgecore",
-    responses((status = 200, body = Health)), security(("bearer" = [])))]
-pub async fn health_v2(_who: Principal) -> Json<Health> {
-    Json(Health {
-        status: "healthy",
-        service: "nas-sync",
-        version: env!("CARGO_PKG_VERSION"),
-        timestamp: Utc::now(),
-    })
+    responses((status = 200, body = Health)))]
+pub async fn health_v2() -> Json<Health> {
+    Json(Health::now("smart-sync"))
 }

@@ -68,9 +68,10 @@ pub async fn resolve(ctx: &BridgeCtx, who: &Principal, req: ResolveConflicts) ->
             Err(e) => json!({
                 "local_id": r.local_id,
                 "conflict_id": r.conflict_id,
-                "status": "error",
+                "status": "failed",
                 "code": e.code(),
                 "message": e.message(),
+                "error": e.message(),
             }),
         });
     }

@@ -198,11 +198,37 @@ pub fn state_v2(who: &Principal, pos: Option<Position>) -> Value {
     })
 }
 
-/// Answer of `GET /api/v2/sync/health`.
+/// Answer of `GET /api/v1/offline-sync/health` and `GET /api/v2/sync/health`: the
+/// fields BridgeCore's `SyncHealthStatus` reads (`healthy`, `status`, `service`,
+/// `version`, `features`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
+    pub healthy: bool,
     pub status: &'static str,
+    /// `offline-sync` or `smart-sync`, as BridgeCore names them.
     pub service: &'static str,
+    /// nas-sync's version.
     pub version: &'static str,
+    pub features: Vec<&'static str>,
     pub timestamp: DateTime<Utc>,
+}
+
+impl Health {
+    pub fn now(service: &'static str) -> Health {
+        Health {
+            healthy: true,
+            status: "healthy",
+            service,
+            version: env!("CARGO_PKG_VERSION"),
+            features: vec![
+                "push",
+                "pull",
+                "conflict_resolution",
+                "state",
+                "reset",
+                "id_mapping",
+            ],
+            timestamp: Utc::now(),
+        }
+    }
 }

@@ -27,7 +27,7 @@ use utoipa::{Modify, OpenApi};
         super::auth::login, super::auth::refresh, super::auth::logout,
         super::sync::pull, super::sync::push, super::sync::status, super::sync::state, super::sync::reset, super::ws::ws,
         super::conflicts::list, super::conflicts::resolve,
-        super::bridge::push_v1, super::bridge::resolve_v1, super::bridge::pull_v1, super::bridge::state_v1, super::bridge::reset_v1,
+        super::bridge::push_v1, super::bridge::resolve_v1, super::bridge::pull_v1, super::bridge::state_v1, super::bridge::reset_v1, super::bridge::health_v1,
         super::bridge::pull_v2, super::bridge::state_v2, super::bridge::reset_v2, super::bridge::health_v2,
         super::odoo::create, super::odoo::list, super::odoo::show, super::odoo::update, super::odoo::status, super::odoo::retry,
         super::odoo::delete,

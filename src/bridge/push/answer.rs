@@ -66,11 +66,13 @@ pub(super) fn error_result(
 ) -> Value {
     json!({
         "local_id": local_id,
-        "status": "error",
+        "status": "failed",
         "action": action,
         "model": model,
         "code": e.code,
         "message": e.message,
+        // BridgeCore's name for the sentence (its clients read `error`).
+        "error": e.message,
         "processing_time_ms": ms,
     })
 }
@@ -88,7 +90,7 @@ pub(super) async fn answer(
         receipt,
     } = outcome;
     let count = |s: &str| results.iter().filter(|r| r["status"] == s).count();
-    let (succeeded, failed, conflicts) = (count("success"), count("error"), count("conflict"));
+    let (succeeded, failed, conflicts) = (count("success"), count("failed"), count("conflict"));
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
     let position = crate::bridge::state::get(ctx, who, None).await?;
     let last = position.map_or(0, |p| p.last_event_id);

@@ -70,15 +70,30 @@ struct Checked<'r> {
     needs: BTreeSet<String>,
 }
 
+/// `serverWins` → `server_wins`: BridgeCore's example client sends its Dart enum's
+/// names (`ConflictStrategy.serverWins.name`), the server's schema has snake case.
+fn snake_case(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Applies an offline push; the answer has one result per change, in the order sent.
 pub async fn push(ctx: &BridgeCtx, who: &Principal, req: OfflinePush) -> AppResult<Value> {
     who.check_device(req.device_id.as_deref())?;
     let strategy = match req.conflict_strategy.as_deref() {
         None => Strategy::ServerWins,
-        Some(s) => Strategy::parse(s).ok_or_else(|| {
+        Some(s) => Strategy::parse(s).or_else(|| Strategy::parse(&snake_case(s))).ok_or_else(|| {
             AppError::validation(
                 "conflict_strategy",
-                "must be server_wins, client_wins, newest_wins, merge or manual",
+                "must be server_wins, client_wins, newest_wins, merge or manual (or their camelCase names)",
             )
         })?,
     };

@@ -20,6 +20,11 @@ use crate::sync::registry::{Registry, Table};
 use crate::sync::rules::Strategy;
 use crate::sync::validate::{RowError, parse_time};
 
+/// `2026-12-07T10:15:30.123456`: a date and time with no offset.
+fn is_local_time(s: &str) -> bool {
+    chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").is_ok()
+}
+
 /// What the local ids of one push created: local id → (table, row).
 type Created = HashMap<String, (String, Uuid)>;
 
@@ -74,13 +79,13 @@ impl Run<'_> {
                 Err(e) => error_result(ch.local_id.as_deref(), &ch.action, &ch.model, &e, ms),
             };
         }
-        let failed = results.iter().any(|r| r["status"] == "error");
+        let failed = results.iter().any(|r| r["status"] == "failed");
         if let Some(all) = all
             && failed
         {
             all.roll_back(&mut tx).await?;
-            for r in results.iter_mut().filter(|r| r["status"] != "error") {
-                r["status"] = json!("error");
+            for r in results.iter_mut().filter(|r| r["status"] != "failed") {
+                r["status"] = json!("failed");
                 r["code"] = json!("NOT_APPLIED");
                 r["message"] = json!("another change failed and stop_on_error is set");
             }
@@ -164,12 +169,20 @@ impl Run<'_> {
             data.insert("deleted".into(), json!(true));
         }
         if let Some(ts) = &ch.local_timestamp {
-            if parse_time(ts).is_none() {
-                return Ok(Err(RowError::validation(
-                    "local_timestamp must be an RFC 3339 timestamp",
-                )));
+            match (parse_time(ts), is_local_time(ts)) {
+                (Some(_), _) => {
+                    data.insert("updated_at".into(), json!(ts));
+                }
+                // Dart's `DateTime.now().toIso8601String()`: a wall-clock time with no
+                // zone cannot be placed in time, so the change counts as made when the
+                // server received it (as a change with no timestamp does).
+                (None, true) => {}
+                (None, false) => {
+                    return Ok(Err(RowError::validation(
+                        "local_timestamp must be an RFC 3339 timestamp (or a local time without an offset)",
+                    )));
+                }
             }
-            data.insert("updated_at".into(), json!(ts));
         }
         let raw = Value::Object(data);
         let local_id = ch.local_id.as_deref();

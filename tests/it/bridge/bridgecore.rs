@@ -331,8 +331,9 @@ async fn bad_requests_get_clear_errors() {
     assert_eq!(resp["events"], json!([]));
     let (status, _) = manager.get("/api/v2/sync/health").await;
     assert_eq!(status, StatusCode::OK);
+    // Without a token too, as BridgeCore serves it (tests/it/bridge/replay.rs).
     let (status, resp) = app.get("/api/v2/sync/health", None).await;
-    assert_error(status, &resp, 401, "UNAUTHORIZED");
+    assert_eq!(status, StatusCode::OK, "{resp}");
 }
 
 #[tokio::test]

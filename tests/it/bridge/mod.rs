@@ -2,3 +2,4 @@
 
 mod bridgecore;
 mod offline_push;
+mod replay;

@@ -297,7 +297,7 @@ async fn each_strategy_settles_a_race_between_two_devices() {
     let (_, twice) = b
         .post("/api/v1/offline-sync/resolve-conflicts", &resolve)
         .await;
-    assert_eq!(twice["results"][0]["status"], "error", "{twice}");
+    assert_eq!(twice["results"][0]["status"], "failed", "{twice}");
     assert_eq!(twice["success"], json!(false));
 }
 
@@ -401,7 +401,7 @@ async fn a_re_pushed_create_never_shows_another_tenants_row() {
         !text.contains("Acme salaries"),
         "another tenant's row leaked: {text}"
     );
-    assert_eq!(result(&probe, "probe")["status"], "error", "{probe}");
+    assert_eq!(result(&probe, "probe")["status"], "failed", "{probe}");
     // The same model again is still the idempotent retry it always was.
     let retry = offline_push(
         &attacker,

@@ -1,0 +1,155 @@
+//! BridgeCore's real clients, replayed call by call: each test sends the bytes a
+//! client sends (path, query or body, headers, field names and value formats, as read
+//! in its Dart code) and reads the answer with that client's own parsing rules (`as
+//! int` throws on a string, an enum look-up falls back, a cast to `Map` needs a JSON
+//! object with a JSON content type). The citations name the file and lines mirrored:
+//! - the package `geniustep/bridgecore_flutter` at c4fe8f8a ("package:");
+//! - BridgeCore's example clients `geniustep/BridgeCore` at e2e8ca20,
+//!   `examples/flutter/` ("example:").
+//!
+//! This is the first part of the replay (issue 23): health, the push's result status,
+//! its strategy names and its local timestamps. The tenant login, integer ids and
+//! versions follow.
+
+use crate::common::*;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// What Dio sends on every request of the package (package:
+/// lib/src/client/http_client.dart:46-49, 80-85): JSON both ways.
+fn dio(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    req.header("content-type", "application/json")
+        .header("accept", "application/json")
+}
+
+/// `response.data as Map<String, dynamic>` (package: http_client.dart:470, 524): Dio
+/// decodes only a JSON content type, and the cast throws on anything but an object.
+async fn as_map(resp: reqwest::Response) -> (StatusCode, serde_json::Map<String, Value>) {
+    let status = resp.status();
+    let json_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    assert!(json_type, "Dio would not decode this answer ({status})");
+    let body: Value = resp.json().await.expect("a JSON answer");
+    match body {
+        Value::Object(map) => (status, map),
+        other => panic!("`as Map<String, dynamic>` throws on {other}"),
+    }
+}
+
+/// `SyncHealthStatus.fromJson` (package: lib/src/sync/sync_service.dart:804-813):
+/// `healthy as bool? ?? status == 'healthy'`, `status as String? ?? 'unknown'`,
+/// `service`, `version as String?`, `(features as List?)?.cast<String>()`,
+/// `details as Map?`. Returns `isHealthy`.
+fn sync_health_status(m: &serde_json::Map<String, Value>) -> bool {
+    let opt_str = |k: &str| match m.get(k) {
+        None | Some(Value::Null) | Some(Value::String(_)) => {}
+        Some(v) => panic!("`{k} as String?` throws on {v}"),
+    };
+    opt_str("status");
+    opt_str("service");
+    opt_str("version");
+    if let Some(f) = m.get("features").filter(|f| !f.is_null()) {
+        let list = f.as_array().expect("`features as List?` throws");
+        assert!(list.iter().all(Value::is_string), "`cast<String>()` throws");
+    }
+    if let Some(d) = m.get("details").filter(|d| !d.is_null()) {
+        assert!(d.is_object(), "`details as Map?` throws");
+    }
+    match m.get("healthy") {
+        Some(Value::Bool(b)) => *b,
+        None | Some(Value::Null) => m.get("status") == Some(&Value::from("healthy")),
+        Some(v) => panic!("`healthy as bool?` throws on {v}"),
+    }
+}
+
+/// package: `SyncService.checkHealth` (sync_service.dart:335-346) and
+/// `checkSmartSyncHealth` (:471-482): `GET` with no token (they run before login too;
+/// with none stored the package sends no `Authorization`, http_client.dart:80-85).
+#[tokio::test]
+async fn check_health_and_check_smart_sync_health_before_login() {
+    let app = TestApp::spawn().await;
+    for path in ["/api/v1/offline-sync/health", "/api/v2/sync/health"] {
+        let resp = dio(app.http.get(format!("{}{path}", app.base)))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = as_map(resp).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body:?}");
+        assert!(
+            sync_health_status(&body),
+            "{path}: isHealthy is false: {body:?}"
+        );
+    }
+}
+
+/// example: `SyncStatus` (offline_sync_service.dart:34) and `PushResult.fromJson`
+/// (:144-155): `SyncStatus.values.firstWhere((e) => e.name == json['status'],
+/// orElse: () => SyncStatus.pending)`. A status outside the enum becomes `pending`,
+/// and a pending change is pushed again at every sync, forever (:445-497, :650-656).
+fn sync_status(result: &Value) -> &'static str {
+    match result["status"].as_str() {
+        Some("success") => "success",
+        Some("failed") => "failed",
+        Some("conflict") => "conflict",
+        _ => "pending",
+    }
+}
+
+/// example: `OfflineSyncService.push` (offline_sync_service.dart:412-420) with
+/// `LocalChange.toJson` (:60-72): the strategy is the Dart enum's name
+/// (`serverWins`, :417), `local_timestamp` is `DateTime.now().toIso8601String()`, a
+/// local time with no offset (:319, :327, :368), `version` always 1 (:369). A change
+/// the server cannot apply must come back `failed` (the client records the error),
+/// never a status the client reads as `pending`.
+#[tokio::test]
+async fn the_example_push_with_camel_case_strategy_and_local_times() {
+    let app = TestApp::spawn().await;
+    let manager = app.manager("boss", "example-phone").await;
+    // Exactly as jsonEncode writes it: compact, keys in the order of toJson.
+    let body = r#"{"device_id":"example-phone","changes":[{"local_id":"c3a1c6b0-2f1e-4c55-9d1e-6f2f7c9b1a01","action":"create","model":"forms","record_id":null,"data":{"title":"Daily check"},"local_timestamp":"2026-12-07T10:15:30.123456","version":1,"priority":0,"dependencies":null},{"local_id":"c3a1c6b0-2f1e-4c55-9d1e-6f2f7c9b1a02","action":"create","model":"forms","record_id":null,"data":{"title":"Bad time"},"local_timestamp":"yesterday","version":1,"priority":0,"dependencies":null}],"conflict_strategy":"serverWins","stop_on_error":false}"#;
+    let resp = dio(app
+        .http
+        .post(format!("{}/api/v1/offline-sync/push", app.base)))
+    .bearer_auth(&manager.token)
+    .body(body)
+    .send()
+    .await
+    .unwrap();
+    let (status, answer) = as_map(resp).await;
+    assert_eq!(status, StatusCode::OK, "{answer:?}");
+    // PushResponse.fromJson (:178-190): success bool, four ints, results a list.
+    assert!(answer["success"].is_boolean(), "{answer:?}");
+    for k in ["total", "succeeded", "failed", "conflicts"] {
+        assert!(answer[k].is_i64(), "`{k}` is an int field: {answer:?}");
+    }
+    let results = answer["results"].as_array().expect("`results as List`");
+    let statuses: Vec<&str> = results.iter().map(sync_status).collect();
+    assert_eq!(statuses, ["success", "failed"], "{answer:?}");
+    assert!(results.iter().all(|r| r["local_id"].is_string()));
+    // `error as String?` (:150): the sentence the client stores with the change.
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("local_timestamp")),
+        "a failed change says why: {answer:?}"
+    );
+    assert_eq!(
+        (answer["succeeded"].clone(), answer["failed"].clone()),
+        (1.into(), 1.into())
+    );
+    // The local time without an offset stands for "when the server received it".
+    let stamped: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT updated_at FROM forms WHERE title = 'Daily check'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let age = chrono::Utc::now() - stamped.expect("updated_at");
+    assert!(
+        age.num_seconds().abs() < 300,
+        "updated_at is the receipt, not the wall-clock string read in some zone: {stamped:?}"
+    );
+}
