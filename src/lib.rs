@@ -28,6 +28,8 @@ pub mod fuzzing;
 /// Guards against overload and abuse as plain types: rate limits, load shedding and
 /// fair shares, body arrival, trusted proxies.
 pub mod guard;
+/// How long what a process learned from PostgreSQL is trusted in memory.
+pub mod lease;
 /// The Odoo mirror: client, mirror tables, batches, write-back, workers.
 pub mod odoo;
 /// WebSocket pokes: the LISTEN connection and the hub.

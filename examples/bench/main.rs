@@ -1,4 +1,4 @@
-//! `bench`: the performance benchmark of nas-sync (issue 6), one command end to end.
+//! `bench`: the performance benchmark of nas-sync, one command end to end.
 //!
 //! Starts from an empty database, loads the data each scenario needs, starts the real
 //! `nas-sync serve` binary as a child process, drives it over real HTTP, and measures
@@ -23,7 +23,7 @@
 //! 200 ms, one of 100 events under 1 s) for 500 devices on a simulated 1 GB one-core
 //! NAS (a cgroup memory limit and `taskset`; root and cgroup v1 needed), (i) 200
 //! well-behaved devices with production limits while one attacker tries each known
-//! denial of service (issue 25), their p99 and errors against a quiet phase.
+//! denial of service, their p99 and errors against a quiet phase.
 
 mod client;
 mod db;
@@ -47,7 +47,7 @@ use server::ServerProcess;
 
 /// Command-line options.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "bench", about = "nas-sync performance benchmark (issue 6)")]
+#[command(name = "bench", about = "nas-sync performance benchmark")]
 pub struct Opts {
     /// Smaller sizes (about 2 minutes): checks that the tool works.
     #[arg(long)]
@@ -376,7 +376,7 @@ async fn run_in(
     tokio::time::sleep(Duration::from_millis(500)).await;
     let idle_rss = server.rss_kib();
     // The baselines connect as the server does: through the TCP_NODELAY relay, so a
-    // large parameter does not wait for PostgreSQL's delayed ACK (issue 13).
+    // large parameter does not wait for PostgreSQL's delayed ACK.
     let db_opts =
         nas_sync::db::relay::route(nas_sync::db::connect_options(&scratch.url)?, true).await;
     let pool = sqlx::postgres::PgPoolOptions::new()

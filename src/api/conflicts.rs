@@ -9,7 +9,8 @@ use super::extract;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
 use crate::sync::SyncCtx;
-use crate::sync::conflicts::{self, Conflict, ListQuery, Resolve};
+use crate::sync::conflicts::{self, Conflict, ListQuery};
+use crate::sync::resolve::{self, Resolve};
 
 /// Conflicts the caller may see: a manager's tenant's, a store device's own.
 #[utoipa::path(get, path = "/api/v1/sync/conflicts", operation_id = "listConflicts", tag = "sync", params(ListQuery),
@@ -37,5 +38,5 @@ pub async fn resolve(
     extract::Json(body): extract::Json<Resolve>,
 ) -> AppResult<Json<Conflict>> {
     let id = Uuid::parse_str(&id).map_err(|_| AppError::NotFound("No such conflict.".into()))?;
-    conflicts::resolve(&ctx, &who, id, body).await.map(Json)
+    resolve::run(&ctx, &who, id, body).await.map(Json)
 }

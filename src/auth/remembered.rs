@@ -1,4 +1,4 @@
-//! Sessions remembered in memory (issue 13): which device tokens this process checked
+//! Sessions remembered in memory: which device tokens this process checked
 //! against PostgreSQL lately (`session::check_access`), so that an empty pull answered
 //! from memory (`sync::quiet`) needs no database round trip at all.
 //!
@@ -33,6 +33,7 @@ use uuid::Uuid;
 
 use super::Principal;
 use super::token::Claims;
+use crate::lease::Lease;
 
 /// What a session check is about: a device of a tenant, the token's user and generation.
 #[derive(Clone, Copy, Debug)]
@@ -87,39 +88,6 @@ struct Entry {
     user: Uuid,
     generation: i64,
     lease: Lease,
-}
-
-/// How long something this process learned from PostgreSQL is trusted (here, and for
-/// `sync::quiet`'s devices without open conflicts): from `at` until between half of
-/// `ttl` and all of it, at random, so that what was learned together does not expire
-/// together; past half its life, one background check may renew it.
-pub(crate) struct Lease {
-    refresh_at: Instant,
-    /// A background check was claimed (at most one per lease).
-    refreshing: bool,
-    until: Instant,
-}
-
-impl Lease {
-    pub(crate) fn new(at: Instant, ttl: Duration) -> Lease {
-        let until = at + ttl / 2 + ttl.mul_f64(rand::random_range(0.0..0.5));
-        Lease {
-            refresh_at: at + (until - at) / 2,
-            refreshing: false,
-            until,
-        }
-    }
-
-    pub(crate) fn valid(&self) -> bool {
-        Instant::now() < self.until
-    }
-
-    /// Whether the caller should check again now; true at most once per lease.
-    pub(crate) fn claim_refresh(&mut self) -> bool {
-        let due = !self.refreshing && Instant::now() >= self.refresh_at;
-        self.refreshing |= due;
-        due
-    }
 }
 
 /// Taken before a session check runs; handed to [`Sessions::checked`].

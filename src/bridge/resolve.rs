@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::BridgeCtx;
 use crate::auth::Principal;
 use crate::error::{AppError, AppResult};
-use crate::sync::conflicts::{self, Resolve};
+use crate::sync::resolve::{self, Resolve};
 
 /// The route's body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -49,7 +49,7 @@ pub async fn resolve(ctx: &BridgeCtx, who: &Principal, req: ResolveConflicts) ->
                     strategy: r.strategy.clone(),
                     data: r.data.clone(),
                 };
-                conflicts::resolve(&ctx.sync, who, id, body).await
+                resolve::run(&ctx.sync, who, id, body).await
             }
             Err(e) => Err(e),
         };

@@ -114,7 +114,7 @@ impl Arrival {
             let permit = self.budget.clone().try_acquire_many_owned(n).map_err(|_| {
                 metrics::counter!("sync_shed_total", "family" => "body_buffer").increment(1);
                 AppError::Overloaded {
-                    retry_after_secs: super::shed::RETRY_AFTER_SECS,
+                    retry_after_secs: super::RETRY_AFTER_SECS,
                 }
             })?;
             match &mut held {

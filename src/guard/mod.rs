@@ -7,3 +7,6 @@ pub mod arrival;
 pub mod limits;
 pub mod proxies;
 pub mod shed;
+
+/// How long a shed or refused client is told to wait before retrying, in seconds.
+pub const RETRY_AFTER_SECS: u64 = 1;

@@ -20,8 +20,7 @@ use tokio::sync::{Semaphore, SemaphorePermit};
 use super::arrival::Arrival;
 use super::limits::Family;
 
-/// How long a shed client is told to wait before retrying, in seconds.
-pub const RETRY_AFTER_SECS: u64 = 1;
+pub use super::RETRY_AFTER_SECS;
 
 /// The families, in the order settings name them.
 const FAMILIES: [(&str, Family); 7] = [

@@ -3,6 +3,19 @@
 //! failures and deadlocks) are tried again with backoff; final ones (bad credentials,
 //! access errors, validation errors, missing records) are not.
 
+use reqwest::StatusCode;
+
+/// Whether a status is one a proxy or an overloaded Odoo answers transiently.
+pub fn is_transient_status(status: u16) -> bool {
+    matches!(
+        StatusCode::from_u16(status),
+        Ok(StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT)
+    )
+}
+
 /// A failed Odoo call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OdooError {
@@ -62,7 +75,7 @@ impl OdooError {
         if status == 401 {
             return OdooError::AuthFailed(format!("Odoo refused the API key ({message})"));
         }
-        if super::client::is_transient_status(status) {
+        if is_transient_status(status) {
             return OdooError::Http {
                 status,
                 body: format!("{name}: {message}"),
@@ -75,7 +88,7 @@ impl OdooError {
     pub fn is_retryable(&self) -> bool {
         match self {
             OdooError::Unreachable(_) => true,
-            OdooError::Http { status, .. } => super::client::is_transient_status(*status),
+            OdooError::Http { status, .. } => is_transient_status(*status),
             OdooError::Fault { name, message } => {
                 let m = message.to_ascii_lowercase();
                 name.contains("SerializationFailure")

@@ -14,6 +14,7 @@ pub mod client;
 pub mod connections;
 mod ctx;
 pub mod fault;
+pub mod field_type;
 pub mod mirror;
 pub mod models;
 pub mod outbox;

@@ -3,7 +3,7 @@
 //! ship one SQLite schema whatever the Odoo version; a field an Odoo server lacks
 //! stays NULL. Other models take their columns from `fields_get`.
 
-use super::schema::FieldType::{self, *};
+use super::field_type::FieldType::{self, *};
 
 /// The models a connection mirrors when it names none.
 pub const DEFAULT_MODELS: [&str; 6] = [

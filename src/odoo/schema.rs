@@ -10,6 +10,8 @@ use sqlx::PgPool;
 use super::models;
 use crate::db::sql::Ident;
 
+pub use super::field_type::FieldType;
+
 /// Columns every mirror table has besides the mirrored fields.
 pub const MIRROR_COLUMNS: [&str; 10] = [
     "id",
@@ -26,66 +28,6 @@ pub const MIRROR_COLUMNS: [&str; 10] = [
 
 /// PostgreSQL's system columns: no table may have a column of these names.
 const SYSTEM_COLUMNS: [&str; 6] = ["tableoid", "xmin", "cmin", "xmax", "cmax", "ctid"];
-
-/// An Odoo field type, as far as the mirror cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FieldType {
-    Char,
-    Text,
-    Html,
-    Selection,
-    Reference,
-    Integer,
-    Float,
-    Monetary,
-    Boolean,
-    Date,
-    Datetime,
-    Many2one,
-    One2many,
-    Many2many,
-    Json,
-}
-
-impl FieldType {
-    /// From `fields_get`'s `type`; `None` for types not mirrored (binary, ...).
-    pub fn parse(odoo_type: &str) -> Option<FieldType> {
-        use FieldType::*;
-        Some(match odoo_type {
-            "char" => Char,
-            "text" => Text,
-            "html" => Html,
-            "selection" => Selection,
-            "reference" | "many2one_reference" => Reference,
-            "integer" => Integer,
-            "float" => Float,
-            "monetary" => Monetary,
-            "boolean" => Boolean,
-            "date" => Date,
-            "datetime" => Datetime,
-            "many2one" => Many2one,
-            "one2many" => One2many,
-            "many2many" => Many2many,
-            "json" | "properties" => Json,
-            _ => return None,
-        })
-    }
-
-    fn sql_type(self) -> &'static str {
-        use FieldType::*;
-        match self {
-            Char | Text | Html | Selection | Reference => "text",
-            Integer | Many2one => "bigint",
-            Float | Monetary => "numeric",
-            Boolean => "boolean",
-            Date => "date",
-            Datetime => "timestamptz",
-            One2many | Many2many => "bigint[]",
-            Json => "jsonb",
-        }
-    }
-}
 
 /// One mirrored field.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@ pub mod push;
 pub mod quiet;
 pub mod readiness;
 pub mod registry;
+pub mod resolve;
 pub mod retention;
 pub mod rules;
 pub mod status;

@@ -1,4 +1,4 @@
-//! Empty pulls answered from memory (issue 13). Most pulls find nothing new; this
+//! Empty pulls answered from memory. Most pulls find nothing new; this
 //! process keeps, per tenant, the newest transaction that wrote to the change log
 //! (from the `nas_sync` notifications, which name it, and a primed read of the log),
 //! and per device whether it has open conflicts. A pull whose cursor is at or past the
@@ -40,7 +40,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::cursor::{Cursor, Position};
-use crate::auth::remembered::Lease;
+use crate::lease::Lease;
 
 /// The prime: tenant `$1`'s newest change-log entry and the bookkeeping. The cast is
 /// outside the subquery: inside, `ORDER BY xid` named the cast output column, and

@@ -21,6 +21,17 @@ const ROOT_ITEMS: [(&str, Option<&str>); 6] = [
     ("install_tls_provider", None),
 ];
 
+/// The code of a file that counts: comments out, and unit tests (which may reach
+/// anything) cut off.
+fn code_of(text: &str) -> String {
+    let before_tests = text.split("#[cfg(test)]").next().unwrap_or_default();
+    before_tests
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 type Edges = BTreeMap<String, BTreeMap<String, BTreeSet<String>>>;
 
 fn rs_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -83,7 +94,7 @@ fn code_edges(modules: &BTreeSet<String>) -> Edges {
         }
         let text = std::fs::read_to_string(&file).unwrap();
         // Unit tests may reach anything.
-        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        let code = code_of(&text);
         let mut add = |name: &str| {
             if let Some(to) = target(name, modules)
                 && to != from
@@ -96,7 +107,7 @@ fn code_edges(modules: &BTreeSet<String>) -> Edges {
                     .insert(rel.clone());
             }
         };
-        let mut rest = code;
+        let mut rest = code.as_str();
         while let Some(i) = rest.find("crate::") {
             rest = &rest[i + "crate::".len()..];
             if let Some(group) = rest.strip_prefix('{') {
@@ -251,4 +262,153 @@ fn the_checker_sees_an_edge_and_a_circle() {
         "the sync engine uses db and never the web layer: {:?}",
         code["sync"].keys()
     );
+}
+
+/// A file's module path: `sync/push/write.rs` is `sync::push::write`, `sync/push/mod.rs`
+/// is `sync::push`.
+fn module_path(rel: &str) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .trim_end_matches(".rs")
+        .split('/')
+        .map(String::from)
+        .collect();
+    if parts.last().is_some_and(|p| p == "mod") {
+        parts.pop();
+    }
+    parts
+}
+
+/// The paths a piece of code names through `crate::`, `super::` and `self::`, made
+/// absolute from the module `here`: `use super::{a::B, c}` in `x::y` gives `x::a::B`
+/// and `x::c`.
+fn named_paths(code: &str, here: &[String]) -> Vec<Vec<String>> {
+    let ident = |s: &str| -> String {
+        s.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut out = Vec::new();
+    let bytes = code.as_bytes();
+    for start in ["crate::", "super::", "self::"] {
+        for (i, _) in code.match_indices(start) {
+            // Not the tail of a longer name (`myself::`) or of a path (`a::super::`).
+            if i > 0
+                && (bytes[i - 1].is_ascii_alphanumeric()
+                    || bytes[i - 1] == b'_'
+                    || bytes[i - 1] == b':')
+            {
+                continue;
+            }
+            let mut base: Vec<String> = match start {
+                "crate::" => Vec::new(),
+                _ => here.to_vec(),
+            };
+            let mut rest = &code[i + start.len() - 2..];
+            if start == "super::" {
+                base.pop();
+            }
+            // Further segments: `super::super::x::y::`.
+            while let Some(after) = rest.strip_prefix("::") {
+                if let Some(group) = after.strip_prefix('{') {
+                    let inner = &group[..group.find('}').unwrap_or(group.len())];
+                    for entry in inner.split(',') {
+                        let name = ident(entry.trim());
+                        if !name.is_empty() && name != "self" {
+                            let mut p = base.clone();
+                            p.push(name);
+                            out.push(p);
+                        }
+                    }
+                    break;
+                }
+                let name = ident(after);
+                if name.is_empty() {
+                    break;
+                }
+                rest = &after[name.len()..];
+                if name == "super" {
+                    base.pop();
+                } else {
+                    base.push(name);
+                }
+            }
+            out.push(base);
+        }
+    }
+    out
+}
+
+#[test]
+fn no_circle_among_the_files_of_a_module() {
+    // Inside each folder, its files and subfolders use each other one way: a file may
+    // use its parent (`mod.rs`), but two siblings never use each other, directly or
+    // around a ring.
+    let src = Path::new(ROOT).join("src");
+    let mut files = Vec::new();
+    rs_files(&src, &mut files);
+    let rels: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(&src).unwrap().to_string_lossy().to_string())
+        .collect();
+    let known: BTreeSet<Vec<String>> = rels.iter().map(|r| module_path(r)).collect();
+    // parent module → sibling → siblings it uses.
+    let mut levels: BTreeMap<Vec<String>, BTreeMap<String, BTreeSet<String>>> = BTreeMap::new();
+    for (file, rel) in files.iter().zip(&rels) {
+        let here = module_path(rel);
+        if here.len() < 2 {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        let code = code_of(&text);
+        for mut path in named_paths(&code, &here) {
+            while !path.is_empty() && !known.contains(&path) {
+                path.pop();
+            }
+            let common = here.iter().zip(&path).take_while(|(a, b)| a == b).count();
+            // Top-level edges are the other test's; a parent or a child is no sibling.
+            if common == 0 || common >= here.len() || common >= path.len() {
+                continue;
+            }
+            levels
+                .entry(here[..common].to_vec())
+                .or_default()
+                .entry(here[common].clone())
+                .or_default()
+                .insert(path[common].clone());
+        }
+    }
+    let circles: Vec<String> = levels
+        .iter()
+        .filter_map(|(parent, graph)| {
+            circle(graph).map(|c| format!("in {}: {}", parent.join("/"), c.join(" -> ")))
+        })
+        .collect();
+    assert!(
+        circles.is_empty(),
+        "files that use each other:\n  {}",
+        circles.join("\n  ")
+    );
+    // The walk saw the engine's files: push writes conflicts, and never the reverse.
+    let sync = &levels[&vec!["sync".to_string()]];
+    assert!(
+        sync["push"].contains("conflicts")
+            && !sync.get("conflicts").is_some_and(|c| c.contains("push"))
+    );
+}
+
+#[test]
+fn relative_paths_resolve_from_the_file() {
+    let here: Vec<String> = ["sync", "push", "write"].map(String::from).into();
+    let got = named_paths(
+        "use super::{decide::X, wire};\nuse crate::sync::conflicts::{self, New};\nsuper::super::merge::f()",
+        &here,
+    );
+    let show: Vec<String> = got.iter().map(|p| p.join("::")).collect();
+    assert!(show.contains(&"sync::push::decide".to_string()), "{show:?}");
+    assert!(show.contains(&"sync::push::wire".to_string()), "{show:?}");
+    assert!(
+        show.contains(&"sync::conflicts::New".to_string()),
+        "{show:?}"
+    );
+    assert!(show.contains(&"sync::merge::f".to_string()), "{show:?}");
 }

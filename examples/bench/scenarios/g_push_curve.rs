@@ -1,4 +1,4 @@
-//! (g) The push latency curve over TCP (issue 13): pushes of 1 to 1,000 new kpi_data
+//! (g) The push latency curve over TCP: pushes of 1 to 1,000 new kpi_data
 //! rows, each size timed on the scenario's server (the database relay on, the default)
 //! and on a second server process over the same database with
 //! `NAS_SYNC_DB_TCP_RELAY=off` (sqlx's own TCP socket, Nagle's algorithm on), rounds

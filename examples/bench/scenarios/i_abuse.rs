@@ -1,4 +1,4 @@
-//! (i) Load and abuse (issue 25): 200 well-behaved devices of one tenant sync while
+//! (i) Load and abuse: 200 well-behaved devices of one tenant sync while
 //! one attacker, from an address of its own, does each of the known denial-of-service
 //! attacks in turn. Reports the well-behaved devices' p99 and error count in every
 //! phase, side by side with the quiet phase of the same run.

@@ -1,4 +1,4 @@
-//! The scenarios of issue 6 (and (h), the BridgeCore seed's numbers on a simulated
+//! The scenarios of the benchmark (and (h), the BridgeCore seed's numbers on a simulated
 //! NAS; (i), load and abuse), one module each. Every scenario loads what it needs,
 //! measures nas-sync over HTTP and its baseline in the same run, and returns table
 //! rows plus details for the JSON.

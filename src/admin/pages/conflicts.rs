@@ -1,6 +1,6 @@
 //! "Conflicts": each open conflict of the tenant with the server's and the device's
 //! values side by side, differing fields marked; "Keep server", "Take device", or
-//! edit and "Save" (`sync::conflicts::resolve`, as
+//! edit and "Save" (`sync::resolve::run`, as
 //! `POST /api/v1/sync/conflicts/{id}/resolve` with `server_wins`, `client_wins`,
 //! `custom`).
 
@@ -20,8 +20,9 @@ use crate::admin::Fields;
 use crate::admin::layout::{self, csrf_field, when};
 use crate::admin::session::Console;
 use crate::state::AppState;
-use crate::sync::conflicts::{self, Conflict, ListQuery, Resolve};
+use crate::sync::conflicts::{self, Conflict, ListQuery};
 use crate::sync::registry::SYNC_COLUMNS;
+use crate::sync::resolve::{self, Resolve};
 
 /// A value as the page shows and edits it: strings as they are, the rest as JSON.
 fn text(v: Option<&Value>) -> String {
@@ -192,7 +193,7 @@ pub async fn resolve(
         "custom" => "saved the edited values",
         _ => "",
     };
-    let outcome = conflicts::resolve(
+    let outcome = resolve::run(
         &state.sync,
         &console.who,
         id,

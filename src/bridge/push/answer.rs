@@ -1,18 +1,25 @@
 //! The offline push's results, one per change in the order sent, and the seed's
 //! answer around them (counts, `id_mapping`, timings, the next sync token).
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::Change;
-use super::run::Outcome;
 use crate::auth::Principal;
 use crate::bridge::BridgeCtx;
 use crate::error::AppResult;
 use crate::sync::push::Applied;
 use crate::sync::validate::RowError;
+
+/// The results, in the order sent, and the local ids mapped.
+pub(super) struct Outcome {
+    pub results: Vec<Value>,
+    pub id_mapping: BTreeMap<String, Value>,
+    pub receipt: DateTime<Utc>,
+}
 
 /// The id BridgeCore clients see: the Odoo id of a mirrored row that has one, else
 /// the row's UUID.

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::answer::{error_result, server_id, success_result};
+use super::answer::{Outcome, error_result, server_id, success_result};
 use super::{Checked, local_ref};
 use crate::auth::Principal;
 use crate::bridge::BridgeCtx;
@@ -35,13 +35,6 @@ pub(super) struct Run<'a> {
     pub registry: &'a Registry,
     pub strategy: Strategy,
     pub stop_on_error: bool,
-}
-
-/// The results, in the order sent, and the local ids mapped.
-pub(super) struct Outcome {
-    pub results: Vec<Value>,
-    pub id_mapping: BTreeMap<String, Value>,
-    pub receipt: DateTime<Utc>,
 }
 
 impl Run<'_> {

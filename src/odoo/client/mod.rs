@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
 
 use super::fault::OdooError;
@@ -505,17 +504,6 @@ fn refuses_load(e: &OdooError) -> bool {
 /// Odoo's `"YYYY-MM-DD HH:MM:SS"` (UTC, no zone).
 pub fn format_odoo_time(t: NaiveDateTime) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-/// Whether a status is one a proxy or an overloaded Odoo answers transiently.
-pub fn is_transient_status(status: u16) -> bool {
-    matches!(
-        StatusCode::from_u16(status),
-        Ok(StatusCode::TOO_MANY_REQUESTS
-            | StatusCode::BAD_GATEWAY
-            | StatusCode::SERVICE_UNAVAILABLE
-            | StatusCode::GATEWAY_TIMEOUT)
-    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::stored::Connection;
 use crate::error::{AppError, AppResult};
 use crate::odoo::OdooCtx;
 use crate::secrets::{SecretBox, SecretError};
@@ -49,16 +48,22 @@ pub(super) fn seal(secrets: &SecretBox, id: Uuid, key: &str) -> AppResult<Vec<u8
         .map_err(|e| AppError::Internal(anyhow::Error::new(e).context("sealing an API key")))
 }
 
-/// The key of `conn` in clear, for its client.
-pub(super) fn open(conn: &Connection, secrets: Option<&SecretBox>) -> Result<String, KeyError> {
-    match (&conn.api_key_sealed, &conn.api_key) {
+/// The key of connection `id` in clear, for its client, from what is stored: sealed,
+/// or in plain text (before sealing existed).
+pub(super) fn open(
+    id: Uuid,
+    sealed: Option<&[u8]>,
+    plain: Option<&str>,
+    secrets: Option<&SecretBox>,
+) -> Result<String, KeyError> {
+    match (sealed, plain) {
         (Some(sealed), _) => {
             let secrets = secrets.ok_or(KeyError::NoSecretKey)?;
             secrets
-                .open_text(sealed, context(conn.id).as_bytes())
+                .open_text(sealed, context(id).as_bytes())
                 .map_err(KeyError::Unreadable)
         }
-        (None, Some(plain)) => Ok(plain.clone()),
+        (None, Some(plain)) => Ok(plain.to_string()),
         (None, None) => Err(KeyError::Absent),
     }
 }

@@ -93,7 +93,12 @@ impl Connection {
 
     /// The stored key, opened with the server's secret key when it is sealed.
     pub fn api_key(&self, secrets: Option<&SecretBox>) -> Result<String, KeyError> {
-        keys::open(self, secrets)
+        keys::open(
+            self.id,
+            self.api_key_sealed.as_deref(),
+            self.api_key.as_deref(),
+            secrets,
+        )
     }
 
     /// Whether `other` holds another key than this (a renewal, or a key sealed at

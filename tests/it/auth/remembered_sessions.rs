@@ -1,4 +1,4 @@
-//! Sessions remembered in memory (issue 13, `auth::remembered`): a device whose token
+//! Sessions remembered in memory (`auth::remembered`): a device whose token
 //! passed the session check lately has its empty pulls answered without any database
 //! round trip, and every way a session can end (revocation, a disabled user, ended
 //! tokens, a deleted device), written by anything (this server, plain SQL), voids the

@@ -7,7 +7,7 @@
 //! - BridgeCore's example clients `geniustep/BridgeCore` at e2e8ca20,
 //!   `examples/flutter/` ("example:").
 //!
-//! This is the first part of the replay (issue 23): health, the push's result status,
+//! This is the first part of the replay: health, the push's result status,
 //! its strategy names and its local timestamps. The tenant login, integer ids and
 //! versions follow.
 

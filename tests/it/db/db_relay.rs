@@ -1,4 +1,4 @@
-//! The database connections never run with Nagle's algorithm (issue 13): sqlx 0.9.0
+//! The database connections never run with Nagle's algorithm: sqlx 0.9.0
 //! opens TCP sockets without `TCP_NODELAY`, which made every statement with a large
 //! parameter wait ~40 ms for PostgreSQL's delayed ACK. Instead of timing that, these
 //! tests check the structure: every backend PostgreSQL serves for the pool is a TCP

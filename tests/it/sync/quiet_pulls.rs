@@ -1,4 +1,4 @@
-//! Empty pulls answered from memory (issue 13, `sync::quiet`): once a device is caught
+//! Empty pulls answered from memory (`sync::quiet`): once a device is caught
 //! up, its empty pulls skip the page statement, and yet every change written anywhere
 //! (another server process, plain SQL, a conflict) still reaches it. No timing: the
 //! test pulls until the state it waits for, with a bound on the attempts.

@@ -1,4 +1,4 @@
-//! Load shedding (issue 13): a route family with as many requests running and waiting
+//! Load shedding: a route family with as many requests running and waiting
 //! as `NAS_SYNC_LOAD_LIMITS` allows answers 503 `UNAVAILABLE` with `Retry-After` at
 //! once, while other families still answer; one device past its share of a family
 //! gets 429. No timing: pushes are held by a table lock the test takes, and the test

@@ -1,4 +1,4 @@
-//! Slow clients cannot starve others (issue 25, item 1): requests that announce a
+//! Slow clients cannot starve others: requests that announce a
 //! body and then stall, sent by one client, hold at most that client's share of a
 //! route family, are cut off once the grace (the header timeout) is spent, and never
 //! take the places a client of another tenant needs. Before this, 540 stalled logins
