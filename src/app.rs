@@ -5,11 +5,12 @@
 use std::future::Future;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -21,85 +22,41 @@ use tower_http::trace::TraceLayer;
 
 use std::sync::Arc;
 
+use crate::api::openapi::Annotated;
+use crate::api::routes::Routes;
 use crate::api::{self, middleware};
 use crate::error::AppError;
+use crate::guard::limits::Family;
 pub use crate::state::AppState;
 use crate::sync::horizon;
 
 /// Response bodies smaller than this are not compressed.
 const MIN_COMPRESSED_BYTES: u64 = 1024;
 
-/// Every route, with the middleware stack.
+/// Every route (`api::routes`: the API, declared once; `admin`: the console), with
+/// the middleware stack.
 pub fn router(state: AppState) -> Router {
-    let api_routes = Router::new()
-        .route("/api/v1/auth/login", post(api::auth::login))
-        .route("/api/v1/auth/refresh", post(api::auth::refresh))
-        .route("/api/v1/auth/logout", post(api::auth::logout))
-        .route("/api/v1/sync/pull", post(api::sync::pull))
-        .route("/api/v1/sync/push", post(api::sync::push))
-        .route("/api/v1/sync/status", get(api::sync::status))
-        .route("/api/v1/sync/state", get(api::sync::state))
-        .route("/api/v1/sync/reset", post(api::sync::reset))
-        .route("/api/v1/sync/ws", get(api::ws::ws))
-        .route("/api/v1/sync/conflicts", get(api::conflicts::list))
-        .route("/api/v1/offline-sync/push", post(api::bridge::push_v1))
-        .route("/api/v1/offline-sync/pull", post(api::bridge::pull_v1))
-        .route(
-            "/api/v1/offline-sync/resolve-conflicts",
-            post(api::bridge::resolve_v1),
-        )
-        .route("/api/v1/offline-sync/state", get(api::bridge::state_v1))
-        .route("/api/v1/offline-sync/reset", post(api::bridge::reset_v1))
-        .route("/api/v1/offline-sync/health", get(api::bridge::health_v1))
-        .route("/api/v2/sync/pull", post(api::bridge::pull_v2))
-        .route("/api/v2/sync/state", get(api::bridge::state_v2))
-        .route("/api/v2/sync/reset", post(api::bridge::reset_v2))
-        .route("/api/v2/sync/health", get(api::bridge::health_v2))
-        .route(
-            "/api/v1/sync/conflicts/{id}/resolve",
-            post(api::conflicts::resolve),
-        )
-        .route(
-            "/api/v1/odoo/connections",
-            post(api::odoo::create).get(api::odoo::list),
-        )
-        .route(
-            "/api/v1/odoo/connections/{id}",
-            get(api::odoo::show)
-                .patch(api::odoo::update)
-                .delete(api::odoo::delete),
-        )
-        .route(
-            "/api/v1/odoo/connections/{id}/status",
-            get(api::odoo::status),
-        )
-        .route(
-            "/api/v1/odoo/connections/{id}/retry",
-            post(api::odoo::retry),
-        )
-        .merge(api::admin::router())
-        // Outermost first: the per-address budget, then admission (`api::shed`:
-        // token, fair share, body arrival, place).
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            api::admission::admit,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            middleware::rate_limit,
-        ));
-
-    let mut base = Router::new()
-        .route("/health", get(api::health::health))
-        .route("/ready", get(api::health::ready))
-        .route("/api/openapi.json", get(api::openapi::openapi_json))
-        .route("/api/openapi-3.0.json", get(api::openapi::openapi_30_json));
-    // With a metrics listener of its own, /metrics leaves the API port.
-    if state.config.metrics_bind.is_none() {
-        base = base.route("/metrics", get(api::health::metrics));
-    }
-    base.merge(api_routes)
+    // Outermost first, around each family's routes: the family itself (read by what
+    // follows), the per-address budget, then admission (`api::admission`: token,
+    // fair share, body arrival, place).
+    let guard = |family: Family, routes: Routes| {
+        routes
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                api::admission::admit,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                middleware::rate_limit,
+            ))
+            .layer(Extension(family))
+    };
+    let metrics_here = state.config.metrics_bind.is_none();
+    let (api_routes, _) = api::routes::declare(guard, metrics_here).split_for_parts();
+    let annotated = Annotated(Arc::new(api::routes::annotated()));
+    api_routes
         .merge(crate::admin::router(&state))
+        .layer(Extension(annotated))
         .fallback(|| async { AppError::NotFound("No such route.".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(state.config.body_limit))

@@ -3,10 +3,8 @@
 //! users get 403 `FORBIDDEN`.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 
 use super::extract;
 use crate::auth::Principal;
@@ -15,27 +13,6 @@ use crate::auth::manage::{self, NewPassword, NewUser};
 use crate::auth::users::Listed;
 use crate::error::AppResult;
 use crate::state::AppState;
-
-/// The admin API's routes (merged into the API router, under its rate limits).
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/v1/admin/users", get(list_users).post(add_user))
-        .route("/api/v1/admin/users/{username}/disable", post(disable_user))
-        .route("/api/v1/admin/users/{username}/enable", post(enable_user))
-        .route(
-            "/api/v1/admin/users/{username}/password",
-            post(set_password),
-        )
-        .route("/api/v1/admin/devices", get(list_devices))
-        .route(
-            "/api/v1/admin/devices/{device_id}/revoke",
-            post(revoke_device),
-        )
-        .route(
-            "/api/v1/admin/devices/{device_id}/release",
-            post(release_device),
-        )
-}
 
 /// The tenant's users.
 #[utoipa::path(get, path = "/api/v1/admin/users", operation_id = "adminListUsers", tag = "admin",

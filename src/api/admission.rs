@@ -28,9 +28,13 @@ fn shed_metric(family: Family, reason: &'static str) {
 
 /// Admits the request in the order the module doc gives, then runs it.
 pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let family = Family::of(req.uri().path());
+    let family = req
+        .extensions()
+        .get::<Family>()
+        .copied()
+        .unwrap_or(Family::Other);
     let (mut parts, body) = req.into_parts();
-    let client = match token_of(&parts.headers, &parts.uri, &state) {
+    let client = match token_of(&parts.headers, &parts.uri, family, &state) {
         Some(Ok(claims)) => {
             let client = Client::Device(claims.tenant.clone(), claims.device_id.clone());
             parts.extensions.insert(Verified(claims));

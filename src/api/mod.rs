@@ -14,5 +14,6 @@ pub mod odoo;
 pub mod openapi;
 pub mod principal;
 pub mod proxies;
+pub mod routes;
 pub mod sync;
 pub mod ws;

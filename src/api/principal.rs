@@ -16,6 +16,7 @@ use crate::auth::session::{self, Session};
 use crate::auth::token::Claims;
 use crate::auth::{Principal, Role};
 use crate::error::AppError;
+use crate::guard::limits::Family;
 use crate::state::AppState;
 
 /// The one route that takes its token from the query string.
@@ -51,6 +52,7 @@ pub struct Verified(pub Claims);
 pub fn token_of(
     headers: &HeaderMap,
     uri: &Uri,
+    family: Family,
     state: &AppState,
 ) -> Option<Result<Claims, AppError>> {
     let token = bearer(headers, uri)?;
@@ -59,11 +61,7 @@ pub fn token_of(
         span.record("device", claims.device_id.as_str());
         span.record("tenant", claims.tenant.as_str());
         if let Some(limits) = &state.limits {
-            limits.check_device(
-                crate::guard::limits::Family::of(uri.path()),
-                &claims.tenant,
-                &claims.device_id,
-            )?;
+            limits.check_device(family, &claims.tenant, &claims.device_id)?;
         }
         Ok(claims)
     }))
@@ -73,11 +71,18 @@ pub fn token_of(
 fn verified(parts: &mut Parts, state: &AppState) -> Result<(Claims, Role), AppError> {
     let claims = match parts.extensions.remove::<Verified>() {
         Some(Verified(claims)) => claims,
-        None => token_of(&parts.headers, &parts.uri, state).unwrap_or_else(|| {
-            Err(AppError::Unauthorized(
-                "Send 'Authorization: Bearer <access_token>'.".into(),
-            ))
-        })?,
+        None => {
+            let family = parts
+                .extensions
+                .get::<Family>()
+                .copied()
+                .unwrap_or(Family::Other);
+            token_of(&parts.headers, &parts.uri, family, state).unwrap_or_else(|| {
+                Err(AppError::Unauthorized(
+                    "Send 'Authorization: Bearer <access_token>'.".into(),
+                ))
+            })?
+        }
     };
     let role = Role::parse(&claims.role)
         .ok_or_else(|| AppError::Unauthorized("The access token is not valid.".into()))?;

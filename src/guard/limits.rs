@@ -57,24 +57,6 @@ impl Family {
             Family::Pull | Family::Push | Family::State | Family::Reset | Family::Ws
         )
     }
-
-    /// The family of an `/api/` path.
-    pub fn of(path: &str) -> Family {
-        match path {
-            "/api/v1/sync/pull" | "/api/v1/offline-sync/pull" | "/api/v2/sync/pull" => Family::Pull,
-            "/api/v1/sync/push" | "/api/v1/offline-sync/push" => Family::Push,
-            "/api/v1/sync/state"
-            | "/api/v1/sync/status"
-            | "/api/v1/offline-sync/state"
-            | "/api/v2/sync/state" => Family::State,
-            "/api/v1/sync/reset" | "/api/v1/offline-sync/reset" | "/api/v2/sync/reset" => {
-                Family::Reset
-            }
-            "/api/v1/sync/ws" => Family::Ws,
-            "/api/v1/auth/login" | "/api/v1/auth/refresh" | "/api/v1/auth/logout" => Family::Auth,
-            _ => Family::Other,
-        }
-    }
 }
 
 /// One limit: `count` requests per `period_secs`, in bursts of up to `count`.
