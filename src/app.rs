@@ -29,6 +29,7 @@ use crate::error::AppError;
 use crate::guard::limits::Family;
 pub use crate::state::AppState;
 use crate::sync::horizon;
+use crate::sync::retention::Aged;
 
 /// Response bodies smaller than this are not compressed.
 const MIN_COMPRESSED_BYTES: u64 = 1024;
@@ -125,6 +126,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Rows of the modules above the engine that age out with its history.
+pub fn aged_rows() -> Vec<Aged> {
+    vec![
+        crate::odoo::mirror::FINISHED_BATCHES,
+        crate::bridge::push::LOCAL_IDS,
+    ]
+}
+
 /// Serves `listener` until `shutdown` completes, then lets in-flight requests finish.
 /// Background tasks (the horizon clock, the Odoo scheduler) stop with it.
 pub async fn launch(
@@ -175,6 +184,7 @@ pub async fn launch(
         state.pool.clone(),
         state.config.retention,
         Duration::from_secs(30 * 60),
+        aged_rows(),
         stop.clone(),
     ));
     let listener_task = tokio::spawn(crate::realtime::listener::run(

@@ -95,9 +95,8 @@ pub async fn list_devices(
     State(state): State<AppState>,
     who: Principal,
 ) -> AppResult<Json<Vec<Device>>> {
-    manage::list_devices(&state.pool, &state.sync.pull_ledger, &who)
-        .await
-        .map(Json)
+    state.sync.pull_ledger.flush_now(&state.pool).await;
+    manage::list_devices(&state.pool, &who).await.map(Json)
 }
 
 /// Revokes a device: its tokens fail with `DEVICE_REVOKED` at once, for good.

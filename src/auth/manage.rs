@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use sqlx::PgPool;
 
-use super::devices::{self, Device, PullLedger};
+use super::devices::{self, Device};
 use super::session::{self, Released};
 use super::users::{self, AddUserError, ChangeUserError, Listed, User};
 use super::{Principal, Role};
@@ -161,17 +161,10 @@ pub async fn set_password(
     Ok(())
 }
 
-/// The tenant's devices, most recently synced first (pulls not yet written by the
-/// ledger are written first, so last pulls are current).
-pub async fn list_devices(
-    pool: &PgPool,
-    ledger: &PullLedger,
-    who: &Principal,
-) -> AppResult<Vec<Device>> {
+/// The tenant's devices, most recently synced first (callers flush the pull ledger
+/// first, so last pulls are current: `sync::activity::PullLedger::flush_now`).
+pub async fn list_devices(pool: &PgPool, who: &Principal) -> AppResult<Vec<Device>> {
     require_manager(who)?;
-    if let Err(e) = ledger.flush(pool).await {
-        tracing::warn!(error = %e, "writing pull bookkeeping failed; will retry");
-    }
     Ok(devices::list(pool, Some(&who.tenant)).await?)
 }
 

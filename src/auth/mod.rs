@@ -2,6 +2,7 @@
 //! caller's identity; its HTTP extractor lives in `api::principal`), users, devices and
 //! their sessions (who owns a device id, and ending its tokens).
 
+pub mod console;
 pub mod devices;
 pub mod manage;
 pub mod password;

@@ -125,6 +125,13 @@ pub async fn pool(settings: &DbSettings) -> anyhow::Result<PgPool> {
         .context("opening the database pool")
 }
 
+/// The database's size, as PostgreSQL writes it ("12 MB").
+pub async fn size_pretty(pool: &PgPool) -> sqlx::Result<String> {
+    sqlx::query_scalar("SELECT pg_size_pretty(pg_database_size(current_database()))")
+        .fetch_one(pool)
+        .await
+}
+
 /// Sets one `server_meta` value (inside the caller's transaction).
 pub async fn set_meta(conn: &mut sqlx::PgConnection, key: &str, value: &str) -> sqlx::Result<()> {
     sqlx::query(

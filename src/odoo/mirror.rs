@@ -20,6 +20,14 @@ use super::fault::OdooError;
 use super::schema::{self, FieldSpec};
 use crate::db::sql::Ident;
 
+/// Finished incremental batches age out with the history (`sync::retention`); the
+/// initial ones stay, as the record of where each model's mirror began.
+pub const FINISHED_BATCHES: crate::sync::retention::Aged = crate::sync::retention::Aged {
+    what: "odoo_batches",
+    delete_older_than: "DELETE FROM odoo_batches
+                        WHERE NOT initial AND status = 'done' AND finished_at < $1",
+};
+
 /// A model of a connection, as stored in `odoo_model_state`.
 #[derive(Clone, Debug)]
 pub struct ModelState {

@@ -174,3 +174,13 @@ async fn query(
         .fetch_all(&ctx.pool)
         .await
 }
+
+/// How many of the tenant's conflicts are open.
+pub async fn open_count(pool: &sqlx::PgPool, tenant: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM sync_conflicts WHERE tenant_id = $1 AND status = 'open'",
+    )
+    .bind(tenant)
+    .fetch_one(pool)
+    .await
+}

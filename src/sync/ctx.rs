@@ -9,8 +9,8 @@ use std::sync::Arc;
 use sqlx::PgPool;
 
 use super::registry::RegistryHandle;
-use crate::auth::devices::PullLedger;
 use crate::auth::token::Keys;
+use crate::sync::activity::PullLedger;
 
 /// What pull, push and the status routes need.
 #[derive(Clone)]

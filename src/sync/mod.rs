@@ -3,6 +3,7 @@
 //! real columns; the change log (filled by one trigger) orders pulls by transaction
 //! id below the snapshot horizon, so no concurrent writer's change is ever missed.
 
+pub mod activity;
 pub mod conflicts;
 mod ctx;
 pub mod cursor;

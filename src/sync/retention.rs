@@ -9,8 +9,9 @@
 //!   syncs are unaffected (a fresh device never needs a tombstone).
 //! - Row history loses versions older than the period, except each live row's latest
 //!   version (the base a future `merge` needs).
-//! - Horizon marks, recorded push answers and finished incremental Odoo batches older
-//!   than the period go too.
+//! - Horizon marks, recorded push answers and resolved conflicts older than the period
+//!   go too, and so do the rows other modules hand in as `Aged` (finished Odoo batches,
+//!   BridgeCore local ids): the engine knows them only as a name and a statement.
 //!
 //! Every delete runs in chunks of its own short transaction, so the job never holds
 //! locks that pushes wait for. One process at a time runs it (advisory lock).
@@ -28,18 +29,26 @@ const HISTORY_SPAN: i64 = 20_000;
 /// Advisory lock key of the job ("nas-sync retention").
 const LOCK_KEY: i64 = 0x006e_6173_7265_746e;
 
+/// Another module's rows that age out with the same period.
+#[derive(Clone, Copy, Debug)]
+pub struct Aged {
+    /// The name the run reports them under.
+    pub what: &'static str,
+    /// Deletes those older than `$1` (a timestamptz).
+    pub delete_older_than: &'static str,
+}
+
 /// What one run removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pruned {
     pub tombstones: u64,
     pub history: u64,
     pub horizons: u64,
     pub push_answers: u64,
-    pub odoo_batches: u64,
-    /// BridgeCore local ids (a create retried after the period is a new one).
-    pub local_ids: u64,
     /// Resolved conflicts (open ones stay until resolved).
     pub conflicts: u64,
+    /// The `Aged` rows, by name.
+    pub others: std::collections::BTreeMap<&'static str, u64>,
 }
 
 impl Pruned {
@@ -48,9 +57,13 @@ impl Pruned {
             + self.history
             + self.horizons
             + self.push_answers
-            + self.odoo_batches
-            + self.local_ids
             + self.conflicts
+            + self.others.values().sum::<u64>()
+    }
+
+    /// How many `Aged` rows of that name went.
+    pub fn other(&self, what: &str) -> u64 {
+        self.others.get(what).copied().unwrap_or(0)
     }
 }
 
@@ -64,7 +77,11 @@ pub fn parse_floor(value: &str) -> Option<Position> {
 }
 
 /// Removes what is older than `keep`. `None` when another process holds the job.
-pub async fn run_once(pool: &PgPool, keep: Duration) -> sqlx::Result<Option<Pruned>> {
+pub async fn run_once(
+    pool: &PgPool,
+    keep: Duration,
+    aged: &[Aged],
+) -> sqlx::Result<Option<Pruned>> {
     // A connection of its own, closed at the end: were the job dropped half-way
     // (shutdown), the session ends and the lock with it, instead of going back to the
     // pool still held.
@@ -76,13 +93,13 @@ pub async fn run_once(pool: &PgPool, keep: Duration) -> sqlx::Result<Option<Prun
     if !got {
         return Ok(None);
     }
-    let result = prune(pool, keep).await;
+    let result = prune(pool, keep, aged).await;
     use sqlx::Connection;
     lock.close().await?;
     result.map(Some)
 }
 
-async fn prune(pool: &PgPool, keep: Duration) -> sqlx::Result<Pruned> {
+async fn prune(pool: &PgPool, keep: Duration, aged: &[Aged]) -> sqlx::Result<Pruned> {
     let cutoff: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT now() - make_interval(secs => $1)")
             .bind(keep.as_secs_f64())
@@ -103,14 +120,6 @@ async fn prune(pool: &PgPool, keep: Duration) -> sqlx::Result<Pruned> {
             &mut out.push_answers,
         ),
         (
-            "DELETE FROM odoo_batches WHERE NOT initial AND status = 'done' AND finished_at < $1",
-            &mut out.odoo_batches,
-        ),
-        (
-            "DELETE FROM offline_local_ids WHERE created_at < $1",
-            &mut out.local_ids,
-        ),
-        (
             "DELETE FROM sync_conflicts WHERE status = 'resolved' AND resolved_at < $1",
             &mut out.conflicts,
         ),
@@ -120,6 +129,14 @@ async fn prune(pool: &PgPool, keep: Duration) -> sqlx::Result<Pruned> {
             .execute(pool)
             .await?
             .rows_affected();
+    }
+    for a in aged {
+        let n = sqlx::query(a.delete_older_than)
+            .bind(cutoff)
+            .execute(pool)
+            .await?
+            .rows_affected();
+        out.others.insert(a.what, n);
     }
     Ok(out)
 }
@@ -248,6 +265,7 @@ pub async fn run(
     pool: PgPool,
     keep: Duration,
     every: Duration,
+    aged: Vec<Aged>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     if keep.is_zero() {
@@ -264,7 +282,7 @@ pub async fn run(
         let started = std::time::Instant::now();
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = run_once(&pool, keep) => r,
+            r = run_once(&pool, keep, &aged) => r,
         };
         match outcome {
             Ok(Some(p)) if p.total() > 0 => tracing::info!(
@@ -272,9 +290,8 @@ pub async fn run(
                 history = p.history,
                 horizons = p.horizons,
                 push_answers = p.push_answers,
-                odoo_batches = p.odoo_batches,
-                local_ids = p.local_ids,
                 conflicts = p.conflicts,
+                others = ?p.others,
                 ms = started.elapsed().as_millis() as u64,
                 "pruned history older than the retention period"
             ),

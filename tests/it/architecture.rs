@@ -412,3 +412,26 @@ fn relative_paths_resolve_from_the_file() {
     );
     assert!(show.contains(&"sync::merge::f".to_string()), "{show:?}");
 }
+
+#[test]
+fn the_web_layer_runs_no_sql() {
+    // Handlers and console pages call the domains' services; the statements live
+    // below them (docs/architecture.md: handlers never build SQL).
+    let src = Path::new(ROOT).join("src");
+    let mut files = Vec::new();
+    for part in ["api", "admin"] {
+        rs_files(&src.join(part), &mut files);
+    }
+    files.extend(["app.rs", "state.rs"].map(|f| src.join(f)));
+    let with_sql: Vec<String> = files
+        .iter()
+        .filter(|f| {
+            let code = code_of(&std::fs::read_to_string(f).unwrap());
+            code.contains("sqlx::query")
+                || code.contains("query_as(")
+                || code.contains("query_scalar(")
+        })
+        .map(|f| f.strip_prefix(&src).unwrap().to_string_lossy().to_string())
+        .collect();
+    assert!(with_sql.is_empty(), "SQL in the web layer: {with_sql:?}");
+}

@@ -18,11 +18,11 @@ use crate::state::AppState;
 
 /// `GET /admin/devices`.
 pub async fn page(State(state): State<AppState>, console: Console) -> Response {
-    let devices =
-        match manage::list_devices(&state.pool, &state.sync.pull_ledger, &console.who).await {
-            Ok(d) => d,
-            Err(e) => return failed(&e),
-        };
+    state.sync.pull_ledger.flush_now(&state.pool).await;
+    let devices = match manage::list_devices(&state.pool, &console.who).await {
+        Ok(d) => d,
+        Err(e) => return failed(&e),
+    };
     // The store of each device's user.
     let stores: HashMap<String, Option<String>> =
         users::list(&state.pool, Some(&console.who.tenant))

@@ -1,26 +1,22 @@
 //! "Overview": version, database size, devices active in 24 hours, pulls and pushes
-//! per hour over the last 24 hours (an SVG chart drawn here, from `sync_activity` and
-//! the row history), open conflicts,
-//! change-feed lag and Odoo health.
+//! per hour over the last 24 hours (an SVG chart drawn here, from
+//! `sync::activity::last_day`), open conflicts, change-feed lag and Odoo health, each
+//! figure from the module that owns it (no SQL here).
 
 use axum::extract::State;
 use axum::response::Response;
-use chrono::{DateTime, Duration, DurationRound, Utc};
 use maud::{Markup, html};
-use sqlx::PgPool;
 
 use super::failed;
 use crate::admin::layout;
 use crate::admin::session::Console;
+use crate::auth::{Principal, devices};
+use crate::db;
 use crate::error::AppResult;
+use crate::odoo::connections::{self, ConnectionView};
 use crate::state::AppState;
-
-/// Pulls and pushes in one hour.
-struct Hour {
-    start: DateTime<Utc>,
-    pulls: i64,
-    pushes: i64,
-}
+use crate::sync::activity::{self, Hour};
+use crate::sync::{conflicts, horizon};
 
 struct Figures {
     database_size: String,
@@ -28,76 +24,22 @@ struct Figures {
     devices: i64,
     open_conflicts: i64,
     lag_seconds: f64,
-    odoo: Vec<(String, String, Option<String>)>,
+    odoo: Vec<ConnectionView>,
     hours: Vec<Hour>,
 }
 
-async fn figures(pool: &PgPool, tenant: &str) -> AppResult<Figures> {
-    let database_size: String =
-        sqlx::query_scalar("SELECT pg_size_pretty(pg_database_size(current_database()))")
-            .fetch_one(pool)
-            .await?;
-    let (active_devices, devices): (i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE revoked_at IS NULL AND greatest(last_seen_at, last_pull_at, last_push_at)
-                                  > now() - interval '24 hours'),
-                count(*) FILTER (WHERE revoked_at IS NULL)
-         FROM devices WHERE tenant_id = $1",
-    )
-    .bind(tenant)
-    .fetch_one(pool)
-    .await?;
-    let open_conflicts: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM sync_conflicts WHERE tenant_id = $1 AND status = 'open'",
-    )
-    .bind(tenant)
-    .fetch_one(pool)
-    .await?;
-    let lag_seconds = crate::sync::horizon::horizon_lag_seconds(pool).await?;
-    let odoo: Vec<(String, String, Option<String>)> = sqlx::query_as(
-        "SELECT url || ' / ' || database, sync_status, last_error FROM odoo_connections
-         WHERE tenant_id = $1 ORDER BY created_at",
-    )
-    .bind(tenant)
-    .fetch_all(pool)
-    .await?;
-    let now = Utc::now();
-    let first = now.duration_trunc(Duration::hours(1)).unwrap_or(now) - Duration::hours(23);
-    // Pulls from the pull ledger's hourly counts; pushes are the device transactions
-    // that changed rows (history), one per push.
-    let rows: Vec<(DateTime<Utc>, i64, i64)> = sqlx::query_as(
-        "WITH hours AS (
-             SELECT generate_series($2::timestamptz, $2::timestamptz + interval '23 hours',
-                                    interval '1 hour') AS hour),
-         pushes AS (
-             SELECT date_trunc('hour', changed_at) AS hour, count(DISTINCT (origin_device, xid)) AS n
-             FROM sync_row_history
-             WHERE tenant_id = $1 AND origin_device IS NOT NULL AND changed_at >= $2
-             GROUP BY 1)
-         SELECT h.hour, coalesce(a.pulls, 0), coalesce(p.n, 0)
-         FROM hours h
-         LEFT JOIN sync_activity a ON a.tenant_id = $1 AND a.hour = h.hour
-         LEFT JOIN pushes p ON p.hour = h.hour
-         ORDER BY h.hour",
-    )
-    .bind(tenant)
-    .bind(first)
-    .fetch_all(pool)
-    .await?;
+/// The figures, each from the module that owns it.
+async fn figures(state: &AppState, who: &Principal) -> AppResult<Figures> {
+    let pool = &state.pool;
+    let (active_devices, devices) = devices::counts(pool, &who.tenant).await?;
     Ok(Figures {
-        database_size,
+        database_size: db::size_pretty(pool).await?,
         active_devices,
         devices,
-        open_conflicts,
-        lag_seconds,
-        odoo,
-        hours: rows
-            .into_iter()
-            .map(|(start, pulls, pushes)| Hour {
-                start,
-                pulls,
-                pushes,
-            })
-            .collect(),
+        open_conflicts: conflicts::open_count(pool, &who.tenant).await?,
+        lag_seconds: horizon::horizon_lag_seconds(pool).await?,
+        odoo: connections::list(&state.odoo, who).await?,
+        hours: activity::last_day(pool, &who.tenant).await?,
     })
 }
 
@@ -153,16 +95,14 @@ fn tile(label: &str, value: Markup) -> Markup {
 
 /// `GET /admin`.
 pub async fn page(State(state): State<AppState>, console: Console) -> Response {
-    if let Err(e) = state.sync.pull_ledger.flush(&state.pool).await {
-        tracing::warn!(error = %e, "writing pull bookkeeping failed; will retry");
-    }
-    let f = match figures(&state.pool, &console.who.tenant).await {
+    state.sync.pull_ledger.flush_now(&state.pool).await;
+    let f = match figures(&state, &console.who).await {
         Ok(f) => f,
         Err(e) => return failed(&e),
     };
     let odoo_health = if f.odoo.is_empty() {
         html! { span.muted { "no connection" } }
-    } else if f.odoo.iter().any(|(_, _, e)| e.is_some()) {
+    } else if f.odoo.iter().any(|c| c.last_error.is_some()) {
         html! { span.badge.bad { "errors" } }
     } else {
         html! { span.badge.good { "healthy" } }
@@ -187,8 +127,11 @@ pub async fn page(State(state): State<AppState>, console: Console) -> Response {
             section.card {
                 h2 { "Odoo connections" }
                 ul {
-                    @for (name, status, error) in &f.odoo {
-                        li { (name) ": " (status) @if let Some(e) = error { " — " span.error { (e) } } }
+                    @for c in &f.odoo {
+                        li {
+                            (c.url) " / " (c.database) ": " (c.sync_status)
+                            @if let Some(e) = &c.last_error { " — " span.error { (e) } }
+                        }
                     }
                 }
                 p { a href="/admin/odoo" { "Details on the Odoo page" } }

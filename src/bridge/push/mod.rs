@@ -34,6 +34,13 @@ use crate::sync::validate::RowError;
 use answer::{answer, error_result};
 use run::Run;
 
+/// Local ids age out with the history (`sync::retention`): a create retried after
+/// the period is a new one.
+pub const LOCAL_IDS: crate::sync::retention::Aged = crate::sync::retention::Aged {
+    what: "local_ids",
+    delete_older_than: "DELETE FROM offline_local_ids WHERE created_at < $1",
+};
+
 /// `POST /api/v1/offline-sync/push` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct OfflinePush {
