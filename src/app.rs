@@ -56,7 +56,7 @@ pub fn router(state: AppState) -> Router {
     let (api_routes, _) = api::routes::declare(guard, metrics_here).split_for_parts();
     let annotated = Annotated(Arc::new(api::routes::annotated()));
     api_routes
-        .merge(crate::admin::router(&state))
+        .merge(crate::console::router(&state))
         .layer(Extension(annotated))
         .fallback(|| async { AppError::NotFound("No such route.".into()) })
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })

@@ -2,8 +2,6 @@
 //! source of truth.
 #![forbid(unsafe_code)]
 
-/// The admin console at `/admin`: sessions, CSRF, pages.
-pub mod admin;
 /// HTTP routes, extractors and middleware.
 pub mod api;
 /// The router and the launcher.
@@ -16,6 +14,8 @@ pub mod bridge;
 pub mod cli;
 /// Settings from the environment.
 pub mod config;
+/// The admin console at `/admin`: sessions, CSRF, pages.
+pub mod console;
 /// Database creation, pool and migrations.
 pub mod db;
 /// `nas-sync doctor`: checks of a deployment, with fixes.

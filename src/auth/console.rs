@@ -3,7 +3,7 @@
 //! one checks, in one query, that the session is current and its user a manager who is
 //! not disabled; disabling a user or changing its password ends its sessions
 //! (`session::end_user_tokens`). The cookie around it is the console's
-//! (`admin::session`).
+//! (`console::session`).
 
 use std::time::Duration;
 

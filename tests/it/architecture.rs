@@ -419,7 +419,7 @@ fn the_web_layer_runs_no_sql() {
     // below them (docs/architecture.md: handlers never build SQL).
     let src = Path::new(ROOT).join("src");
     let mut files = Vec::new();
-    for part in ["api", "admin"] {
+    for part in ["api", "console"] {
         rs_files(&src.join(part), &mut files);
     }
     files.extend(["app.rs", "state.rs"].map(|f| src.join(f)));

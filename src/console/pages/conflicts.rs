@@ -16,9 +16,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::{done, failed, posted};
-use crate::admin::Fields;
-use crate::admin::layout::{self, csrf_field, when};
-use crate::admin::session::Console;
+use crate::console::Fields;
+use crate::console::layout::{self, csrf_field, when};
+use crate::console::session::Console;
 use crate::state::AppState;
 use crate::sync::conflicts::{self, Conflict, ListQuery};
 use crate::sync::registry::SYNC_COLUMNS;

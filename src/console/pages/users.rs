@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use super::{done, failed, posted};
-use crate::admin::layout::{self, csrf_field, segment, when};
-use crate::admin::session::Console;
 use crate::auth::manage::{self, NewUser};
+use crate::console::layout::{self, csrf_field, segment, when};
+use crate::console::session::Console;
 use crate::state::AppState;
 
 /// `GET /admin/users`.

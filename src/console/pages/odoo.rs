@@ -12,8 +12,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{done, failed, posted};
-use crate::admin::layout::{self, csrf_field, when};
-use crate::admin::session::Console;
+use crate::console::layout::{self, csrf_field, when};
+use crate::console::session::Console;
 use crate::odoo::connections::{self, ConnectionView, CreateConnection};
 use crate::state::AppState;
 

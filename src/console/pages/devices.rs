@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use super::{done, failed, posted};
-use crate::admin::layout::{self, segment, when};
-use crate::admin::session::Console;
 use crate::auth::{manage, users};
+use crate::console::layout::{self, segment, when};
+use crate::console::session::Console;
 use crate::state::AppState;
 
 /// `GET /admin/devices`.

@@ -8,9 +8,9 @@ use axum::response::Response;
 use maud::{Markup, html};
 
 use super::failed;
-use crate::admin::layout;
-use crate::admin::session::Console;
 use crate::auth::{Principal, devices};
+use crate::console::layout;
+use crate::console::session::Console;
 use crate::db;
 use crate::error::AppResult;
 use crate::odoo::connections::{self, ConnectionView};

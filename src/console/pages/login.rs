@@ -11,11 +11,11 @@ use axum::{Form, RequestExt};
 use maud::html;
 
 use super::posted;
-use crate::admin::session::{self, Console, PRE_COOKIE};
-use crate::admin::{Fields, csrf, layout};
 use crate::api::middleware::client_ip;
 use crate::auth::Role;
 use crate::auth::service::check_password;
+use crate::console::session::{self, Console, PRE_COOKIE};
+use crate::console::{Fields, csrf, layout};
 use crate::error::AppError;
 use crate::state::AppState;
 
