@@ -17,9 +17,12 @@ use crate::error::{AppError, AppResult};
 /// `POST /api/v1/auth/login` body.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct LoginRequest {
+    #[schema(min_length = 1, max_length = 128)]
     pub username: String,
     pub password: String,
+    #[schema(pattern = "^[A-Za-z0-9._:-]{3,128}$")]
     pub device_id: String,
+    #[schema(max_length = 256)]
     pub device_name: Option<String>,
 }
 

@@ -25,6 +25,7 @@ pub struct ResolveConflicts {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct Resolution {
     pub local_id: Option<String>,
+    #[schema(format = Uuid)]
     pub conflict_id: Option<String>,
     /// `server_wins`, `client_wins`, `merge` or `custom`.
     pub strategy: String,

@@ -18,14 +18,17 @@ pub struct PullV1 {
     pub device_id: Option<String>,
     pub app_type: String,
     /// Events after this id; absent: the stored position; 0: everything.
+    #[schema(minimum = 0)]
     pub last_event_id: Option<i64>,
     /// Models (`sale.order`) or tables (`forms`) to keep.
     pub models_filter: Option<Vec<String>>,
     /// Keep events of these priorities (`high`, `medium`, `low`).
     pub priority_filter: Option<Vec<String>>,
     /// Default 100, at most 5000.
+    #[schema(minimum = 1, maximum = 5000)]
     pub limit: Option<i64>,
     /// Only 0: events are read by position, never by offset.
+    #[schema(minimum = 0, maximum = 0)]
     pub offset: Option<i64>,
     /// Rows in `data` (default true).
     pub include_payload: Option<bool>,
@@ -41,6 +44,7 @@ pub struct PullV2 {
     pub user_id: Option<Value>,
     pub device_id: Option<String>,
     pub app_type: String,
+    #[schema(minimum = 1, maximum = 5000)]
     pub limit: Option<i64>,
     pub models_filter: Option<Vec<String>>,
 }

@@ -33,10 +33,13 @@ pub struct PullRequest {
     /// The `cursor` of the previous answer; absent for a full sync.
     pub cursor: Option<String>,
     /// Older clients: at-least-once from this time, when no cursor is sent.
+    #[schema(format = DateTime)]
     pub last_sync_timestamp: Option<String>,
     /// Tables to pull; every readable table when absent.
+    #[schema(min_items = 1)]
     pub tables: Option<Vec<String>>,
     /// Rows per page: 500 by default, at most 5000.
+    #[schema(minimum = 1, maximum = 5000)]
     pub limit: Option<i64>,
 }
 

@@ -1,7 +1,6 @@
-//! What the handlers' annotations leave out and a fuzzer (scripts/fuzz-api.sh,
+//! What the handlers' and types' annotations leave out and a fuzzer (scripts/fuzz-api.sh,
 //! Schemathesis) or a generated client needs to send what the server accepts and to
-//! reach the real logic: the checks the server makes on request values (lengths,
-//! bounds, patterns, enums, UUID path ids), the statuses every route can answer
+//! reach the real logic: the values a plain string field may take (enums), UUID path ids, the statuses every route can answer
 //! (a bad body or query is 400, a body over the limit 413, an unknown `{id}` 404, a
 //! route a store device may not use 403), answer schemas the annotations only
 //! describe in words, and OpenAPI links from the answers that carry ids to the
@@ -10,89 +9,26 @@
 
 use serde_json::{Map, Value, json};
 
-/// Values the server checks, by schema and property (the server's own checks are
-/// the truth; each line names where).
+/// The allowed values of request fields whose type is a plain string (bounds,
+/// lengths, patterns and formats are attributes on the request types themselves; the
+/// app types are the server's configuration).
 fn constraints(app_types: &[&str]) -> Vec<(&'static str, &'static str, Value)> {
     let strategies = json!({"enum": ["server_wins", "client_wins", "merge", "custom"]});
     let app_type = json!({"enum": app_types});
-    let name = |max: u32| json!({"minLength": 1, "maxLength": max});
     vec![
-        // auth/service.rs: login.
-        (
-            "LoginRequest",
-            "device_id",
-            json!({"pattern": "^[A-Za-z0-9._:-]{3,128}$"}),
-        ),
-        ("LoginRequest", "username", name(128)),
-        ("LoginRequest", "device_name", json!({"maxLength": 256})),
-        // odoo/connections/create.rs and manage.rs.
-        (
-            "CreateConnection",
-            "url",
-            json!({"format": "uri", "pattern": "^https?://", "maxLength": 2000}),
-        ),
-        ("CreateConnection", "database", name(200)),
-        ("CreateConnection", "username", name(200)),
-        ("CreateConnection", "api_key", name(500)),
-        (
-            "CreateConnection",
-            "initial_range_days",
-            json!({"minimum": 0, "maximum": 36_500}),
-        ),
-        ("UpdateConnection", "api_key", name(500)),
-        // sync/conflicts.rs and bridge/resolve.rs: the strategies of a resolution.
+        // sync/resolve.rs and bridge/resolve.rs: the strategies of a resolution.
         ("Resolve", "strategy", strategies.clone()),
         ("Resolution", "strategy", strategies),
-        ("Resolution", "conflict_id", json!({"format": "uuid"})),
         // bridge/push: the per-push strategy.
         (
             "OfflinePush",
             "conflict_strategy",
             json!({"enum": ["server_wins", "client_wins", "newest_wins", "merge", "manual", null]}),
         ),
-        // sync/pull.rs and sync/push: page size, cursor time, push id.
-        (
-            "PullRequest",
-            "limit",
-            json!({"minimum": 1, "maximum": 5000}),
-        ),
-        (
-            "PullRequest",
-            "last_sync_timestamp",
-            json!({"format": "date-time"}),
-        ),
-        ("PullRequest", "tables", json!({"minItems": 1})),
-        ("PushRequest", "push_id", name(128)),
-        // bridge/wire.rs and bridge/events.rs: the configured app types, paging.
+        // bridge/wire.rs: the configured app types.
         ("PullV1", "app_type", app_type.clone()),
-        ("PullV1", "limit", json!({"minimum": 1, "maximum": 5000})),
-        ("PullV1", "last_event_id", json!({"minimum": 0})),
-        ("PullV1", "offset", json!({"minimum": 0, "maximum": 0})),
         ("PullV2", "app_type", app_type),
-        ("PullV2", "limit", json!({"minimum": 1, "maximum": 5000})),
     ]
-    .into_iter()
-    .chain(
-        // odoo/connections: pacing settings, on creation and on update.
-        ["CreateConnection", "UpdateConnection"]
-            .into_iter()
-            .flat_map(|s| {
-                [
-                    (s, "batch_size", json!({"minimum": 1, "maximum": 5000})),
-                    (
-                        s,
-                        "safety_lag_seconds",
-                        json!({"minimum": 0, "maximum": 86_400}),
-                    ),
-                    (
-                        s,
-                        "poll_interval_seconds",
-                        json!({"minimum": 1, "maximum": 86_400}),
-                    ),
-                ]
-            }),
-    )
-    .collect()
 }
 
 /// Adds the constraints, statuses, answer schemas and links. Returns the

@@ -13,21 +13,29 @@ use crate::error::{AppError, AppResult};
 #[serde(deny_unknown_fields)]
 pub struct CreateConnection {
     /// Odoo's base URL, e.g. `https://erp.example.com`.
+    #[schema(format = "uri", pattern = "^https?://", max_length = 2000)]
     pub url: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub database: String,
+    #[schema(min_length = 1, max_length = 200)]
     pub username: String,
     /// An API key (or password) of that user; stored, never returned.
+    #[schema(min_length = 1, max_length = 500)]
     pub api_key: String,
     /// Models to mirror; the six defaults when absent.
     pub models: Option<Vec<String>>,
     /// Days of history to mirror first (90); 0 mirrors everything.
+    #[schema(minimum = 0, maximum = 36_500)]
     pub initial_range_days: Option<i32>,
     /// Records per batch (200).
+    #[schema(minimum = 1, maximum = 5000)]
     pub batch_size: Option<i32>,
     /// Seconds re-read behind Odoo's clock at each poll, for transactions that commit
     /// late with an older write_date (120).
+    #[schema(minimum = 0, maximum = 86_400)]
     pub safety_lag_seconds: Option<i32>,
     /// Seconds between incremental polls (10).
+    #[schema(minimum = 1, maximum = 86_400)]
     pub poll_interval_seconds: Option<i32>,
 }
 
@@ -37,9 +45,13 @@ pub struct CreateConnection {
 #[serde(deny_unknown_fields)]
 pub struct UpdateConnection {
     /// A new API key for the same user (Odoo keys expire).
+    #[schema(min_length = 1, max_length = 500)]
     pub api_key: Option<String>,
+    #[schema(minimum = 1, maximum = 5000)]
     pub batch_size: Option<i32>,
+    #[schema(minimum = 0, maximum = 86_400)]
     pub safety_lag_seconds: Option<i32>,
+    #[schema(minimum = 1, maximum = 86_400)]
     pub poll_interval_seconds: Option<i32>,
 }
 

@@ -13,6 +13,7 @@ use uuid::Uuid;
 pub struct PushRequest {
     pub device_id: Option<String>,
     /// Makes the push idempotent: the same id from the same device gets the same answer.
+    #[schema(min_length = 1, max_length = 128)]
     pub push_id: Option<String>,
     /// The device clock when it sent the push (informative).
     #[schema(value_type = Option<String>)]
