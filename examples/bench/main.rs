@@ -23,7 +23,9 @@
 //! 200 ms, one of 100 events under 1 s) for 500 devices on a simulated 1 GB one-core
 //! NAS (a cgroup memory limit and `taskset`; root and cgroup v1 needed), (i) 200
 //! well-behaved devices with production limits while one attacker tries each known
-//! denial of service, their p99 and errors against a quiet phase.
+//! denial of service, their p99 and errors against a quiet phase, (j) 1,000 open
+//! WebSockets: poke latency and memory per socket, (k) the Odoo mirror's first pass
+//! by batch size against the fake Odoo.
 
 mod client;
 mod db;
@@ -52,7 +54,7 @@ pub struct Opts {
     /// Smaller sizes (about 2 minutes): checks that the tool works.
     #[arg(long)]
     pub quick: bool,
-    /// Only these scenarios, comma-separated (e.g. `a,c`); default all of a-i.
+    /// Only these scenarios, comma-separated (e.g. `a,c`); default all of a-k.
     #[arg(long, value_delimiter = ',')]
     pub only: Option<Vec<String>>,
     /// Where to write the JSON results.
@@ -91,6 +93,10 @@ pub struct Sizes {
     pub h_warm_secs: u64,
     pub h_rounds: usize,
     pub h_event_pulls: usize,
+    pub j_sockets: usize,
+    pub j_rounds: usize,
+    pub k_records: usize,
+    pub k_batches: &'static [i64],
 }
 
 impl Sizes {
@@ -121,6 +127,10 @@ impl Sizes {
             h_warm_secs: 5,
             h_rounds: 2,
             h_event_pulls: 5,
+            j_sockets: 1000,
+            j_rounds: 20,
+            k_records: 5000,
+            k_batches: &[50, 200, 500, 1000],
         }
     }
 
@@ -151,6 +161,10 @@ impl Sizes {
             h_warm_secs: 2,
             h_rounds: 1,
             h_event_pulls: 3,
+            j_sockets: 200,
+            j_rounds: 5,
+            k_records: 1000,
+            k_batches: &[200],
         }
     }
 }
@@ -307,16 +321,16 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     nas_sync::install_tls_provider();
     let started = Instant::now();
     let selected: BTreeSet<char> = match &opts.only {
-        None => "abcdefghi".chars().collect(),
+        None => "abcdefghijk".chars().collect(),
         Some(list) => {
             let mut set = BTreeSet::new();
             for item in list {
                 let item = item.trim().to_ascii_lowercase();
                 match item.as_str() {
-                    "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i" => {
+                    "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i" | "j" | "k" => {
                         set.extend(item.chars());
                     }
-                    _ => anyhow::bail!("--only: unknown scenario '{item}' (use a to i)"),
+                    _ => anyhow::bail!("--only: unknown scenario '{item}' (use a to k)"),
                 }
             }
             set

@@ -7,7 +7,6 @@ mod architecture;
 mod common;
 
 mod auth;
-mod bench;
 mod bridge;
 mod cli;
 mod console;

@@ -1,5 +1,5 @@
 //! The scenarios of the benchmark (and (h), the BridgeCore seed's numbers on a simulated
-//! NAS; (i), load and abuse), one module each. Every scenario loads what it needs,
+//! NAS; (i), load and abuse; (j), WebSockets; (k), the Odoo mirror), one module each. Every scenario loads what it needs,
 //! measures nas-sync over HTTP and its baseline in the same run, and returns table
 //! rows plus details for the JSON.
 
@@ -12,6 +12,8 @@ mod f_history;
 mod g_push_curve;
 mod h_nas;
 mod i_abuse;
+mod j_sockets;
+mod k_odoo;
 
 use serde_json::Value;
 
@@ -35,6 +37,8 @@ pub fn title(s: char) -> &'static str {
         'g' => "push latency curve, 1 to 1,000 rows, over TCP: relay vs direct",
         'h' => "BridgeCore v2 pulls on a simulated 1 GB one-core NAS, 500 devices",
         'i' => "200 well-behaved devices while one attacker tries each denial of service",
+        'j' => "1,000 open WebSockets: poke latency and memory per socket",
+        'k' => "the Odoo mirror's first pass by batch size, against the fake Odoo",
         _ => "unknown",
     }
 }
@@ -50,6 +54,8 @@ pub async fn run(s: char, ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         'g' => g_push_curve::run(ctx).await,
         'h' => h_nas::run(ctx).await,
         'i' => i_abuse::run(ctx).await,
+        'j' => j_sockets::run(ctx).await,
+        'k' => k_odoo::run(ctx).await,
         _ => anyhow::bail!("unknown scenario {s}"),
     }
 }
