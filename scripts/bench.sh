@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The performance benchmark (issue 6), one command: makes sure the local PostgreSQL
+# The performance benchmark, one command: makes sure the local PostgreSQL
 # runs (as .ci/run does), builds the release server and the bench tool, and runs every
 # scenario against the real server binary over HTTP, each next to its baseline.
 #
