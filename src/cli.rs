@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::auth::identity::{Identity, IdentityChange};
 use crate::auth::session::{self, Released};
 use crate::auth::{Role, devices, users};
 use crate::config::Config;
@@ -94,8 +95,28 @@ pub enum UserCommand {
         /// Read the password from the first line of standard input.
         #[arg(long, required = true)]
         password_stdin: bool,
+        /// The email BridgeCore's tenant login takes (unique across tenants).
+        #[arg(long)]
+        email: Option<String>,
+        /// The Odoo user id BridgeCore's smart-sync routes name (unique in the tenant).
+        #[arg(long)]
+        odoo_user_id: Option<i64>,
     },
-    /// List users: name, role, store, tenant and whether disabled.
+    /// Set or clear a user's email and Odoo user id (for apps built on BridgeCore).
+    Set {
+        username: String,
+        #[arg(long, conflicts_with = "no_email")]
+        email: Option<String>,
+        /// Clear the email.
+        #[arg(long)]
+        no_email: bool,
+        #[arg(long, conflicts_with = "no_odoo_user_id")]
+        odoo_user_id: Option<i64>,
+        /// Clear the Odoo user id.
+        #[arg(long)]
+        no_odoo_user_id: bool,
+    },
+    /// List users: name, role, store, tenant, whether disabled, email and Odoo user id.
     List {
         /// Only this tenant's users.
         #[arg(long)]
@@ -279,14 +300,28 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             store,
             tenant,
             password_stdin: _,
+            email,
+            odoo_user_id,
         }) => {
             let role = Role::parse(&role).with_context(|| {
                 format!("unknown role '{role}': use --role manager or --role store")
             })?;
             let password = read_password()?;
             let pool = crate::db::prepare(&config.db()).await?;
-            let user =
-                users::add(&pool, &tenant, &username, role, store.as_deref(), &password).await?;
+            let identity = Identity {
+                email,
+                odoo_user_id,
+            };
+            let user = users::add_with(
+                &pool,
+                &tenant,
+                &username,
+                role,
+                store.as_deref(),
+                &password,
+                identity,
+            )
+            .await?;
             println!(
                 "created user {} ({}, tenant {}, id {})",
                 user.username, user.role, user.tenant_id, user.id
@@ -297,12 +332,12 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             let pool = crate::db::prepare(&config.db()).await?;
             let list = users::list(&pool, tenant.as_deref()).await?;
             println!(
-                "{:<20} {:<8} {:<16} {:<16} STATUS",
-                "USERNAME", "ROLE", "STORE", "TENANT"
+                "{:<20} {:<8} {:<16} {:<16} {:<8} {:<24} ODOO_USER",
+                "USERNAME", "ROLE", "STORE", "TENANT", "STATUS", "EMAIL"
             );
             for u in list {
                 println!(
-                    "{:<20} {:<8} {:<16} {:<16} {}",
+                    "{:<20} {:<8} {:<16} {:<16} {:<8} {:<24} {}",
                     u.username,
                     u.role,
                     u.store_id.as_deref().unwrap_or("-"),
@@ -311,9 +346,40 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                         "disabled"
                     } else {
                         "active"
-                    }
+                    },
+                    u.email.as_deref().unwrap_or("-"),
+                    u.odoo_user_id.map_or("-".to_string(), |i| i.to_string()),
                 );
             }
+            Ok(())
+        }
+        Command::User(UserCommand::Set {
+            username,
+            email,
+            no_email,
+            odoo_user_id,
+            no_odoo_user_id,
+        }) => {
+            let change = IdentityChange {
+                email: if no_email {
+                    Some(None)
+                } else {
+                    email.map(Some)
+                },
+                odoo_user_id: if no_odoo_user_id {
+                    Some(None)
+                } else {
+                    odoo_user_id.map(Some)
+                },
+            };
+            let pool = crate::db::prepare(&config.db()).await?;
+            let now = users::set_identity(&pool, None, &username, change).await?;
+            println!(
+                "user {username}: email {}, Odoo user id {}",
+                now.email.as_deref().unwrap_or("none"),
+                now.odoo_user_id
+                    .map_or("none".to_string(), |i| i.to_string())
+            );
             Ok(())
         }
         Command::User(UserCommand::Disable { username }) => {

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use super::extract;
 use crate::auth::Principal;
 use crate::auth::devices::Device;
+use crate::auth::identity::{Identity, IdentityChange};
 use crate::auth::manage::{self, NewPassword, NewUser};
 use crate::auth::users::Listed;
 use crate::error::AppResult;
@@ -85,6 +86,25 @@ pub async fn set_password(
     manage::set_password(&state.pool, &who, &username, &body.password).await?;
     state.sync.sessions.forget(&who.tenant, None);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Sets or clears a user's email and Odoo user id (for apps built on BridgeCore): a
+/// field left out stays, `null` clears it.
+#[utoipa::path(patch, path = "/api/v1/admin/users/{username}", operation_id = "adminSetIdentity", tag = "admin",
+    params(("username" = String, Path, description = "The user")), request_body = IdentityChange,
+    responses((status = 200, body = Identity, description = "The user's identity now"),
+              (status = 400, description = "VALIDATION_FAILED (not an email, not a positive id, or already another user's)"),
+              (status = 403, description = "FORBIDDEN (not a manager)"), (status = 404, description = "NOT_FOUND")),
+    security(("bearer" = [])))]
+pub async fn set_identity(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(username): Path<String>,
+    extract::Json(body): extract::Json<IdentityChange>,
+) -> AppResult<Json<Identity>> {
+    manage::set_identity(&state.pool, &who, &username, body)
+        .await
+        .map(Json)
 }
 
 /// The tenant's devices: user, last pull and push, revoked or not.

@@ -98,6 +98,7 @@ fn principal(claims: Claims, role: Role) -> Principal {
         store_id: claims.store_id,
         device_id: claims.device_id,
         generation: claims.generation,
+        odoo_user_id: claims.odoo_user_id,
         expires_at: claims.exp,
     }
 }

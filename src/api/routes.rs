@@ -56,6 +56,7 @@ pub fn declare(guard: impl Fn(Family, Routes) -> Routes, metrics: bool) -> Route
         .routes(routes!(odoo::status))
         .routes(routes!(odoo::retry))
         .routes(routes!(admin::list_users, admin::add_user))
+        .routes(routes!(admin::set_identity))
         .routes(routes!(admin::disable_user))
         .routes(routes!(admin::enable_user))
         .routes(routes!(admin::set_password))

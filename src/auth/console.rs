@@ -88,7 +88,7 @@ pub async fn flash(pool: &PgPool, session: &SessionId, message: &str) -> sqlx::R
     Ok(())
 }
 
-/// The manager, session id, CSRF token and message of a current session.
+/// The manager, its CSRF token, message, expiry and Odoo user id.
 type Row = (
     Uuid,
     String,
@@ -97,6 +97,7 @@ type Row = (
     String,
     Option<String>,
     i64,
+    Option<i64>,
 );
 
 /// The session of `token`, if current; `take_flash` takes its message (a page view).
@@ -111,7 +112,7 @@ pub async fn load(pool: &PgPool, token: &str, take_flash: bool) -> sqlx::Result<
              UPDATE admin_sessions a SET flash = NULL FROM s
              WHERE $2 AND a.token_hash = s.token_hash AND s.flash IS NOT NULL)
          SELECT u.id, u.username, u.tenant_id, u.store_id, a.csrf, s.flash,
-                extract(epoch FROM a.expires_at)::bigint
+                extract(epoch FROM a.expires_at)::bigint, u.odoo_user_id
          FROM s JOIN admin_sessions a ON a.token_hash = s.token_hash
                 JOIN users u ON u.id = a.user_id
          WHERE u.disabled_at IS NULL AND u.role = 'manager'",
@@ -121,7 +122,7 @@ pub async fn load(pool: &PgPool, token: &str, take_flash: bool) -> sqlx::Result<
     .fetch_optional(pool)
     .await?;
     Ok(row.map(
-        |(user_id, username, tenant, store_id, csrf, flash, expires_at)| Found {
+        |(user_id, username, tenant, store_id, csrf, flash, expires_at, odoo_user_id)| Found {
             who: Principal {
                 user_id,
                 username,
@@ -130,6 +131,7 @@ pub async fn load(pool: &PgPool, token: &str, take_flash: bool) -> sqlx::Result<
                 store_id,
                 device_id: CONSOLE_DEVICE.to_string(),
                 generation: 0,
+                odoo_user_id,
                 expires_at,
             },
             csrf,

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use sqlx::PgPool;
 
 use super::devices::{self, Device};
+use super::identity::{Identity, IdentityChange};
 use super::session::{self, Released};
 use super::users::{self, AddUserError, ChangeUserError, Listed, User};
 use super::{Principal, Role};
@@ -23,6 +24,12 @@ pub struct NewUser {
     pub role: String,
     /// The user's store; required for role `store`.
     pub store: Option<String>,
+    /// The email BridgeCore's tenant login takes (unique across tenants).
+    #[schema(max_length = 254)]
+    pub email: Option<String>,
+    /// The Odoo user id BridgeCore's smart-sync routes name (unique in the tenant).
+    #[schema(minimum = 1)]
+    pub odoo_user_id: Option<i64>,
 }
 
 /// `POST /api/v1/admin/users/{username}/password` body.
@@ -79,19 +86,30 @@ pub async fn add_user(pool: &PgPool, who: &Principal, new: NewUser) -> AppResult
     }
     // A manager's store is meaningless; only store users keep one.
     let store = if role == Role::Store { store } else { None };
-    let user = users::add(pool, &who.tenant, &new.username, role, store, &new.password)
-        .await
-        .map_err(|e| match e {
-            AddUserError::Exists(_) => AppError::Conflict {
-                code: "USER_EXISTS",
-                message: "A user with this username already exists.".into(),
-            },
-            AddUserError::StoreRequired => {
-                AppError::validation("store", "a store user needs a store")
-            }
-            AddUserError::Invalid(m) => AppError::validation("username", m),
-            AddUserError::Other(e) => AppError::Internal(e),
-        })?;
+    let identity = Identity {
+        email: new.email,
+        odoo_user_id: new.odoo_user_id,
+    };
+    let user = users::add_with(
+        pool,
+        &who.tenant,
+        &new.username,
+        role,
+        store,
+        &new.password,
+        identity,
+    )
+    .await
+    .map_err(|e| match e {
+        AddUserError::Exists(_) => AppError::Conflict {
+            code: "USER_EXISTS",
+            message: "A user with this username already exists.".into(),
+        },
+        AddUserError::StoreRequired => AppError::validation("store", "a store user needs a store"),
+        AddUserError::Invalid(m) => AppError::validation("username", m),
+        AddUserError::Identity(field, m) => AppError::validation(field, m),
+        AddUserError::Other(e) => AppError::Internal(e),
+    })?;
     tracing::warn!(by = %who.username, username = %user.username, role = %user.role, "user added");
     users::list(pool, Some(&who.tenant))
         .await?
@@ -203,4 +221,21 @@ pub async fn release_device(pool: &PgPool, who: &Principal, device_id: &str) -> 
             message: "This device is revoked and stays revoked; it cannot be released.".into(),
         }),
     }
+}
+
+/// Sets or clears a user's email and Odoo user id (`identity`).
+pub async fn set_identity(
+    pool: &PgPool,
+    who: &Principal,
+    username: &str,
+    change: IdentityChange,
+) -> AppResult<Identity> {
+    require_manager(who)?;
+    users::set_identity(pool, Some(&who.tenant), username, change)
+        .await
+        .map_err(|e| match e {
+            ChangeUserError::Unknown(_) => AppError::NotFound("No such user.".into()),
+            ChangeUserError::Invalid(m) => AppError::validation("identity", m),
+            ChangeUserError::Other(e) => AppError::Internal(e),
+        })
 }

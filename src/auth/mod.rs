@@ -4,6 +4,7 @@
 
 pub mod console;
 pub mod devices;
+pub mod identity;
 pub mod manage;
 pub mod password;
 pub mod principal;

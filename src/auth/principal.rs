@@ -18,6 +18,8 @@ pub struct Principal {
     pub device_id: String,
     /// The device's token generation the access token was issued under.
     pub generation: i64,
+    /// The user's Odoo user id, as the access token carries it.
+    pub odoo_user_id: Option<i64>,
     /// When the access token expires (Unix seconds); a WebSocket closes then.
     pub expires_at: i64,
 }

@@ -256,6 +256,7 @@ mod tests {
             store_id: None,
             device_id: device.into(),
             generation,
+            odoo_user_id: None,
             iat: 0,
             exp: 0,
         }

@@ -254,6 +254,7 @@ async fn issue_pair(
         store_id: user.store_id.clone(),
         device_id: device_id.to_string(),
         generation,
+        odoo_user_id: user.odoo_user_id,
         iat: 0,
         exp: 0,
     })?;

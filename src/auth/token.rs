@@ -31,6 +31,10 @@ pub struct Claims {
     /// before generations existed carry none: 0.
     #[serde(rename = "gen", default)]
     pub generation: i64,
+    /// The user's Odoo user id when the token was issued (BridgeCore's smart-sync
+    /// routes name users by it).
+    #[serde(rename = "odoo_uid", default, skip_serializing_if = "Option::is_none")]
+    pub odoo_user_id: Option<i64>,
     pub iat: i64,
     pub exp: i64,
 }
@@ -133,6 +137,7 @@ mod tests {
             store_id: Some("s1".into()),
             device_id: "dev-1".into(),
             generation: 0,
+            odoo_user_id: None,
             iat: 0,
             exp: 0,
         }

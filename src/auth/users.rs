@@ -7,6 +7,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use super::identity::{self, Identity, IdentityChange};
 use super::{Role, password, session};
 
 /// A stored user.
@@ -20,9 +21,14 @@ pub struct User {
     pub password_hash: String,
     /// When the operator disabled the user; a disabled user cannot log in.
     pub disabled_at: Option<DateTime<Utc>>,
+    /// For BridgeCore's tenant login (`identity`).
+    pub email: Option<String>,
+    /// For BridgeCore's smart-sync routes (`identity`).
+    pub odoo_user_id: Option<i64>,
 }
 
-const COLUMNS: &str = "id, tenant_id, username, role, store_id, password_hash, disabled_at";
+const COLUMNS: &str =
+    "id, tenant_id, username, role, store_id, password_hash, disabled_at, email, odoo_user_id";
 
 /// Why a user could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +39,9 @@ pub enum AddUserError {
     StoreRequired,
     #[error("{0}")]
     Invalid(String),
+    /// An email or Odoo user id refused (the field, why).
+    #[error("{1}")]
+    Identity(&'static str, String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -46,6 +55,31 @@ pub async fn add(
     store_id: Option<&str>,
     password: &str,
 ) -> Result<User, AddUserError> {
+    add_with(
+        pool,
+        tenant,
+        username,
+        role,
+        store_id,
+        password,
+        Identity::default(),
+    )
+    .await
+}
+
+/// As `add`, with an email and an Odoo user id (`identity`).
+pub async fn add_with(
+    pool: &PgPool,
+    tenant: &str,
+    username: &str,
+    role: Role,
+    store_id: Option<&str>,
+    password: &str,
+    identity: Identity,
+) -> Result<User, AddUserError> {
+    let identity = identity
+        .checked()
+        .map_err(|(field, m)| AddUserError::Identity(field, m))?;
     if username.trim().is_empty() || username.len() > 128 {
         return Err(AddUserError::Invalid(
             "the username must have 1 to 128 characters".into(),
@@ -66,19 +100,25 @@ pub async fn add(
     };
     let hash = password::hash(password.to_string()).await?;
     let result = sqlx::query_as::<_, User>(
-        "INSERT INTO users (tenant_id, username, role, store_id, password_hash)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO users (tenant_id, username, role, store_id, password_hash, email, odoo_user_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (username) DO NOTHING
-         RETURNING id, tenant_id, username, role, store_id, password_hash, disabled_at",
+         RETURNING id, tenant_id, username, role, store_id, password_hash, disabled_at, email,
+                   odoo_user_id",
     )
     .bind(tenant)
     .bind(username)
     .bind(role.as_str())
     .bind(store_id)
     .bind(hash)
+    .bind(identity.email)
+    .bind(identity.odoo_user_id)
     .fetch_optional(pool)
     .await
-    .map_err(anyhow::Error::from)?;
+    .map_err(|e| match identity::taken(&e) {
+        Some((field, m)) => AddUserError::Identity(field, m.into()),
+        None => AddUserError::Other(e.into()),
+    })?;
     result.ok_or_else(|| AddUserError::Exists(username.to_string()))
 }
 
@@ -107,12 +147,15 @@ pub struct Listed {
     pub tenant_id: String,
     pub disabled_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    pub email: Option<String>,
+    pub odoo_user_id: Option<i64>,
 }
 
 /// Every user, or those of one tenant, by tenant and name.
 pub async fn list(pool: &PgPool, tenant: Option<&str>) -> sqlx::Result<Vec<Listed>> {
     sqlx::query_as(
-        "SELECT username, role, store_id, tenant_id, disabled_at, created_at FROM users
+        "SELECT username, role, store_id, tenant_id, disabled_at, created_at, email, odoo_user_id
+         FROM users
          WHERE $1::text IS NULL OR tenant_id = $1
          ORDER BY tenant_id, username",
     )
@@ -200,4 +243,53 @@ pub async fn set_password(
     tx.commit().await?;
     tracing::warn!(username, "password changed; the user's tokens were ended");
     Ok(())
+}
+
+/// Changes the identity of `username` (of `tenant`, when given: a manager reaches only
+/// its own tenant's users).
+pub async fn set_identity(
+    pool: &PgPool,
+    tenant: Option<&str>,
+    username: &str,
+    change: IdentityChange,
+) -> Result<Identity, ChangeUserError> {
+    let email = match change.email {
+        Some(Some(e)) => Some(Some(
+            identity::check_email(&e).map_err(ChangeUserError::Invalid)?,
+        )),
+        other => other,
+    };
+    let odoo_user_id = match change.odoo_user_id {
+        Some(Some(id)) => Some(Some(
+            identity::check_odoo_user_id(id).map_err(ChangeUserError::Invalid)?,
+        )),
+        other => other,
+    };
+    let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
+        "UPDATE users SET
+             email = CASE WHEN $3 THEN $4 ELSE email END,
+             odoo_user_id = CASE WHEN $5 THEN $6 ELSE odoo_user_id END
+         WHERE username = $1 AND ($2::text IS NULL OR tenant_id = $2)
+         RETURNING email, odoo_user_id",
+    )
+    .bind(username)
+    .bind(tenant)
+    .bind(email.is_some())
+    .bind(email.flatten())
+    .bind(odoo_user_id.is_some())
+    .bind(odoo_user_id.flatten())
+    .fetch_optional(pool)
+    .await
+    .map_err(|e| match identity::taken(&e) {
+        Some((_, m)) => ChangeUserError::Invalid(m.into()),
+        None => ChangeUserError::from(e),
+    })?;
+    let Some((email, odoo_user_id)) = row else {
+        return Err(ChangeUserError::Unknown(username.to_string()));
+    };
+    tracing::info!(username, ?email, ?odoo_user_id, "user identity changed");
+    Ok(Identity {
+        email,
+        odoo_user_id,
+    })
 }

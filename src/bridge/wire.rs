@@ -59,15 +59,31 @@ pub struct StateQuery {
     pub app_type: Option<String>,
 }
 
-/// `user_id`, when a v2 client sends it, must be the caller's (its UUID or username).
+/// `user_id`, when a v2 client sends it, must be the caller's: its Odoo user id (a
+/// number, as BridgeCore's clients send the `odoo_user_id` they got at login; or that
+/// number as a string, in a query), its UUID or its username.
 pub fn check_user(who: &Principal, user_id: Option<&Value>) -> AppResult<()> {
-    let given = match user_id {
-        None | Some(Value::Null) => return Ok(()),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
+    let odoo = who.odoo_user_id;
+    let ok = match user_id {
+        None | Some(Value::Null) => true,
+        Some(Value::Number(n)) => odoo.is_some() && n.as_i64() == odoo,
+        Some(Value::String(s)) => {
+            *s == who.user_id.to_string()
+                || *s == who.username
+                || odoo.is_some_and(|o| *s == o.to_string())
+        }
+        Some(_) => false,
     };
-    if given == who.user_id.to_string() || given == who.username {
+    if ok {
         return Ok(());
+    }
+    if odoo.is_none() && matches!(user_id, Some(Value::Number(_))) {
+        return Err(AppError::Forbidden(
+            "user_id names an Odoo user, and this user has none: a manager sets it \
+             (nas-sync user set --odoo-user-id, the admin API or the console); the app's \
+             next token (a refresh or a login) carries it."
+                .into(),
+        ));
     }
     Err(AppError::Forbidden(
         "user_id is not the user this token was issued to.".into(),
@@ -192,7 +208,8 @@ pub fn state_v1(who: &Principal, pos: Option<Position>) -> Value {
 /// The v2 state answer.
 pub fn state_v2(who: &Principal, pos: Option<Position>) -> Value {
     json!({
-        "user_id": who.user_id,
+        // BridgeCore's user id is the Odoo user's (an integer; null when none is set).
+        "user_id": who.odoo_user_id,
         "device_id": who.device_id,
         "app_type": pos.as_ref().map(|p| p.app_type.clone()),
         "last_event_id": pos.as_ref().map_or(0, |p| p.last_event_id),

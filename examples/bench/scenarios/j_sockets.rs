@@ -20,8 +20,8 @@ use uuid::Uuid;
 
 use super::Outcome;
 use crate::client::{Api, kpi_row};
-use crate::server::ServerProcess;
 use crate::report::{Goal, Row};
+use crate::server::ServerProcess;
 use crate::{Ctx, PASSWORD, mb, stats};
 
 const TENANT: &str = "t-j";
@@ -125,18 +125,13 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         .vs(push, "the push's own answer (median)")
         .goal(Goal::ValueBelow(100.0))
         .detail(&format!("p50 {p50:.1} ms, max {max:.1} ms")),
-        Row::new(
-            "j",
-            "server memory per idle socket",
-            per_socket_kib,
-            "KiB",
-        )
-        .goal(Goal::ValueBelow(20.0))
-        .detail(&format!(
-            "RSS idle {:.1} MB, with {sockets} sockets {:.1} MB",
-            mb(rss_before),
-            mb(rss_after)
-        )),
+        Row::new("j", "server memory per idle socket", per_socket_kib, "KiB")
+            .goal(Goal::ValueBelow(20.0))
+            .detail(&format!(
+                "RSS idle {:.1} MB, with {sockets} sockets {:.1} MB",
+                mb(rss_before),
+                mb(rss_after)
+            )),
     ];
     Ok(Outcome {
         rows,

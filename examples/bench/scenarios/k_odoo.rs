@@ -81,21 +81,29 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         let boss = api.login("k-boss", PASSWORD, "k-phone").await?;
         fake.set_call_delay(Duration::from_millis(delay_ms));
         fake.reset_calls();
-        ctx.phase_done(&format!("(k) load {records} Odoo records, batch {batch}"), t);
+        ctx.phase_done(
+            &format!("(k) load {records} Odoo records, batch {batch}"),
+            t,
+        );
         let started = Instant::now();
         let created: Value = api
             .http
             .post(api.url("/api/v1/odoo/connections"))
             .bearer_auth(&boss.token)
-            .json(&json!({"url": fake.url, "database": "odoo", "username": "bot",
+            .json(
+                &json!({"url": fake.url, "database": "odoo", "username": "bot",
                 "api_key": "bot-api-key", "models": ["res.partner"], "batch_size": batch,
-                "initial_range_days": 0, "poll_interval_seconds": 3600}))
+                "initial_range_days": 0, "poll_interval_seconds": 3600}),
+            )
             .send()
             .await?
             .error_for_status()?
             .json()
             .await?;
-        let id = created["id"].as_str().context("no connection id")?.to_string();
+        let id = created["id"]
+            .as_str()
+            .context("no connection id")?
+            .to_string();
         loop {
             let s: Value = api
                 .http

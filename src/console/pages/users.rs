@@ -1,5 +1,6 @@
 //! "Users": the tenant's users, "Add user" (`username`, `password`, `role`,
-//! `store`), disable, enable and reset password (`auth::manage`, as
+//! `store`, and for apps built on BridgeCore `email` and `odoo_user_id`), disable,
+//! enable, reset password, and set email and Odoo user (`auth::manage`, as
 //! `/api/v1/admin/users/...`).
 
 use axum::Form;
@@ -10,9 +11,11 @@ use axum::response::{IntoResponse, Response};
 use maud::html;
 
 use super::{done, failed, posted};
+use crate::auth::identity::IdentityChange;
 use crate::auth::manage::{self, NewUser};
 use crate::console::layout::{self, csrf_field, segment, when};
 use crate::console::session::Console;
+use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
 /// `GET /admin/users`.
@@ -24,7 +27,7 @@ pub async fn page(State(state): State<AppState>, console: Console) -> Response {
     let body = html! {
         div.table-wrap {
         table {
-            thead { tr { th { "Username" } th { "Role" } th { "Store" } th { "Since" } th { "State" } th { "Actions" } } }
+            thead { tr { th { "Username" } th { "Role" } th { "Store" } th { "Email" } th { "Odoo user" } th { "Since" } th { "State" } th { "Actions" } } }
             tbody {
                 @for u in &users {
                     @let path = segment(&u.username);
@@ -32,6 +35,8 @@ pub async fn page(State(state): State<AppState>, console: Console) -> Response {
                         td data-label="Username" { strong { (u.username) } }
                         td data-label="Role" { (u.role) }
                         td data-label="Store" { (u.store_id.clone().unwrap_or_default()) }
+                        td data-label="Email" { (u.email.clone().unwrap_or_default()) }
+                        td data-label="Odoo user" { (u.odoo_user_id.map(|i| i.to_string()).unwrap_or_default()) }
                         td data-label="Since" { (when(Some(u.created_at))) }
                         td data-label="State" {
                             @if u.disabled_at.is_some() { span.badge.bad { "disabled" } }
@@ -51,6 +56,19 @@ pub async fn page(State(state): State<AppState>, console: Console) -> Response {
                                     input id=(format!("pw-{}", u.username)) name="password" type="password"
                                         autocomplete="new-password" minlength="8" required;
                                     button type="submit" { "Set password" }
+                                }
+                            }
+                            details.identity {
+                                summary { "Email and Odoo user" }
+                                form.stack method="post" action=(format!("/admin/users/{path}/identity")) {
+                                    (csrf_field(&console))
+                                    label for=(format!("email-{}", u.username)) { "Email (empty: none)" }
+                                    input id=(format!("email-{}", u.username)) name="email" type="email"
+                                        autocomplete="off" maxlength="254" value=(u.email.clone().unwrap_or_default());
+                                    label for=(format!("odoo-{}", u.username)) { "Odoo user id (empty: none)" }
+                                    input id=(format!("odoo-{}", u.username)) name="odoo_user_id" type="number"
+                                        min="1" value=(u.odoo_user_id.map(|i| i.to_string()).unwrap_or_default());
+                                    button type="submit" { "Save" }
                                 }
                             }
                         }
@@ -74,6 +92,10 @@ pub async fn page(State(state): State<AppState>, console: Console) -> Response {
                 }
                 label for="new-store" { "Store (for store users)" }
                 input #new-store name="store" type="text" autocomplete="off" maxlength="128";
+                label for="new-email" { "Email (optional: BridgeCore's login)" }
+                input #new-email name="email" type="email" autocomplete="off" maxlength="254";
+                label for="new-odoo-user" { "Odoo user id (optional: BridgeCore's smart sync)" }
+                input #new-odoo-user name="odoo_user_id" type="number" min="1";
                 button type="submit" { "Add user" }
             }
         }
@@ -92,11 +114,17 @@ pub async fn add(
         Err(r) => return r.into_response(),
     };
     let field = |name: &str| fields.get(name).unwrap_or_default().to_string();
+    let (email, odoo_user_id) = match identity_fields(&fields) {
+        Ok(i) => i,
+        Err(e) => return done(&state, &console, Err(e), "/admin/users").await,
+    };
     let new = NewUser {
         username: field("username"),
         password: field("password"),
         role: field("role"),
         store: fields.get("store").map(ToString::to_string),
+        email,
+        odoo_user_id,
     };
     let outcome = manage::add_user(&state.pool, &console.who, new)
         .await
@@ -130,10 +158,39 @@ pub async fn act(
                 .await
                 .map(|()| format!("New password set for {username}; its devices log in again."))
         }
+        "identity" => match identity_fields(&fields) {
+            Ok((email, odoo_user_id)) => {
+                let change = IdentityChange {
+                    email: Some(email),
+                    odoo_user_id: Some(odoo_user_id),
+                };
+                manage::set_identity(pool, who, &username, change)
+                    .await
+                    .map(|_| format!("Email and Odoo user of {username} saved."))
+            }
+            Err(e) => Err(e),
+        },
         _ => return layout::problem(StatusCode::NOT_FOUND, "No such action."),
     };
-    if outcome.is_ok() && action != "enable" {
+    if outcome.is_ok() && action != "enable" && action != "identity" {
         state.sync.sessions.forget(&who.tenant, None);
     }
     done(&state, &console, outcome, "/admin/users").await
+}
+
+/// The form's email and Odoo user id; an empty field is none.
+fn identity_fields(fields: &crate::console::Fields) -> AppResult<(Option<String>, Option<i64>)> {
+    let email = fields
+        .get("email")
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(ToString::to_string);
+    let odoo_user_id = match fields.get("odoo_user_id").map(str::trim) {
+        None | Some("") => None,
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| AppError::validation("odoo_user_id", "must be a whole number"))?,
+        ),
+    };
+    Ok((email, odoo_user_id))
 }

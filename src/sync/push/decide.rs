@@ -354,6 +354,7 @@ mod tests {
             store_id: store.map(str::to_string),
             device_id: "dev-1".into(),
             generation: 0,
+            odoo_user_id: None,
             expires_at: 0,
         }
     }

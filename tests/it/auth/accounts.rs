@@ -63,10 +63,16 @@ async fn user_list_shows_name_role_store_tenant_and_status() {
     };
     assert_eq!(
         words("alice"),
-        ["alice", "manager", "-", "default", "active"]
+        ["alice", "manager", "-", "default", "active", "-", "-"]
     );
-    assert_eq!(words("bob"), ["bob", "store", "s7", "default", "disabled"]);
-    assert_eq!(words("erin"), ["erin", "store", "s9", "acme", "active"]);
+    assert_eq!(
+        words("bob"),
+        ["bob", "store", "s7", "default", "disabled", "-", "-"]
+    );
+    assert_eq!(
+        words("erin"),
+        ["erin", "store", "s9", "acme", "active", "-", "-"]
+    );
 
     let acme = user_list(&app, &["--tenant", "acme"]).await;
     assert!(line_of(&acme, "erin").is_some(), "{acme}");

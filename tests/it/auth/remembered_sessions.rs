@@ -31,6 +31,7 @@ fn principal(c: &Claims) -> nas_sync::auth::Principal {
         store_id: None,
         device_id: c.device_id.clone(),
         generation: c.generation,
+        odoo_user_id: c.odoo_user_id,
         expires_at: c.exp,
     }
 }

@@ -218,9 +218,13 @@ async fn v2_pull_state_and_reset_belong_to_the_caller() {
     assert_eq!(again["events"], json!([]), "{again}");
     assert_eq!(again["has_updates"], json!(false));
 
-    // user_id, when sent, must be the caller's: its id or its username.
+    // user_id, when sent, must be the caller's: its id or its username (or its Odoo
+    // user id: tests/it/bridge/replay.rs).
     let (_, me) = manager.get("/api/v2/sync/state?device_id=mgr-1").await;
-    let my_id = me["user_id"].as_str().expect("user id").to_string();
+    let my_id: uuid::Uuid = sqlx::query_scalar("SELECT id FROM users WHERE username = 'boss'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(me["last_event_id"], page["last_event_id"]);
     assert_eq!(me["sync_count"], json!(2));
     let (status, _) = manager
@@ -236,8 +240,13 @@ async fn v2_pull_state_and_reset_belong_to_the_caller() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let (_, store_me) = store.get("/api/v2/sync/state").await;
-    let theirs = store_me["user_id"].as_str().unwrap().to_string();
+    let (status, _) = store.get("/api/v2/sync/state").await;
+    assert_eq!(status, StatusCode::OK);
+    let theirs: uuid::Uuid = sqlx::query_scalar("SELECT user_id FROM devices WHERE device_id = $1")
+        .bind(&store.device_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     let (status, body) = manager
         .post(
             "/api/v2/sync/pull",

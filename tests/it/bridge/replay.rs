@@ -153,3 +153,100 @@ async fn the_example_push_with_camel_case_strategy_and_local_times() {
         "updated_at is the receipt, not the wall-clock string read in some zone: {stamped:?}"
     );
 }
+
+/// `SmartSyncState.fromJson` (package: sync_service.dart:878-890): `user_id as int?
+/// ?? 0`, `device_id as String?`, `last_event_id as int?`, `sync_count as int? ?? 0`,
+/// `status as String?`. Returns the user id read.
+fn smart_sync_state(m: &serde_json::Map<String, Value>) -> i64 {
+    for k in ["device_id", "status"] {
+        assert!(
+            m.get(k).is_none_or(|v| v.is_null() || v.is_string()),
+            "`{k} as String?` throws: {m:?}"
+        );
+    }
+    for k in ["last_event_id", "sync_count"] {
+        assert!(
+            m.get(k).is_none_or(|v| v.is_null() || v.is_i64()),
+            "`{k} as int?` throws: {m:?}"
+        );
+    }
+    match m.get("user_id") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v
+            .as_i64()
+            .unwrap_or_else(|| panic!("`user_id as int?` throws on {v}")),
+    }
+}
+
+/// package: `SyncService.smartPull` (sync_service.dart:364-386) posts `user_id` as
+/// the int the app got at login (`user.odoo_user_id`), `device_id` (default
+/// `'default'`); `getSmartSyncState` (:410-426) sends it back as a query string
+/// (`userId.toString()`) and reads `SmartSyncState`. A user whose manager gave it
+/// Odoo user id 7 is served under 7; another number is refused.
+#[tokio::test]
+async fn smart_sync_names_the_user_by_its_odoo_user_id() {
+    let app = TestApp::spawn().await;
+    let boss = app.manager("boss", "mgr-1").await;
+    let (status, body) = boss
+        .patch(
+            "/api/v1/admin/users/boss",
+            &serde_json::json!({"odoo_user_id": 7}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // The token carries the Odoo user id from the next login (or refresh) on.
+    let phone = app.login("boss", "default").await;
+    let pull = |user_id: i64| {
+        dio(app.http.post(format!("{}/api/v2/sync/pull", app.base)))
+            .bearer_auth(&phone.token)
+            .body(format!(
+                r#"{{"user_id":{user_id},"device_id":"default","app_type":"store_app"}}"#
+            ))
+    };
+    let (status, page) = as_map(pull(7).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{page:?}");
+    // SmartSyncPullResult.fromJson (:834-848).
+    assert!(page["has_updates"].is_boolean() && page["new_events_count"].is_i64());
+    let (status, refused) = as_map(pull(8).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused:?}");
+
+    let resp = dio(app.http.get(format!(
+        "{}/api/v2/sync/state?user_id=7&device_id=default",
+        app.base
+    )))
+    .bearer_auth(&phone.token)
+    .send()
+    .await
+    .unwrap();
+    let (status, state) = as_map(resp).await;
+    assert_eq!(status, StatusCode::OK, "{state:?}");
+    assert_eq!(smart_sync_state(&state), 7, "{state:?}");
+
+    // A user without an Odoo user id: an integer names nobody, and the answer says
+    // what to do; its state reads as user 0 (`?? 0`), not a throw.
+    let clerk = app.store("clerk", "s1", "clerk-phone").await;
+    let resp = dio(app.http.post(format!("{}/api/v2/sync/pull", app.base)))
+        .bearer_auth(&clerk.token)
+        .body(r#"{"user_id":7,"device_id":"clerk-phone","app_type":"store_app"}"#)
+        .send()
+        .await
+        .unwrap();
+    let (status, refused) = as_map(resp).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{refused:?}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("odoo-user-id")),
+        "{refused:?}"
+    );
+    let resp = dio(app.http.get(format!(
+        "{}/api/v2/sync/state?device_id=clerk-phone",
+        app.base
+    )))
+    .bearer_auth(&clerk.token)
+    .send()
+    .await
+    .unwrap();
+    let (_, state) = as_map(resp).await;
+    assert_eq!(smart_sync_state(&state), 0, "{state:?}");
+}

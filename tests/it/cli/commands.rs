@@ -455,3 +455,91 @@ async fn device_list_and_revoke() {
     let (s, b) = server.get("/api/v1/sync/status", &erin).await;
     assert_error(s, &b, 401, "DEVICE_REVOKED");
 }
+
+/// `user add --email --odoo-user-id`, `user list` showing them, `user set` changing
+/// and clearing them, and a taken email refused with the reason.
+#[tokio::test]
+async fn user_email_and_odoo_user_id_from_the_command_line() {
+    let db = TestDb::new().await;
+    let out = cli(
+        &db.url,
+        &[
+            "user",
+            "add",
+            "ana",
+            "--role",
+            "store",
+            "--store",
+            "s1",
+            "--email",
+            "ana@example.org",
+            "--odoo-user-id",
+            "12",
+            "--password-stdin",
+        ],
+        Some("a long password\n"),
+    )
+    .await;
+    assert_ok(&out);
+    let out = cli(&db.url, &["user", "list"], None).await;
+    assert_ok(&out);
+    let line = text(&out)
+        .lines()
+        .find(|l| l.starts_with("ana "))
+        .map(str::to_string)
+        .expect("ana listed");
+    assert!(
+        line.contains("ana@example.org") && line.trim_end().ends_with("12"),
+        "{line}"
+    );
+
+    let out = cli(
+        &db.url,
+        &["user", "set", "ana", "--no-email", "--odoo-user-id", "13"],
+        None,
+    )
+    .await;
+    assert_ok(&out);
+    let pool = connect(&db.url).await;
+    let ana = users::find_by_username(&pool, "ana")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((ana.email, ana.odoo_user_id), (None, Some(13)));
+
+    let out = cli(
+        &db.url,
+        &[
+            "user",
+            "add",
+            "bo",
+            "--role",
+            "manager",
+            "--email",
+            "ANA@example.org",
+            "--password-stdin",
+        ],
+        Some("a long password\n"),
+    )
+    .await;
+    assert_ok(&out);
+    let out = cli(
+        &db.url,
+        &["user", "set", "ana", "--email", "ana@EXAMPLE.org"],
+        None,
+    )
+    .await;
+    assert_fails(&out);
+    assert!(
+        text(&out).contains("already another user's"),
+        "{}",
+        text(&out)
+    );
+    let out = cli(
+        &db.url,
+        &["user", "set", "nobody", "--odoo-user-id", "1"],
+        None,
+    )
+    .await;
+    assert_fails(&out);
+}

@@ -487,6 +487,15 @@ impl Device {
         read(req.send().await.expect("request")).await
     }
 
+    pub async fn patch(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let req = self
+            .http
+            .patch(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(body);
+        read(req.send().await.expect("request")).await
+    }
+
     /// Pushes `changes`; asserts a 200 and returns the body.
     pub async fn push(&self, changes: Value) -> Value {
         let (status, body) = self

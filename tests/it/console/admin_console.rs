@@ -552,3 +552,69 @@ async fn forwarded_host_counts_only_from_trusted_proxies_and_no_device_is_the_co
         assert_eq!(body["code"], "DEVICE_REVOKED", "{body}");
     }
 }
+
+/// "Add user" with an email and an Odoo user id, then "Email and Odoo user" changing
+/// and clearing them: the list shows what is stored, a bad value says why.
+#[tokio::test]
+async fn a_manager_sets_a_users_email_and_odoo_user_from_the_users_page() {
+    let app = TestApp::spawn().await;
+    let mut b = signed_in_manager(&app).await;
+    let origin = app.base.clone();
+    let csrf = b.csrf("/admin/users").await;
+    let (status, _, _) = b
+        .post(
+            "/admin/users",
+            &[
+                ("csrf", &csrf),
+                ("username", "ana"),
+                ("password", "a long password"),
+                ("role", "store"),
+                ("store", "s1"),
+                ("email", "ana@example.org"),
+                ("odoo_user_id", "12"),
+            ],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let stored = || async {
+        let ana = nas_sync::auth::users::find_by_username(&app.pool, "ana")
+            .await
+            .unwrap()
+            .expect("ana added");
+        (ana.email, ana.odoo_user_id)
+    };
+    assert_eq!(stored().await, (Some("ana@example.org".into()), Some(12)));
+    let (_, _, html) = b.get("/admin/users").await;
+    assert!(
+        html.contains("ana@example.org") && html.contains(">12<"),
+        "{html}"
+    );
+
+    // Cleared email (empty field), new Odoo id.
+    let (status, _, _) = b
+        .post(
+            "/admin/users/ana/identity",
+            &[("csrf", &csrf), ("email", ""), ("odoo_user_id", "13")],
+            Some(&origin),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(stored().await, (None, Some(13)));
+    let (_, _, html) = b.get("/admin/users").await;
+    assert!(html.contains("Email and Odoo user of ana saved."), "{html}");
+
+    // Not a number: refused with the reason, nothing changed.
+    b.post(
+        "/admin/users/ana/identity",
+        &[("csrf", &csrf), ("email", ""), ("odoo_user_id", "twelve")],
+        Some(&origin),
+    )
+    .await;
+    let (_, _, html) = b.get("/admin/users").await;
+    assert!(
+        html.contains("Not done:") && html.contains("whole number"),
+        "{html}"
+    );
+    assert_eq!(stored().await, (None, Some(13)));
+}

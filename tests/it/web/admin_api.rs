@@ -250,3 +250,91 @@ async fn devices_are_listed_revoked_and_released() {
     let (status, body) = boss.get("/api/v1/sync/status").await;
     assert_eq!(status, StatusCode::OK, "{body}");
 }
+
+/// A user's email and Odoo user id (for apps built on BridgeCore): given at creation,
+/// listed, changed and cleared (`null`), unique (emails across tenants, Odoo ids in a
+/// tenant), checked, and reachable only in the manager's own tenant.
+#[tokio::test]
+async fn managers_set_and_clear_a_users_email_and_odoo_user_id() {
+    let app = TestApp::spawn().await;
+    let boss = app.manager("boss", "mgr-1").await;
+    let (status, body) = boss
+        .post(
+            "/api/v1/admin/users",
+            &json!({"username": "ana", "password": "secret-pw-1", "role": "store", "store": "s1",
+                    "email": " Ana@Example.org ", "odoo_user_id": 12}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        (body["email"].clone(), body["odoo_user_id"].clone()),
+        (json!("Ana@Example.org"), json!(12))
+    );
+
+    // Unique: the same email (any case) or the same Odoo id in the tenant.
+    for (field, value) in [
+        ("email", json!("ana@example.ORG")),
+        ("odoo_user_id", json!(12)),
+    ] {
+        let (status, body) = boss
+            .post(
+                "/api/v1/admin/users",
+                &json!({"username": format!("dup-{field}"), "password": "secret-pw-1",
+                        "role": "manager", field: value}),
+            )
+            .await;
+        assert_error(status, &body, 400, "VALIDATION_FAILED");
+        assert_eq!(body["details"]["field"], field, "{body}");
+    }
+    // Checked values.
+    for change in [json!({"email": "not-an-email"}), json!({"odoo_user_id": 0})] {
+        let (status, body) = boss.patch("/api/v1/admin/users/ana", &change).await;
+        assert_error(status, &body, 400, "VALIDATION_FAILED");
+    }
+    // A field left out stays; null clears.
+    let (status, body) = boss
+        .patch("/api/v1/admin/users/ana", &json!({"odoo_user_id": 13}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"email": "Ana@Example.org", "odoo_user_id": 13})
+    );
+    let (_, body) = boss
+        .patch("/api/v1/admin/users/ana", &json!({"email": null}))
+        .await;
+    assert_eq!(body, json!({"email": null, "odoo_user_id": 13}));
+    let (_, list) = boss.get("/api/v1/admin/users").await;
+    let ana = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "ana")
+        .unwrap();
+    assert_eq!(
+        (ana["email"].clone(), ana["odoo_user_id"].clone()),
+        (Value::Null, json!(13))
+    );
+
+    // Another tenant's manager does not reach ana, and may reuse Odoo id 13.
+    app.add_user("other-boss", Role::Manager, None, "other")
+        .await;
+    let other = app.login("other-boss", "other-1").await;
+    let (status, body) = other
+        .patch("/api/v1/admin/users/ana", &json!({"odoo_user_id": 1}))
+        .await;
+    assert_error(status, &body, 404, "NOT_FOUND");
+    let (status, body) = other
+        .patch(
+            "/api/v1/admin/users/other-boss",
+            &json!({"odoo_user_id": 13}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Store users may not.
+    let clerk = app.store("clerk", "s2", "clerk-phone").await;
+    let (status, body) = clerk
+        .patch("/api/v1/admin/users/ana", &json!({"odoo_user_id": 2}))
+        .await;
+    assert_error(status, &body, 403, "FORBIDDEN");
+}
