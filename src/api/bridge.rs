@@ -61,7 +61,7 @@ pub async fn pull_v1(
         &ctx,
         &who,
         &EventPull {
-            app_type: &req.app_type,
+            app_type: wire::app_type(req.app_type.as_deref()),
             last_event_id: req.last_event_id,
             models_filter: req.models_filter.as_deref(),
             limit: req.limit,
@@ -120,7 +120,7 @@ pub async fn pull_v2(
         &ctx,
         &who,
         &EventPull {
-            app_type: &req.app_type,
+            app_type: wire::app_type(req.app_type.as_deref()),
             last_event_id: None,
             models_filter: req.models_filter.as_deref(),
             limit: req.limit,

@@ -16,16 +16,20 @@ use crate::sync::conflicts::Conflict;
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PullV1 {
     pub device_id: Option<String>,
-    pub app_type: String,
+    /// Absent (the package's `pullUpdates` sends none): `DEFAULT_APP_TYPE`, and the
+    /// answer carries the package's shape too (`data`, `total_records`, `synced_at`).
+    pub app_type: Option<String>,
     /// Events after this id; absent: the stored position; 0: everything.
     #[schema(minimum = 0)]
     pub last_event_id: Option<i64>,
-    /// Models (`sale.order`) or tables (`forms`) to keep.
+    /// Models (`sale.order`) or tables (`forms`) to keep (the package calls it `models`).
+    #[serde(alias = "models")]
     pub models_filter: Option<Vec<String>>,
     /// Keep events of these priorities (`high`, `medium`, `low`).
     pub priority_filter: Option<Vec<String>>,
-    /// Default 100, at most 5000.
+    /// Default 100, at most 5000 (the package calls it `batch_size`).
     #[schema(minimum = 1, maximum = 5000)]
+    #[serde(alias = "batch_size")]
     pub limit: Option<i64>,
     /// Only 0: events are read by position, never by offset.
     #[schema(minimum = 0, maximum = 0)]
@@ -43,9 +47,12 @@ pub struct PullV2 {
     #[schema(value_type = Option<String>)]
     pub user_id: Option<Value>,
     pub device_id: Option<String>,
-    pub app_type: String,
+    /// Absent (the package sends none unless the app set one): `DEFAULT_APP_TYPE`.
+    pub app_type: Option<String>,
     #[schema(minimum = 1, maximum = 5000)]
     pub limit: Option<i64>,
+    /// The package calls it `models`.
+    #[serde(alias = "models")]
     pub models_filter: Option<Vec<String>>,
 }
 
@@ -105,6 +112,14 @@ fn token_v1(last: i64, device: &str, at: DateTime<Utc>) -> String {
     format!("{last}_{device}_{}", at.timestamp())
 }
 
+/// The app type of a pull that names none: every table the caller reads.
+pub const DEFAULT_APP_TYPE: &str = "store_manager_app";
+
+/// The app type a pull reads.
+pub fn app_type(given: Option<&str>) -> &str {
+    given.unwrap_or(DEFAULT_APP_TYPE)
+}
+
 /// The v1 pull answer; `conflicts` are the device's open ones.
 pub fn pulled_v1(who: &Principal, req: &PullV1, p: Pulled, conflicts: Vec<Conflict>) -> Value {
     let include_payload = req.include_payload.unwrap_or(true);
@@ -133,7 +148,26 @@ pub fn pulled_v1(who: &Principal, req: &PullV1, p: Pulled, conflicts: Vec<Confli
             e
         })
         .collect();
-    json!({
+    // The package's `OfflineSyncPullResult` (a request without `app_type` is its):
+    // the rows by model, deletions left out (its shape has no way to say them).
+    let package = req.app_type.is_none().then(|| {
+        let mut data: serde_json::Map<String, Value> = serde_json::Map::new();
+        for r in &p.events {
+            if let Some(row) = r.event.row.clone() {
+                let list = data.entry(r.model.clone()).or_insert_with(|| json!([]));
+                if let Some(list) = list.as_array_mut() {
+                    list.push(row);
+                }
+            }
+        }
+        let total: usize = data
+            .values()
+            .filter_map(Value::as_array)
+            .map(Vec::len)
+            .sum();
+        (data, total)
+    });
+    let mut answer = json!({
         "success": true,
         "has_updates": !events.is_empty(),
         "new_events_count": events.len(),
@@ -146,7 +180,13 @@ pub fn pulled_v1(who: &Principal, req: &PullV1, p: Pulled, conflicts: Vec<Confli
         "full_sync": p.restarted,
         "server_timestamp": p.now,
         "conflicts": conflicts,
-    })
+    });
+    if let Some((data, total)) = package {
+        answer["data"] = Value::Object(data);
+        answer["total_records"] = json!(total);
+        answer["synced_at"] = json!(p.now);
+    }
+    answer
 }
 
 /// `business` for Odoo models, `app` for the app's own tables.
@@ -196,6 +236,8 @@ pub fn state_v1(who: &Principal, pos: Option<Position>) -> Value {
         "user_id": who.user_id,
         "last_event_id": last,
         "last_sync_time": at,
+        // The package's `OfflineSyncState` reads this name.
+        "last_sync_at": at,
         "next_sync_token": at.map(|t| token_v1(last, &who.device_id, t)),
         "total_syncs": pos.as_ref().map_or(0, |p| p.total_syncs),
         "total_events_synced": pos.as_ref().map_or(0, |p| p.total_events_synced),

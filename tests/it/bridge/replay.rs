@@ -250,3 +250,134 @@ async fn smart_sync_names_the_user_by_its_odoo_user_id() {
     let (_, state) = as_map(resp).await;
     assert_eq!(smart_sync_state(&state), 0, "{state:?}");
 }
+
+/// `OfflineSyncPullResult.fromJson` (package: sync_service.dart:691-709): `data as
+/// Map<String, dynamic>? ?? {}`, every list value's items through `Map<String,
+/// dynamic>.from` (each must be an object), `total_records as int? ?? 0`,
+/// `DateTime.parse(synced_at as String)`. Returns the rows by model and the total.
+fn offline_sync_pull_result(
+    m: &serde_json::Map<String, Value>,
+) -> (std::collections::BTreeMap<String, Vec<Value>>, i64) {
+    let mut data = std::collections::BTreeMap::new();
+    match m.get("data") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(models)) => {
+            for (model, rows) in models {
+                if let Value::Array(rows) = rows {
+                    assert!(
+                        rows.iter().all(Value::is_object),
+                        "`Map.from` throws: {rows:?}"
+                    );
+                    data.insert(model.clone(), rows.clone());
+                }
+            }
+        }
+        Some(v) => panic!("`data as Map?` throws on {v}"),
+    }
+    let total = match m.get("total_records") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_i64().expect("`total_records as int?` throws"),
+    };
+    if let Some(at) = m.get("synced_at").filter(|v| !v.is_null()) {
+        let at = at.as_str().expect("`synced_at as String` throws");
+        chrono::DateTime::parse_from_rfc3339(at).expect("DateTime.parse throws");
+    }
+    (data, total)
+}
+
+/// package: `SyncService.pullUpdates` (sync_service.dart:147-170) posts `device_id`,
+/// `models`, `batch_size` and no `app_type` (BridgeCore's own server refuses that;
+/// nas-sync reads it as every table the caller reads, and answers the package's
+/// `data` by model besides its events); `getSyncState` (:283-296) reads
+/// `OfflineSyncState` (:774-785): `last_sync_at` parsed as a date, `pending_changes as
+/// int?`.
+#[tokio::test]
+async fn the_packages_pull_updates_and_sync_state() {
+    let app = TestApp::spawn().await;
+    let boss = app.manager("boss", "default").await;
+    boss.push(serde_json::json!({
+        "forms": [{"id": id(), "title": "one", "updated_at": now()},
+                  {"id": id(), "title": "two", "updated_at": now()}],
+        "kpi_data": [{"id": id(), "store_id": "s1", "metric": "sales", "value": 1,
+                      "period": "2026-12", "updated_at": now()}],
+    }))
+    .await;
+    settle(&app.pool).await;
+    let pull = || {
+        dio(app
+            .http
+            .post(format!("{}/api/v1/offline-sync/pull", app.base)))
+        .bearer_auth(&boss.token)
+        .body(r#"{"device_id":"default","models":["forms"],"batch_size":50}"#)
+    };
+    let (status, page) = as_map(pull().send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::OK, "{page:?}");
+    let (data, total) = offline_sync_pull_result(&page);
+    assert_eq!(total, 2, "{page:?}");
+    assert_eq!(
+        data.keys().collect::<Vec<_>>(),
+        ["forms"],
+        "`models` filters: {page:?}"
+    );
+    let mut titles: Vec<&str> = data["forms"]
+        .iter()
+        .filter_map(|r| r["title"].as_str())
+        .collect();
+    titles.sort_unstable();
+    assert_eq!(titles, ["one", "two"]);
+    // The position is kept: the next pull brings nothing new.
+    let (_, again) = as_map(pull().send().await.unwrap()).await;
+    assert_eq!(offline_sync_pull_result(&again).1, 0, "{again:?}");
+
+    let resp = dio(app.http.get(format!(
+        "{}/api/v1/offline-sync/state?device_id=default",
+        app.base
+    )))
+    .bearer_auth(&boss.token)
+    .send()
+    .await
+    .unwrap();
+    let (status, state) = as_map(resp).await;
+    assert_eq!(status, StatusCode::OK, "{state:?}");
+    assert_eq!(state["device_id"], "default");
+    let at = state["last_sync_at"]
+        .as_str()
+        .expect("`last_sync_at` set after a pull");
+    chrono::DateTime::parse_from_rfc3339(at).expect("DateTime.parse throws");
+    assert!(state["pending_changes"].is_i64());
+    assert!(
+        state
+            .get("metadata")
+            .is_none_or(|m| m.is_null() || m.is_object())
+    );
+}
+
+/// package: `smartPull` (sync_service.dart:374-381) sends `app_type` only when the
+/// app configured one, and the model list as `models`.
+#[tokio::test]
+async fn smart_pull_without_app_type_and_with_models() {
+    let app = TestApp::spawn().await;
+    let boss = app.manager("boss", "default").await;
+    boss.push(serde_json::json!({
+        "forms": [{"id": id(), "title": "one", "updated_at": now()}],
+        "kpi_data": [{"id": id(), "store_id": "s1", "metric": "sales", "value": 1,
+                      "period": "2026-12", "updated_at": now()}],
+    }))
+    .await;
+    settle(&app.pool).await;
+    let resp = dio(app.http.post(format!("{}/api/v2/sync/pull", app.base)))
+        .bearer_auth(&boss.token)
+        .body(r#"{"user_id":"boss","device_id":"default","models":["kpi_data"]}"#)
+        .send()
+        .await
+        .unwrap();
+    let (status, page) = as_map(resp).await;
+    assert_eq!(status, StatusCode::OK, "{page:?}");
+    let models: Vec<&str> = page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["model"].as_str())
+        .collect();
+    assert_eq!(models, ["kpi_data"], "{page:?}");
+}
