@@ -131,6 +131,10 @@ pub fn aged_rows() -> Vec<Aged> {
     vec![
         crate::odoo::mirror::FINISHED_BATCHES,
         crate::bridge::push::LOCAL_IDS,
+        Aged {
+            what: "user_sessions",
+            delete_older_than: crate::auth::tenant::DELETE_OLD_SESSIONS,
+        },
     ]
 }
 

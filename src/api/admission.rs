@@ -36,7 +36,7 @@ pub async fn admit(State(state): State<AppState>, req: Request, next: Next) -> R
     let (mut parts, body) = req.into_parts();
     let client = match token_of(&parts.headers, &parts.uri, family, &state) {
         Some(Ok(claims)) => {
-            let client = Client::Device(claims.tenant.clone(), claims.device_id.clone());
+            let client = Client::Device(claims.tenant.clone(), claims.client_key());
             parts.extensions.insert(Verified(claims));
             client
         }

@@ -7,7 +7,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::extract;
-use crate::auth::Principal;
+use super::principal::BridgeCaller;
 use crate::bridge::events::{self, EventPull};
 use crate::bridge::push::{self, OfflinePush};
 use crate::bridge::resolve::{self, ResolveConflicts};
@@ -24,9 +24,12 @@ use crate::sync::conflicts;
     security(("bearer" = [])))]
 pub async fn push_v1(
     State(ctx): State<BridgeCtx>,
-    who: Principal,
+    caller: BridgeCaller,
     extract::Json(req): extract::Json<OfflinePush>,
 ) -> AppResult<Json<Value>> {
+    let who = caller
+        .for_device(&ctx.sync.pool, req.device_id.as_deref())
+        .await?;
     push::push(&ctx, &who, req).await.map(Json)
 }
 
@@ -38,9 +41,12 @@ pub async fn push_v1(
     security(("bearer" = [])))]
 pub async fn resolve_v1(
     State(ctx): State<BridgeCtx>,
-    who: Principal,
+    caller: BridgeCaller,
     extract::Json(req): extract::Json<ResolveConflicts>,
 ) -> AppResult<Json<Value>> {
+    let who = caller
+        .for_device(&ctx.sync.pool, req.device_id.as_deref())
+        .await?;
     resolve::resolve(&ctx, &who, req).await.map(Json)
 }
 
@@ -52,10 +58,12 @@ pub async fn resolve_v1(
     security(("bearer" = [])))]
 pub async fn pull_v1(
     State(ctx): State<BridgeCtx>,
-    who: Principal,
+    caller: BridgeCaller,
     extract::Json(req): extract::Json<PullV1>,
 ) -> AppResult<Json<Value>> {
-    who.check_device(req.device_id.as_deref())?;
+    let who = caller
+        .for_device(&ctx.sync.pool, req.device_id.as_deref())
+        .await?;
     wire::check_offset(req.offset)?;
     let pulled = events::pull(
         &ctx,
@@ -78,10 +86,12 @@ pub async fn pull_v1(
     security(("bearer" = [])))]
 pub async fn state_v1(
     State(ctx): State<BridgeCtx>,
-    who: Principal,
+    caller: BridgeCaller,
     extract::Query(q): extract::Query<StateQuery>,
 ) -> AppResult<Json<Value>> {
-    who.check_device(q.device_id.as_deref())?;
+    let who = caller
+        .for_device(&ctx.sync.pool, q.device_id.as_deref())
+        .await?;
     let pos = state::get(&ctx, &who, q.app_type.as_deref()).await?;
     Ok(Json(wire::state_v1(&who, pos)))
 }
@@ -92,10 +102,12 @@ pub async fn state_v1(
     security(("bearer" = [])))]
 pub async fn reset_v1(
     State(ctx): State<BridgeCtx>,
-    who: Principal,
+    caller: BridgeCaller,
     extract::Query(q): extract::Query<StateQuery>,
 ) -> AppResult<Json<Value>> {
-    who.check_device(q.device_id.as_deref())?;
+    let who = caller
+        .for_device(&ctx.sync.pool, q.device_id.as_deref())
+        .await?;
     state::reset(&ctx, &who, q.app_type.as_deref()).await?;
     Ok(Json(json!({
         "success": true,
@@ -111,10 +123,12 @@ pub async fn reset_v1(
     security(("bearer" = [])))]
 pub async fn pull_v2(
     State(ctx): State<BridgeCtx>,
-    who: Principal,
+    caller: BridgeCaller,
     extract::Json(req): extract::Json<PullV2>,
 ) -> AppResult<Json<Value>> {
-    who.check_device(req.device_id.as_deref())?;
+    let who = caller
+        .for_device(&ctx.sync.pool, req.device_id.as_deref())
+        .await?;
     wire::check_user(&who, req.user_id.as_ref())?;
     let pulled = events::pull(
         &ctx,
@@ -136,10 +150,12 @@ pub async fn pull_v2(
     security(("bearer" = [])))]
 pub async fn state_v2(
     State(ctx): State<BridgeCtx>,
-    who: Principal,
+    caller: BridgeCaller,
     extract::Query(q): extract::Query<StateQuery>,
 ) -> AppResult<Json<Value>> {
-    who.check_device(q.device_id.as_deref())?;
+    let who = caller
+        .for_device(&ctx.sync.pool, q.device_id.as_deref())
+        .await?;
     wire::check_user(&who, q.user_id.map(Value::String).as_ref())?;
     let pos = state::get(&ctx, &who, q.app_type.as_deref()).await?;
     Ok(Json(wire::state_v2(&who, pos)))
@@ -151,10 +167,12 @@ pub async fn state_v2(
     security(("bearer" = [])))]
 pub async fn reset_v2(
     State(ctx): State<BridgeCtx>,
-    who: Principal,
+    caller: BridgeCaller,
     extract::Query(q): extract::Query<StateQuery>,
 ) -> AppResult<Json<Value>> {
-    who.check_device(q.device_id.as_deref())?;
+    let who = caller
+        .for_device(&ctx.sync.pool, q.device_id.as_deref())
+        .await?;
     wire::check_user(&who, q.user_id.clone().map(Value::String).as_ref())?;
     state::reset(&ctx, &who, q.app_type.as_deref()).await?;
     Ok(Json(json!({

@@ -16,4 +16,5 @@ pub mod principal;
 pub mod proxies;
 pub mod routes;
 pub mod sync;
+pub mod tenant;
 pub mod ws;

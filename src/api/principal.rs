@@ -13,6 +13,7 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, Uri};
 
 use crate::auth::session::{self, Session};
+use crate::auth::tenant;
 use crate::auth::token::Claims;
 use crate::auth::{Principal, Role};
 use crate::error::AppError;
@@ -61,7 +62,7 @@ pub fn token_of(
         span.record("device", claims.device_id.as_str());
         span.record("tenant", claims.tenant.as_str());
         if let Some(limits) = &state.limits {
-            limits.check_device(family, &claims.tenant, &claims.device_id)?;
+            limits.check_device(family, &claims.tenant, &claims.client_key())?;
         }
         Ok(claims)
     }))
@@ -103,6 +104,20 @@ fn principal(claims: Claims, role: Role) -> Principal {
     }
 }
 
+/// A BridgeCore tenant login's token names no device: it serves BridgeCore's routes
+/// only (`BridgeCaller`). 403, not 401: BridgeCore's clients answer a 401 by refreshing
+/// and trying again, which would loop.
+fn device_token(claims: &Claims) -> Result<(), AppError> {
+    if claims.sid.is_some() {
+        return Err(AppError::Forbidden(
+            "This token is from BridgeCore's tenant login: it serves the /api/v1/offline-sync \
+             and /api/v2/sync routes. Log in at /api/v1/auth/login with a device id for this route."
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 impl FromRequestParts<AppState> for Principal {
     type Rejection = AppError;
 
@@ -111,6 +126,7 @@ impl FromRequestParts<AppState> for Principal {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let (claims, role) = verified(parts, state)?;
+        device_token(&claims)?;
         session::check_access(&state.pool, &state.sync.sessions, (&claims).into()).await?;
         Ok(principal(claims, role))
     }
@@ -132,6 +148,7 @@ impl FromRequestParts<AppState> for PullCaller {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let (claims, role) = verified(parts, state)?;
+        device_token(&claims)?;
         let session = if state.sync.sessions.trusts((&claims).into()) {
             if state.sync.sessions.claim_refresh((&claims).into()) {
                 refresh_in_background(state, &claims);
@@ -161,4 +178,64 @@ fn refresh_in_background(state: &AppState, claims: &Claims) {
             tracing::debug!(device_id = %claims.device_id, error = %e, "a remembered session was refused on refresh");
         }
     });
+}
+
+/// The caller of a BridgeCore route: a device's token (checked as `Principal` is), or
+/// a BridgeCore tenant login's (`auth::tenant`), bound to a device only once the call
+/// names one (`for_device`).
+pub enum BridgeCaller {
+    Device(Principal),
+    User { who: Principal, session: uuid::Uuid },
+}
+
+impl BridgeCaller {
+    /// The caller as the device `device_id` names (the package's default, `default`,
+    /// when a user session's call names none); a device token must be that device's.
+    pub async fn for_device(
+        self,
+        pool: &sqlx::PgPool,
+        device_id: Option<&str>,
+    ) -> Result<Principal, AppError> {
+        match self {
+            BridgeCaller::Device(who) => {
+                who.check_device(device_id)?;
+                Ok(who)
+            }
+            BridgeCaller::User { who, session } => {
+                tenant::bind_device(pool, &who, session, device_id.unwrap_or("default")).await
+            }
+        }
+    }
+
+    /// The caller, whatever its device (`me`, `logout`): a user session is checked.
+    pub async fn checked(&self, pool: &sqlx::PgPool) -> Result<&Principal, AppError> {
+        match self {
+            BridgeCaller::Device(who) => Ok(who),
+            BridgeCaller::User { who, session } => {
+                tenant::check(pool, *session).await?;
+                Ok(who)
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for BridgeCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let (claims, role) = verified(parts, state)?;
+        match claims.sid {
+            Some(session) => Ok(BridgeCaller::User {
+                who: principal(claims, role),
+                session,
+            }),
+            None => {
+                session::check_access(&state.pool, &state.sync.sessions, (&claims).into()).await?;
+                Ok(BridgeCaller::Device(principal(claims, role)))
+            }
+        }
+    }
 }

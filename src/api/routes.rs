@@ -14,7 +14,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{admin, auth, bridge, conflicts, health, odoo, openapi, sync, ws};
+use super::{admin, auth, bridge, conflicts, health, odoo, openapi, sync, tenant, ws};
 use crate::guard::limits::Family;
 use crate::state::AppState;
 
@@ -27,7 +27,10 @@ pub fn declare(guard: impl Fn(Family, Routes) -> Routes, metrics: bool) -> Route
     let auth = Routes::new()
         .routes(routes!(auth::login))
         .routes(routes!(auth::refresh))
-        .routes(routes!(auth::logout));
+        .routes(routes!(auth::logout))
+        .routes(routes!(tenant::login))
+        .routes(routes!(tenant::refresh))
+        .routes(routes!(tenant::logout));
     let pull = Routes::new()
         .routes(routes!(sync::pull))
         .routes(routes!(bridge::pull_v1))
@@ -51,6 +54,7 @@ pub fn declare(guard: impl Fn(Family, Routes) -> Routes, metrics: bool) -> Route
         .routes(routes!(bridge::resolve_v1))
         .routes(routes!(bridge::health_v1))
         .routes(routes!(bridge::health_v2))
+        .routes(routes!(tenant::me, tenant::me_post))
         .routes(routes!(odoo::create, odoo::list))
         .routes(routes!(odoo::show, odoo::update, odoo::delete))
         .routes(routes!(odoo::status))

@@ -11,6 +11,7 @@ pub mod principal;
 pub mod remembered;
 pub mod service;
 pub mod session;
+pub mod tenant;
 pub mod token;
 pub mod users;
 

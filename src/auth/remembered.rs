@@ -257,6 +257,7 @@ mod tests {
             device_id: device.into(),
             generation,
             odoo_user_id: None,
+            sid: None,
             iat: 0,
             exp: 0,
         }

@@ -80,42 +80,20 @@ pub async fn login(
     let user = check_password(pool, &req.username, req.password).await?;
 
     let mut tx = pool.begin().await?;
-    // A new device, or the user's own; another user's device is not taken over.
-    let bound: Option<(bool, i64)> = sqlx::query_as(
-        "INSERT INTO devices (tenant_id, device_id, user_id, device_name, last_seen_at)
-         VALUES ($1, $2, $3, $4, now())
-         ON CONFLICT (tenant_id, device_id) DO UPDATE
-            SET device_name = coalesce(EXCLUDED.device_name, devices.device_name),
-                last_seen_at = now()
-            WHERE devices.user_id = EXCLUDED.user_id
-         RETURNING revoked_at IS NOT NULL, token_generation",
+    let generation = bind_device(
+        &mut tx,
+        &user.tenant_id,
+        user.id,
+        &req.device_id,
+        req.device_name.as_deref(),
     )
-    .bind(&user.tenant_id)
-    .bind(&req.device_id)
-    .bind(user.id)
-    .bind(&req.device_name)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let generation = match bound {
-        Some((false, generation)) => generation,
-        Some((true, _)) => return Err(AppError::DeviceRevoked),
-        None => {
-            // Another user's device (its row is locked by the attempt above).
-            let revoked: Option<bool> = sqlx::query_scalar(
-                "SELECT revoked_at IS NOT NULL FROM devices WHERE tenant_id = $1 AND device_id = $2",
-            )
-            .bind(&user.tenant_id)
-            .bind(&req.device_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            if revoked == Some(true) {
-                return Err(AppError::DeviceRevoked);
-            }
+    .await
+    .inspect_err(|e| {
+        if matches!(e, AppError::DeviceInUse) {
             tracing::warn!(username = %user.username, tenant = %user.tenant_id,
                 device_id = %req.device_id, "login refused: the device belongs to another user");
-            return Err(AppError::DeviceInUse);
         }
-    };
+    })?;
     let response = issue_pair(
         &mut tx,
         keys,
@@ -130,6 +108,53 @@ pub async fn login(
     Ok(response)
 }
 
+/// Binds `device_id` to the user, in `conn`'s transaction: a new device is registered
+/// to it, its own is seen again (`device_name` kept unless a new one is given);
+/// another user's device is not taken over (`DEVICE_IN_USE`), a revoked one stays so
+/// (`DEVICE_REVOKED`). Returns the device's token generation.
+pub async fn bind_device(
+    conn: &mut sqlx::PgConnection,
+    tenant: &str,
+    user_id: Uuid,
+    device_id: &str,
+    device_name: Option<&str>,
+) -> AppResult<i64> {
+    let bound: Option<(bool, i64)> = sqlx::query_as(
+        "INSERT INTO devices (tenant_id, device_id, user_id, device_name, last_seen_at)
+         VALUES ($1, $2, $3, $4, now())
+         ON CONFLICT (tenant_id, device_id) DO UPDATE
+            SET device_name = coalesce(EXCLUDED.device_name, devices.device_name),
+                last_seen_at = now()
+            WHERE devices.user_id = EXCLUDED.user_id
+         RETURNING revoked_at IS NOT NULL, token_generation",
+    )
+    .bind(tenant)
+    .bind(device_id)
+    .bind(user_id)
+    .bind(device_name)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match bound {
+        Some((false, generation)) => Ok(generation),
+        Some((true, _)) => Err(AppError::DeviceRevoked),
+        None => {
+            // Another user's device (its row is locked by the attempt above).
+            let revoked: Option<bool> = sqlx::query_scalar(
+                "SELECT revoked_at IS NOT NULL FROM devices WHERE tenant_id = $1 AND device_id = $2",
+            )
+            .bind(tenant)
+            .bind(device_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+            if revoked == Some(true) {
+                Err(AppError::DeviceRevoked)
+            } else {
+                Err(AppError::DeviceInUse)
+            }
+        }
+    }
+}
+
 /// Checks a username and password, as every sign-in does (the API's login and the
 /// admin console's): an unknown user and a wrong password get the same answer
 /// (`INVALID_CREDENTIALS`) after similar work; only the right password learns that
@@ -140,6 +165,14 @@ pub async fn check_password(pool: &PgPool, username: &str, password: String) -> 
         return Err(AppError::InvalidCredentials);
     }
     let user = users::find_by_username(pool, username).await?;
+    verify_password(user, password, username).await
+}
+
+/// The user, if `password` is its own: an unknown user (`None`) and a wrong password
+/// get the same answer after similar work (a decoy hash is verified); only the right
+/// password learns that the user is disabled. `name` is what the caller signed in with.
+pub async fn verify_password(user: Option<User>, password: String, name: &str) -> AppResult<User> {
+    let username = name;
     // Verify against a decoy when the user is unknown: same answer, similar time.
     let hash = user.as_ref().map_or(password::DECOY_HASH.to_string(), |u| {
         u.password_hash.clone()
@@ -255,6 +288,7 @@ async fn issue_pair(
         device_id: device_id.to_string(),
         generation,
         odoo_user_id: user.odoo_user_id,
+        sid: None,
         iat: 0,
         exp: 0,
     })?;

@@ -133,7 +133,8 @@ pub async fn end_device_tokens(
     Ok(found)
 }
 
-/// Ends every token of every device of a user, and its admin console sessions, in the
+/// Ends every token of every device of a user, its admin console sessions and its
+/// BridgeCore tenant sessions, in the
 /// caller's transaction.
 pub async fn end_user_tokens(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Result<()> {
     let devices: Vec<(String, String)> = sqlx::query_as(
@@ -147,11 +148,17 @@ pub async fn end_user_tokens(conn: &mut PgConnection, user_id: Uuid) -> sqlx::Re
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
-    // The user's admin console sessions end too.
+    // The user's admin console sessions and BridgeCore tenant sessions end too.
     sqlx::query("DELETE FROM admin_sessions WHERE user_id = $1")
         .bind(user_id)
         .execute(&mut *conn)
         .await?;
+    sqlx::query(
+        "UPDATE user_sessions SET ended_at = now() WHERE user_id = $1 AND ended_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(&mut *conn)
+    .await?;
     for (tenant, device_id) in &devices {
         close_sockets(conn, tenant, device_id).await?;
     }

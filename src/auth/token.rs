@@ -35,8 +35,24 @@ pub struct Claims {
     /// routes name users by it).
     #[serde(rename = "odoo_uid", default, skip_serializing_if = "Option::is_none")]
     pub odoo_user_id: Option<i64>,
+    /// The user session of a BridgeCore tenant login (`auth::tenant`); such a token
+    /// names no device (`device_id` is empty) and serves BridgeCore's routes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<uuid::Uuid>,
     pub iat: i64,
     pub exp: i64,
+}
+
+impl Claims {
+    /// Whom limits and fair shares count this token as: its device, or for a user
+    /// session's token (no device) the user.
+    pub fn client_key(&self) -> String {
+        if self.device_id.is_empty() {
+            format!("user:{}", self.sub)
+        } else {
+            self.device_id.clone()
+        }
+    }
 }
 
 /// The keys derived from the server secret.
@@ -138,6 +154,7 @@ mod tests {
             device_id: "dev-1".into(),
             generation: 0,
             odoo_user_id: None,
+            sid: None,
             iat: 0,
             exp: 0,
         }

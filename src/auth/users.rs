@@ -130,6 +130,15 @@ pub async fn find_by_username(pool: &PgPool, username: &str) -> sqlx::Result<Opt
         .await
 }
 
+/// The user with this email, in any case (`identity`).
+pub async fn find_by_email(pool: &PgPool, email: &str) -> sqlx::Result<Option<User>> {
+    let sql = format!("SELECT {COLUMNS} FROM users WHERE lower(email) = lower($1)");
+    sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql))
+        .bind(email)
+        .fetch_optional(pool)
+        .await
+}
+
 pub async fn find_by_id(conn: impl sqlx::PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<User>> {
     let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
     sqlx::query_as::<_, User>(sqlx::AssertSqlSafe(sql))

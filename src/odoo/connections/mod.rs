@@ -54,6 +54,21 @@ pub async fn get(ctx: &OdooCtx, who: &Principal, id: Uuid) -> AppResult<Connecti
     conn.ok_or_else(|| AppError::NotFound("No such Odoo connection.".into()))
 }
 
+/// The tenant's Odoo, as BridgeCore's tenant descriptions name it: the URL, database
+/// and version of its first connection, if it has one.
+pub async fn describe(
+    pool: &sqlx::PgPool,
+    tenant: &str,
+) -> sqlx::Result<Option<(String, String, String)>> {
+    sqlx::query_as(
+        "SELECT url, database, server_version FROM odoo_connections
+         WHERE tenant_id = $1 ORDER BY created_at LIMIT 1",
+    )
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await
+}
+
 /// The caller's tenant's connections.
 pub async fn list(ctx: &OdooCtx, who: &Principal) -> AppResult<Vec<ConnectionView>> {
     require_manager(who)?;

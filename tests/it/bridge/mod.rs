@@ -3,3 +3,4 @@
 mod bridgecore;
 mod offline_push;
 mod replay;
+mod tenant_auth;
