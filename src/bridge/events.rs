@@ -224,13 +224,21 @@ async fn save_position(
     events: usize,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO offline_sync_state AS s (tenant_id, user_id, device_id, app_type,
-             last_event_id, last_sync_time, total_syncs, total_events_synced)
-         VALUES ($1, $2, $3, $4, $5, now(), 1, $6)
+        "WITH seen AS (
+             -- The newest change the position covers: event ids follow (xid, seq), so
+             -- it is the highest numbered entry at or below it (an entry renumbered
+             -- since only makes this earlier, never later).
+             SELECT xid FROM sync_changes
+             WHERE tenant_id = $1 AND event_id <= $5 AND event_id IS NOT NULL
+             ORDER BY event_id DESC LIMIT 1)
+         INSERT INTO offline_sync_state AS s (tenant_id, user_id, device_id, app_type,
+             last_event_id, last_sync_time, total_syncs, total_events_synced, seen_xid)
+         VALUES ($1, $2, $3, $4, $5, now(), 1, $6, (SELECT xid FROM seen))
          ON CONFLICT (tenant_id, user_id, device_id, app_type) DO UPDATE SET
              last_event_id = EXCLUDED.last_event_id, last_sync_time = now(),
              total_syncs = s.total_syncs + 1,
-             total_events_synced = s.total_events_synced + EXCLUDED.total_events_synced",
+             total_events_synced = s.total_events_synced + EXCLUDED.total_events_synced,
+             seen_xid = EXCLUDED.seen_xid",
     )
     .bind(&who.tenant)
     .bind(who.user_id)

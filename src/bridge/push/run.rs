@@ -150,14 +150,14 @@ impl Run<'_> {
             },
         };
         data.insert("id".into(), json!(id));
-        data.insert(
-            "version".into(),
-            json!(if ch.action == "create" {
-                0
-            } else {
-                ch.version.unwrap_or(0)
-            }),
-        );
+        let version = match (ch.action.as_str(), ch.version) {
+            ("create", _) => 0,
+            (_, Some(v)) if v > 1 => v,
+            // No version tracked (the example clients always send 1): the version this
+            // device last saw.
+            _ => seen_version(conn, who, &c.table.name, id).await?,
+        };
+        data.insert("version".into(), json!(version));
         if ch.action == "delete" {
             data.insert("deleted".into(), json!(true));
         }
@@ -293,6 +293,32 @@ async fn remember(
 }
 
 /// A row of the caller's tenant, as a push answers it.
+/// The version of a row a device last saw: the newest at or before the point its
+/// event positions cover (`offline_sync_state.seen_xid`), or written by the device
+/// itself. 0 when there is none (never pulled, or the versions it saw were pruned):
+/// an edit of an existing row is then a conflict, never a silent overwrite.
+async fn seen_version(
+    conn: &mut PgConnection,
+    who: &Principal,
+    table: &str,
+    id: Uuid,
+) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT coalesce(max(h.version), 0) FROM sync_row_history h
+         WHERE h.table_name = $1 AND h.row_id = $2 AND h.tenant_id = $3
+           AND (h.origin_device = $4
+                OR h.xid <= (SELECT max(seen_xid) FROM offline_sync_state
+                             WHERE tenant_id = $3 AND device_id = $4 AND user_id = $5))",
+    )
+    .bind(table)
+    .bind(id)
+    .bind(&who.tenant)
+    .bind(&who.device_id)
+    .bind(who.user_id)
+    .fetch_one(conn)
+    .await
+}
+
 async fn current_row(
     conn: &mut PgConnection,
     table: &Table,

@@ -131,8 +131,10 @@ async fn creates_with_local_references_apply_parents_first_and_retries_create_no
     );
 }
 
-/// A kpi row both devices saw at version 1, then edited by `first` (version 2).
-async fn race(app: &TestApp, first: &Device) -> String {
+/// A kpi row both devices saw at version 1 (`second` pulls it: a change sent with
+/// `version: 1` is based on what its device last saw), then edited by `first`
+/// (version 2).
+async fn race(app: &TestApp, first: &Device, second: &Device) -> String {
     let kpi = id();
     let r = offline_push(
         first,
@@ -142,6 +144,14 @@ async fn race(app: &TestApp, first: &Device) -> String {
     )
     .await;
     assert_eq!(r["success"], json!(true), "{r}");
+    settle(&app.pool).await;
+    let (status, page) = second
+        .post(
+            "/api/v1/offline-sync/pull",
+            &json!({"device_id": second.device_id, "app_type": "store_manager_app"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
     let r = offline_push(
         first,
         json!([{"local_id": format!("e-{kpi}"), "action": "update", "model": "kpi_data",
@@ -151,7 +161,6 @@ async fn race(app: &TestApp, first: &Device) -> String {
     )
     .await;
     assert_eq!(r["results"][0]["status"], "success", "{r}");
-    let _ = app;
     kpi
 }
 
@@ -168,7 +177,7 @@ async fn each_strategy_settles_a_race_between_two_devices() {
     let old = "2020-01-01T00:00:00Z";
 
     // server_wins: B's stale edit loses, whatever its clock.
-    let kpi = race(&app, &a).await;
+    let kpi = race(&app, &a, &b).await;
     let r = offline_push(
         &b,
         stale_edit(&kpi, "l1", json!({"value": 20}), &now()),
@@ -187,7 +196,7 @@ async fn each_strategy_settles_a_race_between_two_devices() {
     );
 
     // client_wins (within latest_wins: B's change is newer): B's value.
-    let kpi = race(&app, &a).await;
+    let kpi = race(&app, &a, &b).await;
     let r = offline_push(
         &b,
         stale_edit(&kpi, "l2", json!({"value": 21}), &now()),
@@ -198,7 +207,7 @@ async fn each_strategy_settles_a_race_between_two_devices() {
     assert_eq!(kpi_row(&app, &kpi).await["value"], json!(21));
 
     // newest_wins: an older device change loses, a newer one wins.
-    let kpi = race(&app, &a).await;
+    let kpi = race(&app, &a, &b).await;
     let r = offline_push(
         &b,
         stale_edit(&kpi, "l3", json!({"value": 22}), old),
@@ -217,7 +226,7 @@ async fn each_strategy_settles_a_race_between_two_devices() {
     assert_eq!(kpi_row(&app, &kpi).await["value"], json!(23));
     // A device clock in the future counts as the server's clock at receipt: it wins
     // against an older row, but is stored at receipt time, not in the future.
-    let kpi = race(&app, &a).await;
+    let kpi = race(&app, &a, &b).await;
     let r = offline_push(
         &b,
         stale_edit(&kpi, "l3c", json!({"value": 24}), "2999-01-01T00:00:00Z"),
@@ -230,7 +239,7 @@ async fn each_strategy_settles_a_race_between_two_devices() {
 
     // merge: A changed value, B changed period: both stay; the same field goes to the
     // table's rule (latest_wins: B's older change loses it).
-    let kpi = race(&app, &a).await;
+    let kpi = race(&app, &a, &b).await;
     let r = offline_push(
         &b,
         stale_edit(&kpi, "l4", json!({"value": 30, "period": "p2"}), old),
@@ -247,7 +256,7 @@ async fn each_strategy_settles_a_race_between_two_devices() {
     );
 
     // manual: nothing applied, the conflict stays open until resolved.
-    let kpi = race(&app, &a).await;
+    let kpi = race(&app, &a, &b).await;
     let r = offline_push(
         &b,
         stale_edit(&kpi, "l5", json!({"value": 40}), &now()),
@@ -309,7 +318,7 @@ async fn a_store_device_never_beats_a_managers_edit_on_a_manager_wins_table() {
         .await;
     let manager = app.manager("boss", "mgr-1").await;
     let store = app.store("s1user", "s1", "store-1").await;
-    let kpi = race(&app, &manager).await;
+    let kpi = race(&app, &manager, &store).await;
     let r = offline_push(
         &store,
         stale_edit(&kpi, "mine", json!({"value": 99}), &now()),
@@ -338,7 +347,7 @@ async fn other_stores_and_tenants_are_out_of_reach() {
     app.add_user("acme", nas_sync::auth::Role::Manager, None, "acme")
         .await;
     let outsider = app.login("acme", "acme-1").await;
-    let kpi = race(&app, &s1).await;
+    let kpi = race(&app, &s1, &s2).await;
     for (dev, label) in [(&s2, "another store"), (&outsider, "another tenant")] {
         let r = offline_push(
             dev,

@@ -381,3 +381,92 @@ async fn smart_pull_without_app_type_and_with_models() {
         .collect();
     assert_eq!(models, ["kpi_data"], "{page:?}");
 }
+
+/// example: `OfflineSyncService` always sends `version: 1` (offline_sync_service.dart:
+/// 369) and never learns versions (its `ServerChange` has none). BridgeCore skips the
+/// check for `version <= 1`; nas-sync bases such an edit on the version this device
+/// last saw (its event position, or its own write): an edit of a row unchanged since
+/// applies, an edit of a row changed since is a conflict, and when the versions it
+/// saw were pruned, a conflict too (never a silent overwrite).
+#[tokio::test]
+async fn version_one_edits_are_based_on_what_the_device_last_pulled() {
+    let app = TestApp::spawn().await;
+    let phone = app.manager("boss", "example-phone").await;
+    let other = app.login("boss", "other-device").await;
+    let form = id();
+    other
+        .push(serde_json::json!({"forms": [{"id": form, "title": "v1", "updated_at": now()}]}))
+        .await;
+    other
+        .push(serde_json::json!({"forms": [{"id": form, "title": "v2", "version": 1, "updated_at": now()}]}))
+        .await;
+    let pull = || async {
+        settle(&app.pool).await;
+        let resp = dio(app
+            .http
+            .post(format!("{}/api/v1/offline-sync/pull", app.base)))
+        .bearer_auth(&phone.token)
+        .body(r#"{"device_id":"example-phone","app_type":"store_manager_app"}"#)
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    };
+    let edit = |title: &str| {
+        let body = format!(
+            r#"{{"device_id":"example-phone","changes":[{{"local_id":"{}","action":"update","model":"forms","record_id":"{form}","data":{{"title":"{title}"}},"local_timestamp":"2026-12-07T10:15:30.123456","version":1,"priority":0,"dependencies":null}}],"conflict_strategy":"serverWins","stop_on_error":false}}"#,
+            id()
+        );
+        let req = dio(app
+            .http
+            .post(format!("{}/api/v1/offline-sync/push", app.base)))
+        .bearer_auth(&phone.token)
+        .body(body);
+        async move {
+            let (status, answer) = as_map(req.send().await.unwrap()).await;
+            assert_eq!(status, StatusCode::OK, "{answer:?}");
+            sync_status(&answer["results"][0]).to_string()
+        }
+    };
+    let title = || async {
+        sqlx::query_scalar::<_, String>("SELECT title FROM forms WHERE id = $1::uuid")
+            .bind(&form)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+
+    // Pulled version 2, unchanged since: the edit applies.
+    pull().await;
+    assert_eq!(edit("phone 1").await, "success");
+    assert_eq!(title().await, "phone 1");
+    // Its own write counts as seen: a second edit before any pull applies too.
+    assert_eq!(edit("phone 2").await, "success");
+    // Changed by another device since: a conflict, and serverWins keeps the server's.
+    other
+        .push(serde_json::json!({"forms": [{"id": form, "title": "other 4", "version": 4, "updated_at": now()}]}))
+        .await;
+    assert_eq!(title().await, "other 4");
+    assert_eq!(edit("phone 3").await, "conflict");
+    assert_eq!(title().await, "other 4");
+    // Pulled again: based on version 5 now, the edit applies.
+    pull().await;
+    assert_eq!(edit("phone 4").await, "success");
+    assert_eq!(title().await, "phone 4");
+
+    // The other device edits again, and retention prunes every version but the
+    // newest: what the phone saw is gone, so its edit is a conflict.
+    other
+        .push(serde_json::json!({"forms": [{"id": form, "title": "other 7", "version": 6, "updated_at": now()}]}))
+        .await;
+    sqlx::query(
+        "DELETE FROM sync_row_history WHERE row_id = $1::uuid
+           AND version < (SELECT version FROM forms WHERE id = $1::uuid)",
+    )
+    .bind(&form)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(edit("phone 5").await, "conflict");
+    assert_eq!(title().await, "other 7");
+}
