@@ -21,14 +21,15 @@ pub(super) struct Outcome {
     pub receipt: DateTime<Utc>,
 }
 
-/// The id BridgeCore clients see: the Odoo id of a mirrored row that has one, else
-/// the row's UUID.
-pub(super) fn server_id(row: &Value) -> Value {
-    row.get("odoo_id")
-        .filter(|v| v.is_number())
-        .or_else(|| row.get("id"))
-        .cloned()
-        .unwrap_or(Value::Null)
+/// The id BridgeCore clients see: a mirrored row's Odoo id (an integer, as they
+/// parse it), a nas-sync table's row UUID. `None` for a mirrored row Odoo has not
+/// given an id yet (its write-back is pending).
+pub(super) fn server_id(row: &Value) -> Option<Value> {
+    match row.get("odoo_id") {
+        Some(id) if id.is_number() => Some(id.clone()),
+        Some(_) => None,
+        None => row.get("id").cloned(),
+    }
 }
 
 pub(super) fn success_result(
@@ -49,6 +50,15 @@ pub(super) fn success_result(
         "server_timestamp": receipt,
         "processing_time_ms": ms,
     });
+    if applied.conflict.is_none() && applied.row.is_some() && r["server_id"].is_null() {
+        // Stored, but Odoo has not given the row its id yet: the client keeps the
+        // change pending and sends it again; the same local id then answers `success`
+        // with the Odoo id once write-back has it.
+        r["status"] = json!("pending");
+        if let Some(m) = r.as_object_mut() {
+            m.remove("server_id");
+        }
+    }
     if let Some(c) = &applied.conflict {
         if c.winner != "client" {
             r["status"] = json!("conflict");
@@ -98,6 +108,7 @@ pub(super) async fn answer(
     } = outcome;
     let count = |s: &str| results.iter().filter(|r| r["status"] == s).count();
     let (succeeded, failed, conflicts) = (count("success"), count("failed"), count("conflict"));
+    let pending = count("pending");
     let total_ms = started.elapsed().as_secs_f64() * 1000.0;
     let position = crate::bridge::state::get(ctx, who, None).await?;
     let last = position.map_or(0, |p| p.last_event_id);
@@ -109,6 +120,7 @@ pub(super) async fn answer(
         "succeeded": succeeded,
         "failed": failed,
         "conflicts": conflicts,
+        "pending": pending,
         "results": results,
         "id_mapping": id_mapping,
         "next_sync_token": format!("{last}_{}_{}", who.device_id, receipt.timestamp()),

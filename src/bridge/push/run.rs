@@ -61,7 +61,7 @@ impl Run<'_> {
             let ch = &c.change;
             results[c.index] = match done {
                 Ok(applied) => {
-                    let server_id = applied.row.as_ref().map(server_id);
+                    let server_id = applied.row.as_ref().and_then(server_id);
                     if ch.action == "create"
                         && let (Some(l), Some(id)) = (&ch.local_id, &server_id)
                     {

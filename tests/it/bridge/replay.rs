@@ -7,9 +7,10 @@
 //! - BridgeCore's example clients `geniustep/BridgeCore` at e2e8ca20,
 //!   `examples/flutter/` ("example:").
 //!
-//! This is the first part of the replay: health, the push's result status,
-//! its strategy names and its local timestamps. The tenant login, integer ids and
-//! versions follow.
+//! Here: health, the push's result status, strategy names and local timestamps,
+//! smart sync's integer user id, the package's offline pull and state, and edits sent
+//! with `version: 1`. The tenant login is `tenant_auth.rs`; integer ids of Odoo models
+//! need the fake Odoo and are in `tests/it/odoo/mirror.rs`.
 
 use crate::common::*;
 

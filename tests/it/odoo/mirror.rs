@@ -1232,3 +1232,106 @@ async fn a_redirect_to_another_origin_shows_on_the_connection_and_sends_nothing_
     assert!(s["last_error"].as_str().unwrap().contains(&wanted), "{s}");
     assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 }
+
+/// BridgeCore's clients read ids of Odoo models as integers (the example client's
+/// `Map<String, int>.from(id_mapping)`, `server_id as int?`, and `record_id as int` in
+/// every pulled event: geniustep/BridgeCore examples/flutter/offline_sync_service.dart).
+/// A create on a mirrored model answers `pending` (no `server_id`, nothing in
+/// `id_mapping`) until Odoo gave the row its id; sent again with the same local id,
+/// it answers `success` with that id. Pulls hold the row back until then, and every
+/// `record_id` they carry is an integer.
+#[tokio::test]
+async fn bridgecore_creates_on_odoo_models_answer_integer_ids_or_pending() {
+    let fake = FakeOdoo::start(FakeOptions::default()).await;
+    let partner = fake.insert("res.partner", json!({"name": "Customer"}));
+    fake.insert(
+        "sale.order",
+        json!({"name": "S0001", "partner_id": partner}),
+    );
+    let app = app().await;
+    let manager = app.manager("boss", "example-phone").await;
+    let id = connect(&manager, &fake, json!({})).await;
+    wait_done(&manager, &id).await;
+
+    let push = || async {
+        let (status, resp) = manager
+            .post(
+                "/api/v1/offline-sync/push",
+                &json!({"device_id": "example-phone", "conflict_strategy": "serverWins",
+                        "changes": [{"local_id": "order-1", "action": "create",
+                                     "model": "sale.order",
+                                     "data": {"partner_id": partner, "client_order_ref": "TABLET-1"},
+                                     "version": 1}]}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{resp}");
+        // `Map<String, int>.from(json['id_mapping'])` checks every value.
+        let mapping = resp["id_mapping"].as_object().expect("id_mapping");
+        assert!(mapping.values().all(Value::is_i64), "{resp}");
+        resp
+    };
+    let pulled_ids = || async {
+        let (status, page) = manager
+            .post(
+                "/api/v1/offline-sync/pull",
+                &json!({"device_id": "example-phone", "app_type": "sales_app", "last_event_id": 0}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let events = page["events"].as_array().expect("events").clone();
+        events
+            .iter()
+            .filter(|e| e["model"] == "sale.order")
+            .map(|e| {
+                e["record_id"]
+                    .as_i64()
+                    .unwrap_or_else(|| panic!("`record_id as int` throws: {e}"))
+            })
+            .collect::<Vec<i64>>()
+    };
+
+    // Odoo is slow to answer: the first answer is pending, and the pull holds it back.
+    fake.set_call_delay(Duration::from_secs(3));
+    let first = push().await;
+    let result = &first["results"][0];
+    assert_eq!(result["status"], "pending", "{first}");
+    assert!(result.get("server_id").is_none(), "{first}");
+    assert!(first["id_mapping"].get("partner-1").is_none(), "{first}");
+    assert_eq!(
+        pulled_ids().await.len(),
+        1,
+        "only the partner Odoo gave an id"
+    );
+    fake.set_call_delay(Duration::ZERO);
+
+    // Once written back: the same local id answers success with the Odoo id, and the
+    // pull carries it as an integer.
+    let start = Instant::now();
+    let odoo_id = loop {
+        let again = push().await;
+        if again["results"][0]["status"] == "success" {
+            let id = again["results"][0]["server_id"]
+                .as_i64()
+                .expect("an integer server_id");
+            assert_eq!(again["id_mapping"]["order-1"], json!(id), "{again}");
+            break id;
+        }
+        assert_eq!(again["results"][0]["status"], "pending", "{again}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "never written back: {again}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(fake.count("sale.order"), 2, "created once in Odoo");
+    let start = Instant::now();
+    loop {
+        crate::common::settle(&app.pool).await;
+        let ids = pulled_ids().await;
+        if ids.contains(&odoo_id) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{ids:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
