@@ -24,27 +24,38 @@ pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Jso
     }
     let extract::Json(body): extract::Json<LoginRequest> = req.extract().await?;
     let username = body.username.clone();
-    if let Some(limits) = &state.limits {
-        limits.check_login_user(ip, &username)?;
-        limits.login_wait(&username).await;
-    }
-    let done = service::login(
+    let attempt = service::login(
         &state.pool,
         &state.keys,
         state.config.refresh_token_ttl,
         body,
-    )
-    .await;
+    );
+    let done = under_login_limits(&state, ip, &username, attempt).await;
+    done.map(Json)
+}
+
+/// Runs a sign-in attempt under the login limits (the address's budget is spent by
+/// the caller, before it reads the body): the name's budget and its growing delay
+/// before, and the outcome counted after (a wrong password slows that name down).
+pub(super) async fn under_login_limits<T>(
+    state: &AppState,
+    ip: std::net::IpAddr,
+    name: &str,
+    attempt: impl Future<Output = AppResult<T>>,
+) -> AppResult<T> {
+    if let Some(limits) = &state.limits {
+        limits.check_login_user(ip, name)?;
+        limits.login_wait(name).await;
+    }
+    let done = attempt.await;
     if let Some(limits) = &state.limits {
         match &done {
-            Ok(_) => limits.login_outcome(&username, true),
-            Err(crate::error::AppError::InvalidCredentials) => {
-                limits.login_outcome(&username, false);
-            }
+            Ok(_) => limits.login_outcome(name, true),
+            Err(crate::error::AppError::InvalidCredentials) => limits.login_outcome(name, false),
             Err(_) => {}
         }
     }
-    done.map(Json)
+    done
 }
 
 /// Exchanges a refresh token for a new pair (the old one stops working; presenting it

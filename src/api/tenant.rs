@@ -42,24 +42,13 @@ pub async fn login(State(state): State<AppState>, req: Request) -> AppResult<Jso
     }
     let extract::Json(body): extract::Json<TenantLogin> = req.extract().await?;
     let name = body.email.trim().to_lowercase();
-    if let Some(limits) = &state.limits {
-        limits.check_login_user(ip, &name)?;
-        limits.login_wait(&name).await;
-    }
-    let done = tenant::login(
+    let attempt = tenant::login(
         &state.pool,
         &state.keys,
         state.config.refresh_token_ttl,
         body,
-    )
-    .await;
-    if let Some(limits) = &state.limits {
-        match &done {
-            Ok(_) => limits.login_outcome(&name, true),
-            Err(AppError::InvalidCredentials) => limits.login_outcome(&name, false),
-            Err(_) => {}
-        }
-    }
+    );
+    let done = super::auth::under_login_limits(&state, ip, &name, attempt).await;
     let mut session = done?;
     session.tenant = tenant_info(&state, &session.tenant.id).await?;
     Ok(Json(session))
