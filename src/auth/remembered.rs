@@ -258,6 +258,8 @@ mod tests {
             generation,
             odoo_user_id: None,
             sid: None,
+            user_type: None,
+            tenant_id: None,
             iat: 0,
             exp: 0,
         }

@@ -289,6 +289,8 @@ async fn issue_pair(
         generation,
         odoo_user_id: user.odoo_user_id,
         sid: None,
+        user_type: None,
+        tenant_id: None,
         iat: 0,
         exp: 0,
     })?;

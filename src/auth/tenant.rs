@@ -117,6 +117,8 @@ fn access_claims(user: &User, session: Uuid) -> Claims {
         generation: 0,
         odoo_user_id: user.odoo_user_id,
         sid: Some(session),
+        user_type: Some("tenant".into()),
+        tenant_id: Some(user.tenant_id.clone()),
         iat: 0,
         exp: 0,
     }

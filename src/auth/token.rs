@@ -39,6 +39,13 @@ pub struct Claims {
     /// names no device (`device_id` is empty) and serves BridgeCore's routes only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<uuid::Uuid>,
+    /// `tenant` on a tenant login's token, with `tenant_id`: the claims BridgeCore's
+    /// package checks before it trusts a stored token (`validateTenantToken`, which
+    /// an app may run at start and which signs it out when they are missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
     pub iat: i64,
     pub exp: i64,
 }
@@ -155,6 +162,8 @@ mod tests {
             generation: 0,
             odoo_user_id: None,
             sid: None,
+            user_type: None,
+            tenant_id: None,
             iat: 0,
             exp: 0,
         }

@@ -153,6 +153,17 @@ async fn login_sync_refresh_twice_me_and_logout_as_the_package_does() {
     assert_eq!(status, StatusCode::OK, "{session}");
     let (access, refresh, odoo_user_id) = tenant_session(&session);
     assert_eq!(odoo_user_id, Some(42));
+    // `validateTenantToken` (token_manager.dart:404-440), which `validateAndCleanup`
+    // runs at an app's start and signs out on failure: the access token's payload has
+    // `user_type: "tenant"` and a `tenant_id`.
+    let payload = access.split('.').nth(1).expect("a JWT");
+    let payload: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .expect("base64url"),
+    )
+    .expect("a JSON payload");
+    assert_eq!(payload["user_type"], "tenant", "{payload}");
+    assert_eq!(payload["tenant_id"], "default", "{payload}");
 
     // Sync calls name their device: `default`, registered to maria at first use.
     let (status, page) = pkg
