@@ -7,7 +7,10 @@
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// The identity given to a new user.
+// Named `UserIdentity` in the document: a bare `Identity` is too generic a class
+// name for the clients generated from it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[schema(as = UserIdentity)]
 pub struct Identity {
     #[schema(max_length = 254)]
     pub email: Option<String>,
@@ -18,6 +21,7 @@ pub struct Identity {
 /// A change of identity: an absent field stays, `null` clears it.
 #[derive(Clone, Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = UserIdentityChange)]
 pub struct IdentityChange {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, max_length = 254)]
