@@ -74,6 +74,10 @@ pub struct Config {
     pub max_page_bytes: usize,
     /// BridgeCore `app_type`s and their models (`NAS_SYNC_APP_TYPES`).
     pub app_types: crate::bridge::AppTypes,
+    /// How long a BridgeCore push waits for the Odoo ids of the rows it created on
+    /// mirrored models before answering `pending` (`NAS_SYNC_BRIDGE_CREATE_WAIT_MS`,
+    /// 2000; 0 answers at once).
+    pub bridge_create_wait: Duration,
     /// The admin console's session cookie is always `Secure`
     /// (`NAS_SYNC_ADMIN_SECURE_COOKIE`, off: then only behind `X-Forwarded-Proto: https`).
     pub admin_secure_cookie: bool,
@@ -123,6 +127,7 @@ impl std::fmt::Debug for Config {
             .field("max_value_bytes", &self.max_value_bytes)
             .field("max_page_bytes", &self.max_page_bytes)
             .field("app_types", &self.app_types)
+            .field("bridge_create_wait", &self.bridge_create_wait)
             .finish()
     }
 }
@@ -290,6 +295,9 @@ impl Config {
             app_types: crate::bridge::AppTypes::parse(
                 &get("NAS_SYNC_APP_TYPES")?.unwrap_or_default(),
             )?,
+            bridge_create_wait: Duration::from_millis(
+                parse::<u64>(&get, "NAS_SYNC_BRIDGE_CREATE_WAIT_MS", "2000")?.min(30_000),
+            ),
             admin_secure_cookie: match get("NAS_SYNC_ADMIN_SECURE_COOKIE")?.as_deref() {
                 None | Some("off" | "false" | "0") => false,
                 Some("on" | "true" | "1") => true,

@@ -93,6 +93,8 @@ impl AppState {
         let bridge = BridgeCtx {
             sync: sync.clone(),
             app_types: Arc::new(config.app_types.clone()),
+            write_back: odoo.wakeup.clone(),
+            create_wait: config.bridge_create_wait,
         };
         Ok(AppState(Arc::new(Shared {
             bridge,

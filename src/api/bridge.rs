@@ -1,6 +1,6 @@
 //! BridgeCore routes (docs/contract.md §8, docs/bridgecore.md):
 //! `/api/v1/offline-sync/{push,pull,resolve-conflicts,state,reset}` and
-//! `/api/v2/sync/{pull,state,reset,health}`.
+//! `/api/v2/sync/{pull,state,reset,health}`, `/api/v1/webhooks/{check-updates,events}`.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,7 +11,8 @@ use super::principal::BridgeCaller;
 use crate::bridge::events::{self, EventPull};
 use crate::bridge::push::{self, OfflinePush};
 use crate::bridge::resolve::{self, ResolveConflicts};
-use crate::bridge::wire::{self, Health, PullV1, PullV2, StateQuery};
+use crate::bridge::webhooks::{self, CheckUpdatesQuery, WebhookEventsQuery};
+use crate::bridge::wire::{self, Health, PullV1, PullV2, ResetBody, StateQuery};
 use crate::bridge::{BridgeCtx, state};
 use crate::error::AppResult;
 use crate::sync::conflicts;
@@ -96,19 +97,27 @@ pub async fn state_v1(
     Ok(Json(wire::state_v1(&who, pos)))
 }
 
-/// Forgets the device's positions: the next pull starts from the beginning.
+/// Forgets the device's positions: the next pull starts from the beginning. The device
+/// and app type are read from the query, or from an optional JSON body.
 #[utoipa::path(post, path = "/api/v1/offline-sync/reset", operation_id = "offlineReset", tag = "bridgecore", params(StateQuery),
+    request_body(content = Option<ResetBody>, description = "Optional: the same fields as the query"),
     responses((status = 200, description = "Reset"), (status = 403, description = "FORBIDDEN")),
     security(("bearer" = [])))]
 pub async fn reset_v1(
     State(ctx): State<BridgeCtx>,
     caller: BridgeCaller,
     extract::Query(q): extract::Query<StateQuery>,
+    extract::OptionalJson(body): extract::OptionalJson<ResetBody>,
 ) -> AppResult<Json<Value>> {
+    // The package's `resetSyncState` names its device in a JSON body, BridgeCore's
+    // schema in the query.
+    let body = body.unwrap_or_default();
+    let device_id = q.device_id.or(body.device_id);
+    let app_type = q.app_type.or(body.app_type);
     let who = caller
-        .for_device(&ctx.sync.pool, q.device_id.as_deref())
+        .for_device(&ctx.sync.pool, device_id.as_deref())
         .await?;
-    state::reset(&ctx, &who, q.app_type.as_deref()).await?;
+    state::reset(&ctx, &who, app_type.as_deref()).await?;
     Ok(Json(json!({
         "success": true,
         "message": "Sync state reset successfully",
@@ -196,4 +205,36 @@ pub async fn health_v1() -> Json<Health> {
     responses((status = 200, body = Health)))]
 pub async fn health_v2() -> Json<Health> {
     Json(Health::now("smart-sync"))
+}
+
+/// Whether events wait for the device, by model, without moving its position.
+#[utoipa::path(get, path = "/api/v1/webhooks/check-updates", operation_id = "checkUpdates", tag = "bridgecore", params(CheckUpdatesQuery),
+    responses((status = 200, description = "has_update (and has_updates), pending_events, summary by model"),
+              (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN")),
+    security(("bearer" = [])))]
+pub async fn check_updates(
+    State(ctx): State<BridgeCtx>,
+    caller: BridgeCaller,
+    extract::Query(q): extract::Query<CheckUpdatesQuery>,
+) -> AppResult<Json<Value>> {
+    let who = caller
+        .for_device(&ctx.sync.pool, q.device_id.as_deref())
+        .await?;
+    webhooks::check_updates(&ctx, &who, &q).await.map(Json)
+}
+
+/// The events waiting for the device, as BridgeCore's webhook events.
+#[utoipa::path(get, path = "/api/v1/webhooks/events", operation_id = "webhookEvents", tag = "bridgecore", params(WebhookEventsQuery),
+    responses((status = 200, description = "count, data (and events)"),
+              (status = 400, description = "VALIDATION_FAILED"), (status = 403, description = "FORBIDDEN")),
+    security(("bearer" = [])))]
+pub async fn webhook_events(
+    State(ctx): State<BridgeCtx>,
+    caller: BridgeCaller,
+    extract::Query(q): extract::Query<WebhookEventsQuery>,
+) -> AppResult<Json<Value>> {
+    let who = caller
+        .for_device(&ctx.sync.pool, q.device_id.as_deref())
+        .await?;
+    webhooks::list(&ctx, &who, &q).await.map(Json)
 }

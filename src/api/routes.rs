@@ -34,7 +34,10 @@ pub fn declare(guard: impl Fn(Family, Routes) -> Routes, metrics: bool) -> Route
     let pull = Routes::new()
         .routes(routes!(sync::pull))
         .routes(routes!(bridge::pull_v1))
-        .routes(routes!(bridge::pull_v2));
+        .routes(routes!(bridge::pull_v2))
+        // They read a pull's page (without moving the position).
+        .routes(routes!(bridge::check_updates))
+        .routes(routes!(bridge::webhook_events));
     let push = Routes::new()
         .routes(routes!(sync::push))
         .routes(routes!(bridge::push_v1));

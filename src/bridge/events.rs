@@ -51,6 +51,30 @@ pub const DEFAULT_LIMIT: i64 = 100;
 
 /// Serves one page and stores the new position.
 pub async fn pull(ctx: &BridgeCtx, who: &Principal, req: &EventPull<'_>) -> AppResult<Pulled> {
+    let (pulled, any_table) = read(ctx, who, req).await?;
+    if any_table {
+        save_position(
+            ctx,
+            who,
+            req.app_type,
+            pulled.last_event_id,
+            pulled.events.len(),
+        )
+        .await?;
+        tracing::info!(device_id = %who.device_id, tenant = %who.tenant, app_type = req.app_type,
+            events = pulled.events.len(), last_event_id = pulled.last_event_id, "event pull");
+    }
+    Ok(pulled)
+}
+
+/// The page a pull would serve, without moving the position (`check-updates` and the
+/// webhook event list).
+pub async fn peek(ctx: &BridgeCtx, who: &Principal, req: &EventPull<'_>) -> AppResult<Pulled> {
+    Ok(read(ctx, who, req).await?.0)
+}
+
+/// One page, and whether the app type selects any table the caller reads.
+async fn read(ctx: &BridgeCtx, who: &Principal, req: &EventPull<'_>) -> AppResult<(Pulled, bool)> {
     let limit = match req.limit {
         None => DEFAULT_LIMIT,
         Some(n) if n < 1 => return Err(AppError::validation("limit", "must be at least 1")),
@@ -71,13 +95,14 @@ pub async fn pull(ctx: &BridgeCtx, who: &Principal, req: &EventPull<'_>) -> AppR
     };
     if tables.is_empty() {
         // Nothing of this app type is synced here: an empty, current answer.
-        return Ok(Pulled {
+        let empty = Pulled {
             events: Vec::new(),
             last_event_id: after,
             has_more: false,
             restarted: false,
             now: Utc::now(),
-        });
+        };
+        return Ok((empty, false));
     }
     let page = events::page(
         &ctx.sync,
@@ -100,16 +125,14 @@ pub async fn pull(ctx: &BridgeCtx, who: &Principal, req: &EventPull<'_>) -> AppR
         .map(|e| render(e, &models, &registry))
         .filter(|r| !r.model.contains('.') || r.record_id.is_number())
         .collect();
-    save_position(ctx, who, req.app_type, page.last_event_id, events.len()).await?;
-    tracing::info!(device_id = %who.device_id, tenant = %who.tenant, app_type = req.app_type,
-        events = events.len(), last_event_id = page.last_event_id, "event pull");
-    Ok(Pulled {
+    let pulled = Pulled {
         events,
         last_event_id: page.last_event_id,
         has_more: page.has_more,
         restarted: page.restarted,
         now: page.now,
-    })
+    };
+    Ok((pulled, true))
 }
 
 /// The tables of `app_type` the caller reads, narrowed by `models_filter`.

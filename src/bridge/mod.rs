@@ -7,6 +7,7 @@
 //! - `push`: the offline push (local ids, references, strategies).
 //! - `resolve`: resolutions of open conflicts by conflict or local id.
 //! - `state`: those positions, read and reset.
+//! - `webhooks`: BridgeCore's "anything new?" reads (`check-updates`, `events`).
 //! - `wire`: the seeds' request and answer shapes.
 
 pub mod app_types;
@@ -14,6 +15,7 @@ pub mod events;
 pub mod push;
 pub mod resolve;
 pub mod state;
+pub mod webhooks;
 pub mod wire;
 
 pub use app_types::AppTypes;
@@ -22,9 +24,14 @@ use std::sync::Arc;
 
 use crate::sync::SyncCtx;
 
-/// What the BridgeCore protocols use: the engine's context and the app types.
+/// What the BridgeCore protocols use: the engine's context, the app types, and the
+/// Odoo workers' wake-up (a push that created rows on mirrored models wakes them, to
+/// answer with the Odoo ids).
 #[derive(Clone)]
 pub struct BridgeCtx {
     pub sync: SyncCtx,
     pub app_types: Arc<AppTypes>,
+    pub write_back: Arc<tokio::sync::Notify>,
+    /// How long that push waits for them (`NAS_SYNC_BRIDGE_CREATE_WAIT_MS`).
+    pub create_wait: std::time::Duration,
 }

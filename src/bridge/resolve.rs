@@ -1,6 +1,12 @@
 //! `/api/v1/offline-sync/resolve-conflicts`: resolutions of open conflicts, named by
 //! `conflict_id` or by the `local_id` of the change that met them, each resolved once
 //! through the conflict inbox (`sync::conflicts`).
+//!
+//! Two answers: BridgeCore's schema (its request carries `conflicts`) counts
+//! `resolved` and `failed`; the bridgecore_flutter package's `resolveConflicts` sends
+//! no `conflicts` and reads both as lists (`resolved` the names of the conflicts
+//! resolved, `failed` the failed results), so a request without `conflicts` gets lists
+//! and the counts as `resolved_count` and `failed_count`.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,11 +33,33 @@ pub struct Resolution {
     pub local_id: Option<String>,
     #[schema(format = Uuid)]
     pub conflict_id: Option<String>,
-    /// `server_wins`, `client_wins`, `merge` or `custom`.
+    /// `server_wins`, `client_wins`, `merge` or `custom` (or their camelCase names).
     pub strategy: String,
     /// The fields to store, for `custom`.
     #[schema(value_type = Option<Object>)]
     pub data: Option<Value>,
+    /// BridgeCore's name for the fields of a `merge` it merged itself: stored as a
+    /// `custom` resolution's `data`.
+    #[schema(value_type = Option<Object>)]
+    pub merged_data: Option<Value>,
+}
+
+impl Resolution {
+    /// The inbox's resolution: snake-case strategy, and BridgeCore's `merge` with
+    /// `merged_data` as `custom` with those fields.
+    fn as_resolve(&self) -> Resolve {
+        let strategy = super::push::snake_case(&self.strategy);
+        match (&self.merged_data, self.data.is_none()) {
+            (Some(m), true) if strategy == "merge" || strategy == "custom" => Resolve {
+                strategy: "custom".into(),
+                data: Some(m.clone()),
+            },
+            _ => Resolve {
+                strategy,
+                data: self.data.clone(),
+            },
+        }
+    }
 }
 
 /// Resolves each conflict named; one failing does not stop the others.
@@ -42,16 +70,11 @@ pub async fn resolve(ctx: &BridgeCtx, who: &Principal, req: ResolveConflicts) ->
             "At most 1000 resolutions at once.".into(),
         ));
     }
+    let as_lists = req.conflicts.is_none();
     let mut results = Vec::with_capacity(req.resolutions.len());
     for r in req.resolutions {
         let outcome = match find(ctx, who, &r).await {
-            Ok(id) => {
-                let body = Resolve {
-                    strategy: r.strategy.clone(),
-                    data: r.data.clone(),
-                };
-                resolve::run(&ctx.sync, who, id, body).await
-            }
+            Ok(id) => resolve::run(&ctx.sync, who, id, r.as_resolve()).await,
             Err(e) => Err(e),
         };
         results.push(match outcome {
@@ -77,10 +100,36 @@ pub async fn resolve(ctx: &BridgeCtx, who: &Principal, req: ResolveConflicts) ->
         });
     }
     let resolved = results.iter().filter(|r| r["status"] == "success").count();
+    let failed = results.len() - resolved;
+    if !as_lists {
+        return Ok(json!({
+            "success": failed == 0,
+            "resolved": resolved,
+            "failed": failed,
+            "results": results,
+        }));
+    }
+    // The package reads `resolved` as `List<String>`: each the name the resolution
+    // used (its local id, else the conflict id).
+    let names: Vec<Value> = results
+        .iter()
+        .filter(|r| r["status"] == "success")
+        .map(|r| match &r["local_id"] {
+            Value::String(l) => json!(l),
+            _ => r["conflict_id"].clone(),
+        })
+        .collect();
+    let failures: Vec<Value> = results
+        .iter()
+        .filter(|r| r["status"] != "success")
+        .cloned()
+        .collect();
     Ok(json!({
-        "success": resolved == results.len(),
-        "resolved": resolved,
-        "failed": results.len() - resolved,
+        "success": failed == 0,
+        "resolved": names,
+        "failed": failures,
+        "resolved_count": resolved,
+        "failed_count": failed,
         "results": results,
     }))
 }

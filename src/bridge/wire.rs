@@ -66,6 +66,15 @@ pub struct StateQuery {
     pub app_type: Option<String>,
 }
 
+/// `POST /api/v1/offline-sync/reset` body, optional: the bridgecore_flutter package's
+/// `resetSyncState` names its device here rather than in the query.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct ResetBody {
+    #[schema(max_length = 200)]
+    pub device_id: Option<String>,
+    pub app_type: Option<String>,
+}
+
 /// `user_id`, when a v2 client sends it, must be the caller's: its Odoo user id (a
 /// number, as BridgeCore's clients send the `odoo_user_id` they got at login; or that
 /// number as a string, in a query), its UUID or its username.

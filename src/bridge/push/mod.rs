@@ -13,9 +13,15 @@
 //!
 //! - `run`: one attempt at the push's transaction, change by change.
 //! - `answer`: the results and the answer around them.
+//! - `by_model`: the bridgecore_flutter package's form (a map of model → records)
+//!   turned into changes, and the answer reshaped as the package reads it.
+//! - `write_back`: a short wait for the Odoo ids of the rows created on mirrored
+//!   models.
 
 mod answer;
+mod by_model;
 mod run;
+mod write_back;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
@@ -45,15 +51,41 @@ pub const LOCAL_IDS: crate::sync::retention::Aged = crate::sync::retention::Aged
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct OfflinePush {
     pub device_id: Option<String>,
-    /// The queued changes; each is checked on its own.
-    #[schema(value_type = Vec<Object>)]
-    pub changes: Vec<Value>,
+    /// The queued changes, each checked on its own: a list of changes, or the
+    /// bridgecore_flutter package's map of model → records.
+    #[schema(schema_with = changes_schema)]
+    pub changes: Changes,
     /// `server_wins` (default), `client_wins`, `newest_wins`, `merge` or `manual`.
     pub conflict_strategy: Option<String>,
     /// Apply nothing when any change fails.
     pub stop_on_error: Option<bool>,
     /// Accepted; the server applies the whole push in one transaction.
     pub batch_size: Option<i64>,
+}
+
+/// The changes: BridgeCore's list, or the bridgecore_flutter package's map of model →
+/// records (`by_model`), answered with the lists the package reads.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Changes {
+    /// `[{"local_id", "action", "model", "record_id", "data", "version", ...}]`
+    List(Vec<Value>),
+    /// `{"sale.order": [{"id": 1, "state": "sale", "_action": "update"}]}`
+    ByModel(Map<String, Value>),
+}
+
+/// `changes` in the OpenAPI document: a list of change objects, or an object whose
+/// values are lists of records.
+fn changes_schema() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Schema, Type};
+    let object = || ObjectBuilder::new().schema_type(Type::Object);
+    let list = || Schema::Array(ArrayBuilder::new().items(object()).build());
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(list())
+            .item(object().additional_properties(Some(list())))
+            .build(),
+    )
 }
 
 /// One queued change as the seed sends it.
@@ -79,7 +111,7 @@ struct Checked<'r> {
 
 /// `serverWins` → `server_wins`: BridgeCore's example client sends its Dart enum's
 /// names (`ConflictStrategy.serverWins.name`), the server's schema has snake case.
-fn snake_case(s: &str) -> String {
+pub(super) fn snake_case(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     for c in s.chars() {
         if c.is_ascii_uppercase() {
@@ -104,17 +136,21 @@ pub async fn push(ctx: &BridgeCtx, who: &Principal, req: OfflinePush) -> AppResu
             )
         })?,
     };
-    if req.changes.len() > MAX_ROWS {
+    let (changes, by_model) = match req.changes {
+        Changes::List(list) => (list, false),
+        Changes::ByModel(map) => (by_model::flatten(map), true),
+    };
+    if changes.len() > MAX_ROWS {
         return Err(AppError::PayloadTooLarge(format!(
             "A push may carry at most {MAX_ROWS} changes; this one has {}. Split it.",
-            req.changes.len()
+            changes.len()
         )));
     }
     let started = Instant::now();
     let registry = ctx.sync.registry.current();
-    let mut results: Vec<Value> = vec![Value::Null; req.changes.len()];
+    let mut results: Vec<Value> = vec![Value::Null; changes.len()];
     let mut checked = Vec::new();
-    for (index, raw) in req.changes.into_iter().enumerate() {
+    for (index, raw) in changes.into_iter().enumerate() {
         match check(&registry, who, index, raw) {
             Ok(c) => checked.push(c),
             Err((model, action, local_id, e)) => {
@@ -124,7 +160,7 @@ pub async fn push(ctx: &BridgeCtx, who: &Principal, req: OfflinePush) -> AppResu
     }
     let order = dependency_order(&checked);
     let mut attempt = 0;
-    let outcome = loop {
+    let mut outcome = loop {
         attempt += 1;
         let run = Run {
             ctx,
@@ -141,7 +177,13 @@ pub async fn push(ctx: &BridgeCtx, who: &Principal, req: OfflinePush) -> AppResu
             other => break other?,
         }
     };
-    answer(ctx, who, outcome, started).await
+    write_back::wait(ctx, &who.tenant, &mut outcome).await?;
+    let answer = answer(ctx, who, outcome, started).await?;
+    Ok(if by_model {
+        by_model::reshape(answer)
+    } else {
+        answer
+    })
 }
 
 /// Parses and checks one change on its own.

@@ -2,5 +2,6 @@
 
 mod bridgecore;
 mod offline_push;
+mod package_cycle;
 mod replay;
 mod tenant_auth;

@@ -290,7 +290,10 @@ async fn each_strategy_settles_a_race_between_two_devices() {
     assert_eq!(stolen["results"][1]["code"], "NOT_FOUND", "{stolen}");
     assert_eq!(kpi_row(&app, &kpi).await["value"], json!(11));
 
-    let resolve = json!({"device_id": "store-b", "resolutions": [{"local_id": "l5", "strategy": "client_wins"}]});
+    // BridgeCore's schema (with `conflicts`): counts (the package's lists are in
+    // package_cycle.rs).
+    let resolve = json!({"device_id": "store-b", "conflicts": [],
+                         "resolutions": [{"local_id": "l5", "strategy": "client_wins"}]});
     let (status, done) = b
         .post("/api/v1/offline-sync/resolve-conflicts", &resolve)
         .await;
@@ -474,10 +477,21 @@ async fn bad_changes_get_their_own_errors_and_stop_on_error_applies_nothing() {
     let (status, r) = manager
         .post(
             "/api/v1/offline-sync/push",
-            &json!({"changes": {"not": "a list"}}),
+            &json!({"changes": "neither a list nor a map"}),
         )
         .await;
     assert_error(status, &r, 400, "VALIDATION_FAILED");
+    // The package's map of model → records: a value that is not a list is that
+    // model's failed change.
+    let (status, r) = manager
+        .post(
+            "/api/v1/offline-sync/push",
+            &json!({"changes": {"not": "a list"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{r}");
+    assert_eq!(r["failed"][0]["model"], "not", "{r}");
+    assert_eq!(r["failed"][0]["code"], "VALIDATION_FAILED", "{r}");
     let (status, r) = manager
         .post(
             "/api/v1/offline-sync/push",

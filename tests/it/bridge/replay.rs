@@ -19,14 +19,16 @@ use serde_json::Value;
 
 /// What Dio sends on every request of the package (package:
 /// lib/src/client/http_client.dart:46-49, 80-85): JSON both ways.
-fn dio(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+pub(super) fn dio(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
     req.header("content-type", "application/json")
         .header("accept", "application/json")
 }
 
 /// `response.data as Map<String, dynamic>` (package: http_client.dart:470, 524): Dio
 /// decodes only a JSON content type, and the cast throws on anything but an object.
-async fn as_map(resp: reqwest::Response) -> (StatusCode, serde_json::Map<String, Value>) {
+pub(super) async fn as_map(
+    resp: reqwest::Response,
+) -> (StatusCode, serde_json::Map<String, Value>) {
     let status = resp.status();
     let json_type = resp
         .headers()
@@ -256,7 +258,7 @@ async fn smart_sync_names_the_user_by_its_odoo_user_id() {
 /// Map<String, dynamic>? ?? {}`, every list value's items through `Map<String,
 /// dynamic>.from` (each must be an object), `total_records as int? ?? 0`,
 /// `DateTime.parse(synced_at as String)`. Returns the rows by model and the total.
-fn offline_sync_pull_result(
+pub(super) fn offline_sync_pull_result(
     m: &serde_json::Map<String, Value>,
 ) -> (std::collections::BTreeMap<String, Vec<Value>>, i64) {
     let mut data = std::collections::BTreeMap::new();

@@ -15,11 +15,7 @@ use nas_sync::auth::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// What Dio sends (http_client.dart:46-49): JSON both ways.
-fn dio(req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-    req.header("content-type", "application/json")
-        .header("accept", "application/json")
-}
+use super::replay::dio;
 
 async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
     let status = resp.status();
@@ -42,7 +38,7 @@ fn opt_string(v: &Value, k: &str) {
 
 /// `TenantSession.fromJson` with `TenantUser` and `Tenant` (tenant_session.dart:23-36,
 /// 69-78, 112-121): returns (access token, refresh token, odoo_user_id).
-fn tenant_session(v: &Value) -> (String, String, Option<i64>) {
+pub(super) fn tenant_session(v: &Value) -> (String, String, Option<i64>) {
     let access = string(v, "access_token");
     let refresh = string(v, "refresh_token");
     opt_string(v, "token_type");
@@ -64,12 +60,12 @@ fn tenant_session(v: &Value) -> (String, String, Option<i64>) {
     (access, refresh, user["odoo_user_id"].as_i64())
 }
 
-struct Package<'a> {
-    app: &'a TestApp,
+pub(super) struct Package<'a> {
+    pub(super) app: &'a TestApp,
 }
 
 impl Package<'_> {
-    async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
+    pub(super) async fn login(&self, email: &str, password: &str) -> (StatusCode, Value) {
         read(
             dio(self
                 .app
@@ -99,7 +95,7 @@ impl Package<'_> {
         .await
     }
 
-    async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(super) async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
         read(
             dio(self.app.http.post(format!("{}{path}", self.app.base)))
                 .bearer_auth(token)
@@ -111,7 +107,7 @@ impl Package<'_> {
         .await
     }
 
-    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+    pub(super) async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
         read(
             dio(self.app.http.get(format!("{}{path}", self.app.base)))
                 .bearer_auth(token)
@@ -123,7 +119,7 @@ impl Package<'_> {
     }
 }
 
-async fn user_with_email(app: &TestApp, name: &str, email: &str, odoo: Option<i64>) {
+pub(super) async fn user_with_email(app: &TestApp, name: &str, email: &str, odoo: Option<i64>) {
     app.add_user(name, Role::Manager, None, "default").await;
     sqlx::query("UPDATE users SET email = $2, odoo_user_id = $3 WHERE username = $1")
         .bind(name)

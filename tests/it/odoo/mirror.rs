@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 /// Fast scheduling for tests: a 1 s tick and poll, no polite delay, quick retries.
-fn fast(c: &mut Config) {
+pub(super) fn fast(c: &mut Config) {
     c.odoo.tick = Duration::from_secs(1);
     c.odoo.call_delay = Duration::ZERO;
     c.odoo.retry_delay = Duration::ZERO;
@@ -38,7 +38,7 @@ fn body(fake: &FakeOdoo, extra: Value) -> Value {
     b
 }
 
-async fn connect(manager: &Device, fake: &FakeOdoo, extra: Value) -> String {
+pub(super) async fn connect(manager: &Device, fake: &FakeOdoo, extra: Value) -> String {
     let (status, resp) = manager
         .post("/api/v1/odoo/connections", &body(fake, extra))
         .await;
@@ -76,7 +76,7 @@ async fn wait_status(
     }
 }
 
-async fn wait_done(manager: &Device, id: &str) -> Value {
+pub(super) async fn wait_done(manager: &Device, id: &str) -> Value {
     wait_status(manager, id, 60, |s| s["sync_status"] == "done").await
 }
 
@@ -1236,9 +1236,10 @@ async fn a_redirect_to_another_origin_shows_on_the_connection_and_sends_nothing_
 /// BridgeCore's clients read ids of Odoo models as integers (the example client's
 /// `Map<String, int>.from(id_mapping)`, `server_id as int?`, and `record_id as int` in
 /// every pulled event: geniustep/BridgeCore examples/flutter/offline_sync_service.dart).
-/// A create on a mirrored model answers `pending` (no `server_id`, nothing in
-/// `id_mapping`) until Odoo gave the row its id; sent again with the same local id,
-/// it answers `success` with that id. Pulls hold the row back until then, and every
+/// A create on a mirrored model answers the Odoo id when write-back has it within
+/// the push's wait (`NAS_SYNC_BRIDGE_CREATE_WAIT_MS`, 4 s here), else `pending` (no
+/// `server_id`, nothing in `id_mapping`); sent again with the same local id, it
+/// answers `success` with that id. Pulls hold the row back until then, and every
 /// `record_id` they carry is an integer.
 #[tokio::test]
 async fn bridgecore_creates_on_odoo_models_answer_integer_ids_or_pending() {
@@ -1248,7 +1249,12 @@ async fn bridgecore_creates_on_odoo_models_answer_integer_ids_or_pending() {
         "sale.order",
         json!({"name": "S0001", "partner_id": partner}),
     );
-    let app = app().await;
+    let app = TestApp::spawn_with(|c| {
+        fast(c);
+        c.odoo.call_timeout = Duration::from_secs(10);
+        c.bridge_create_wait = Duration::from_secs(4);
+    })
+    .await;
     let manager = app.manager("boss", "example-phone").await;
     let id = connect(&manager, &fake, json!({})).await;
     wait_done(&manager, &id).await;
@@ -1290,8 +1296,9 @@ async fn bridgecore_creates_on_odoo_models_answer_integer_ids_or_pending() {
             .collect::<Vec<i64>>()
     };
 
-    // Odoo is slow to answer: the first answer is pending, and the pull holds it back.
-    fake.set_call_delay(Duration::from_secs(3));
+    // Odoo is slower than the push waits: the first answer is pending, and the pull
+    // holds it back.
+    fake.set_call_delay(Duration::from_secs(6));
     let first = push().await;
     let result = &first["results"][0];
     assert_eq!(result["status"], "pending", "{first}");
@@ -1324,6 +1331,23 @@ async fn bridgecore_creates_on_odoo_models_answer_integer_ids_or_pending() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     assert_eq!(fake.count("sale.order"), 2, "created once in Odoo");
+
+    // Odoo answers quickly: the push wakes the write-back and answers with the id.
+    let (status, quick) = manager
+        .post(
+            "/api/v1/offline-sync/push",
+            &json!({"device_id": "example-phone",
+                    "changes": [{"local_id": "order-2", "action": "create", "model": "sale.order",
+                                 "data": {"partner_id": partner}, "version": 1}]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{quick}");
+    assert_eq!(quick["results"][0]["status"], "success", "{quick}");
+    let quick_id = quick["results"][0]["server_id"]
+        .as_i64()
+        .expect("an integer server_id");
+    assert_eq!(quick["id_mapping"]["order-2"], json!(quick_id), "{quick}");
+    assert_eq!(fake.count("sale.order"), 3);
     let start = Instant::now();
     loop {
         crate::common::settle(&app.pool).await;

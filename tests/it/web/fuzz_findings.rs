@@ -48,7 +48,7 @@ async fn nul_in_a_resolution_local_id_is_that_resolution_not_found() {
         .await;
     assert_eq!(s.as_u16(), 200, "{b}");
     assert_eq!(b["results"][0]["code"], "NOT_FOUND", "{b}");
-    assert_eq!(b["failed"], json!(1), "{b}");
+    assert_eq!(b["failed_count"], json!(1), "{b}");
 }
 
 #[tokio::test]
