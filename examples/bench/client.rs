@@ -176,6 +176,20 @@ impl Api {
         self.pull_body(dev, body).await
     }
 
+    /// A pull naming its tables, as the Insight apps do (selective sync).
+    pub async fn pull_tables(
+        &self,
+        dev: &Device,
+        cursor: Option<&str>,
+        tables: &[&str],
+    ) -> anyhow::Result<Page> {
+        let mut body = json!({"device_id": dev.device_id, "tables": tables});
+        if let Some(c) = cursor {
+            body["cursor"] = json!(c);
+        }
+        self.pull_body(dev, body).await
+    }
+
     /// A legacy pull (`last_sync_timestamp`, no cursor): at-least-once from `since`.
     pub async fn pull_since(
         &self,
@@ -233,6 +247,27 @@ impl Api {
         let mut pages = 0;
         loop {
             let page = self.pull(dev, cursor.as_deref(), limit).await?;
+            rows += page.rows;
+            pages += 1;
+            cursor = Some(page.cursor);
+            if !page.has_more {
+                break;
+            }
+        }
+        Ok((cursor.unwrap_or_default(), rows, pages))
+    }
+
+    /// As `sync_down`, naming `tables` in every pull.
+    pub async fn sync_down_tables(
+        &self,
+        dev: &Device,
+        mut cursor: Option<String>,
+        tables: &[&str],
+    ) -> anyhow::Result<(String, usize, usize)> {
+        let mut rows = 0;
+        let mut pages = 0;
+        loop {
+            let page = self.pull_tables(dev, cursor.as_deref(), tables).await?;
             rows += page.rows;
             pages += 1;
             cursor = Some(page.cursor);

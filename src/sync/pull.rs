@@ -230,12 +230,13 @@ async fn pull_once(
     // later (all of whose changes are newer than any cursor) does not void cursors.
     let scope = match req.tables {
         None => scope_hash(&who.tenant, store, &["*", &registry.roles_version]),
-        Some(_) => {
-            session.ensure(&ctx.pool, &ctx.sessions, who).await?;
-            ctx.readiness.check(&ctx.pool, &who.tenant, &names).await?;
-            scope_hash(&who.tenant, store, &names)
-        }
+        Some(_) => scope_hash(&who.tenant, store, &names),
     };
+    // Named tables another module fills must be ready; memory knows it for a while
+    // after a check (`quiet::known_ready`), else the database is asked (below).
+    let ready_known = req.tables.is_none()
+        || !ctx.readiness.needs_check(&names)
+        || ctx.quiet.known_ready(&who.tenant, &names);
     let legacy_since = match (&req.cursor, &req.last_sync_timestamp) {
         (None, Some(ts)) => Some(super::validate::parse_time(ts).ok_or_else(|| {
             AppError::validation("last_sync_timestamp", "must be an RFC 3339 timestamp")
@@ -272,6 +273,7 @@ async fn pull_once(
     // Nothing new since the cursor, as this process knows from the change listener:
     // the same cursor back, without the page statement (`quiet`).
     if legacy_since.is_none()
+        && ready_known
         && let Some(c) = &cursor
         && ctx.quiet.nothing_new(
             &who.tenant,
@@ -295,6 +297,11 @@ async fn pull_once(
     }
     // Anything read from here on needs the session checked in PostgreSQL.
     session.ensure(&ctx.pool, &ctx.sessions, who).await?;
+    if req.tables.is_some() && ctx.readiness.needs_check(&names) {
+        let ticket = ctx.quiet.before_page(&who.tenant);
+        ctx.readiness.check(&ctx.pool, &who.tenant, &names).await?;
+        ctx.quiet.found_ready(ticket, &who.tenant, &names);
+    }
     let ticket = ctx.quiet.before_page(&who.tenant);
     let page: Vec<PageRow> = sqlx::query_as(sqlx::AssertSqlSafe(page_sql(&tables)))
         .bind(&who.tenant)

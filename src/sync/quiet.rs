@@ -26,6 +26,10 @@
 //! - a write committed by this process (push, BridgeCore push, conflict resolution)
 //!   forgets its tenant at once, so "push, then another device pulls" through one
 //!   process never depends on the notification's delay;
+//! - a pull that names tables another module fills (the Odoo mirror's) is answered
+//!   from memory only while a check in the database found them ready less than
+//!   [`TTL`] ago in this generation; what decides readiness notifies
+//!   `nas_sync_state` when it changes (migration V17), which forgets everything;
 //! - anything unknown (a tenant not primed, a cursor from a page in the middle of a
 //!   transaction, another scope or epoch, a stale registry, a legacy pull) goes to the
 //!   database, which answers with its own checks.
@@ -79,6 +83,8 @@ struct State {
     clean: HashMap<(String, String), Lease>,
     /// Tenants whose prime is under way.
     priming: HashSet<String>,
+    /// Per (tenant, table): found ready (`Readiness::check`) at that instant.
+    ready: HashMap<(String, String), Instant>,
     /// The largest `pg_snapshot_xmax` a page statement has seen (cursors beyond it go
     /// to the database, which answers `RESYNC_REQUIRED` for a cursor ahead of it).
     next_xid: u64,
@@ -131,6 +137,7 @@ impl State {
         self.noted.clear();
         self.conflict_notes.clear();
         self.clean.clear();
+        self.ready.clear();
         self.generation += 1;
     }
 }
@@ -235,6 +242,33 @@ impl Quiet {
         .unwrap_or(false)
         .then(|| self.served.fetch_add(1, Ordering::Relaxed))
         .is_some()
+    }
+
+    /// Whether every one of `tables` of `tenant` was found ready (by a check that
+    /// began after the last time memory was forgotten) less than [`TTL`] ago.
+    pub fn known_ready(&self, tenant: &str, tables: &[&str]) -> bool {
+        self.with(|s| {
+            s.live
+                && tables.iter().all(|t| {
+                    s.ready
+                        .get(&(tenant.to_string(), (*t).to_string()))
+                        .is_some_and(|at| at.elapsed() < TTL)
+                })
+        })
+        .unwrap_or(false)
+    }
+
+    /// A readiness check taken with `ticket` found `tables` of `tenant` ready: kept
+    /// unless memory was forgotten since the ticket.
+    pub fn found_ready(&self, ticket: Ticket, tenant: &str, tables: &[&str]) {
+        self.with(|s| {
+            if s.live && s.generation == ticket.generation {
+                for t in tables {
+                    s.ready
+                        .insert((tenant.to_string(), (*t).to_string()), ticket.at);
+                }
+            }
+        });
     }
 
     /// Taken before a page statement (or a prime) for `tenant` runs.

@@ -11,6 +11,12 @@ use crate::error::AppError;
 /// Whether a tenant's `tables` may be read now; `Err` (e.g. `SYNC_NOT_READY`) says why
 /// not.
 pub trait Readiness: Send + Sync {
+    /// Whether `tables` need asking at all (`false`: they are always ready, and a
+    /// pull may be answered without `check`).
+    fn needs_check(&self, tables: &[&str]) -> bool {
+        !tables.is_empty()
+    }
+
     fn check<'a>(
         &'a self,
         pool: &'a PgPool,
@@ -23,6 +29,10 @@ pub trait Readiness: Send + Sync {
 pub struct AlwaysReady;
 
 impl Readiness for AlwaysReady {
+    fn needs_check(&self, _tables: &[&str]) -> bool {
+        false
+    }
+
     fn check<'a>(
         &'a self,
         _pool: &'a PgPool,

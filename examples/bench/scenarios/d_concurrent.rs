@@ -9,6 +9,10 @@
 //!    curve of five rates, a fifth of the goal's rate (5,000/s) to all of it, so a
 //!    step shows where it starts.
 //!
+//! Both loads again with the pulls naming their tables as the Insight apps do
+//! (`forms`, `submissions`, `team`, `kpi_data`: the seed's selective sync), against
+//! the pulls that name none in the same run.
+//!
 //! Baseline: the same loads against `GET /health` (no database), the open loop at
 //! the goal's rate. One reqwest
 //! client, HTTP/1.1 keep-alive. The server's CPU during each load is recorded too.
@@ -24,11 +28,16 @@ use crate::client::{Api, Device};
 use crate::report::{Goal, Row};
 use crate::stats::Summary;
 
+/// The tables the Insight apps name in every pull.
+pub const INSIGHT_TABLES: [&str; 4] = ["forms", "submissions", "team", "kpi_data"];
+
 /// What one load request does.
 #[derive(Clone)]
 enum Target {
     /// An empty delta pull by device `i % len`, from its caught-up cursor.
     Pull(Arc<Vec<(Device, String)>>),
+    /// The same, naming the Insight tables (from a cursor of that scope).
+    PullNamed(Arc<Vec<(Device, String)>>),
     Health,
 }
 
@@ -36,6 +45,7 @@ impl Target {
     fn name(&self) -> &'static str {
         match self {
             Target::Pull(_) => "empty delta pull",
+            Target::PullNamed(_) => "empty delta pull naming tables",
             Target::Health => "GET /health",
         }
     }
@@ -46,6 +56,11 @@ impl Target {
             Target::Pull(devs) => {
                 let (dev, cursor) = &devs[i % devs.len()];
                 let page = api.pull(dev, Some(cursor), None).await?;
+                Ok(page.rows == 0)
+            }
+            Target::PullNamed(devs) => {
+                let (dev, cursor) = &devs[i % devs.len()];
+                let page = api.pull_tables(dev, Some(cursor), &INSIGHT_TABLES).await?;
                 Ok(page.rows == 0)
             }
             Target::Health => api.health().await.map(|_| true),
@@ -96,14 +111,21 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         caught_up.push(task.await??);
     }
     ctx.phase_done(&format!("(d) first sync of {n} devices"), t);
+    // The same devices' cursors for the Insight tables (a scope of its own).
+    let mut named = Vec::with_capacity(n);
+    for (dev, _) in &caught_up {
+        let (cursor, _, _) = ctx.api.sync_down_tables(dev, None, &INSIGHT_TABLES).await?;
+        named.push((dev.clone(), cursor));
+    }
     let pull = Target::Pull(Arc::new(caught_up));
+    let pull_named = Target::PullNamed(Arc::new(named));
 
     let secs = ctx.sizes.d_closed_secs;
     let rate = ctx.sizes.d_rate;
     let open_secs = ctx.sizes.d_open_secs;
     let mut results: Vec<(String, Load)> = Vec::new();
     let t = Instant::now();
-    for target in [pull.clone(), Target::Health] {
+    for target in [pull.clone(), pull_named.clone(), Target::Health] {
         ctx.progress(format!(
             "  (d) closed loop, {n} in flight, {secs} s: {}",
             target.name()
@@ -122,6 +144,11 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         .iter()
         .map(|r| (pull.clone(), *r, format!("open {r} {}", pull.name())))
         .collect();
+    loads.push((
+        pull_named.clone(),
+        rate,
+        format!("open {rate} {}", pull_named.name()),
+    ));
     loads.push((Target::Health, rate, format!("open {rate} GET /health")));
     for (target, r, key) in loads {
         ctx.progress(format!(
@@ -146,7 +173,15 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
     ) else {
         anyhow::bail!("a load did not run");
     };
+    let (Some(cn), Some(on)) = (
+        get(&format!("closed {}", pull_named.name())),
+        get(&format!("open {rate} {}", pull_named.name())),
+    ) else {
+        anyhow::bail!("a load naming tables did not run");
+    };
     let (cps, chs, ops, ohs) = (cp.summary(), ch.summary(), op.summary(), oh.summary());
+    let (cns, ons) = (cn.summary(), on.summary());
+    let unnamed = "the same load naming no tables";
     let health = "the same load on GET /health (no database)";
     let errs = |l: &Load| {
         let cpu = l.cpu.map_or(String::new(), |u| {
@@ -209,6 +244,27 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         .vs(ohs.max, health),
     ];
     let mut rows = rows;
+    rows.extend([
+        Row::new(
+            "d",
+            "closed loop naming the Insight tables: throughput",
+            cn.rate,
+            "req/s",
+        )
+        .vs(cp.rate, unnamed)
+        .goal(Goal::RatioAtLeast(0.9))
+        .detail(&errs(cn)),
+        Row::new("d", "closed loop naming tables: latency p99", cns.p99, "ms").vs(cps.p99, unnamed),
+        Row::new(
+            "d",
+            &format!("open loop {rate}/s naming tables: latency p99"),
+            ons.p99,
+            "ms",
+        )
+        .vs(ops.p99, unnamed)
+        .goal(Goal::ValueBelow(10.0))
+        .detail(&format!("achieved {:.0}/s; {}", on.rate, errs(on))),
+    ]);
     for r in &curve[..curve.len() - 1] {
         let Some(l) = get(&format!("open {r} empty delta pull")) else {
             continue;

@@ -170,6 +170,11 @@ pub async fn status(ctx: &OdooCtx, who: &Principal, id: Uuid) -> AppResult<Value
 pub struct MirrorReadiness;
 
 impl crate::sync::readiness::Readiness for MirrorReadiness {
+    /// Only mirror tables wait for their first mirror.
+    fn needs_check(&self, tables: &[&str]) -> bool {
+        tables.iter().any(|t| t.starts_with("odoo_"))
+    }
+
     fn check<'a>(
         &'a self,
         pool: &'a PgPool,

@@ -819,6 +819,55 @@ async fn pulling_a_mirror_table_before_the_first_mirror_is_done_is_sync_not_read
             .len(),
         300
     );
+
+    // Caught up, pulls naming the ready mirror table are answered from memory too.
+    let mut cursor = resp["cursor"].clone();
+    let served = app.state.sync.quiet.served();
+    let mut from_memory = false;
+    for _ in 0..500 {
+        let body =
+            json!({"device_id": "boss-phone", "tables": ["odoo_res_partner"], "cursor": cursor});
+        let (code, page) = manager.post("/api/v1/sync/pull", &body).await;
+        assert_eq!(code, StatusCode::OK, "{page}");
+        cursor = page["cursor"].clone();
+        if app.state.sync.quiet.served() > served {
+            from_memory = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        from_memory,
+        "no pull naming a mirror table came from memory"
+    );
+
+    // The mirror starts over (as when its first copy is redone): the change notifies
+    // every process (migration V17), and pulls say SYNC_NOT_READY again.
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.pool)
+        .await
+        .unwrap();
+    listener.listen("nas_sync_state").await.unwrap();
+    sqlx::query("UPDATE odoo_connections SET first_mirror_done_at = NULL")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let note = tokio::time::timeout(Duration::from_secs(30), listener.recv())
+        .await
+        .expect("no readiness note")
+        .unwrap();
+    assert!(note.payload().contains("readiness"), "{}", note.payload());
+    let body = json!({"device_id": "boss-phone", "tables": ["odoo_res_partner"], "cursor": cursor});
+    let mut not_ready = false;
+    for _ in 0..500 {
+        let (code, page) = manager.post("/api/v1/sync/pull", &body).await;
+        if code == StatusCode::FORBIDDEN {
+            assert_error(code, &page, 403, "SYNC_NOT_READY");
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(not_ready, "memory kept answering a table that is not ready");
 }
 
 #[tokio::test]

@@ -122,3 +122,62 @@ async fn a_new_epoch_is_not_hidden_by_memory() {
     }
     panic!("the old cursor never answered RESYNC_REQUIRED");
 }
+
+/// The Insight apps always name their tables (the seed's selective sync): those empty
+/// pulls come from memory too, and a change to a named table still reaches them.
+#[tokio::test]
+async fn pulls_naming_tables_are_answered_from_memory_and_miss_nothing() {
+    let app = TestApp::spawn().await;
+    let reader = app.manager("reader", "reader-phone").await;
+    let writer = app.manager("writer", "writer-phone").await;
+    writer
+        .push(json!({"kpi_data": [{"id": id(), "store_id": "s1", "metric": "m", "value": 1}]}))
+        .await;
+    let tables = json!(["forms", "submissions", "team", "kpi_data"]);
+    let mut cursor = Value::Null;
+    let pull = |cursor: &Value| {
+        let body = json!({"device_id": "reader-phone", "tables": tables, "cursor": cursor});
+        let reader = &reader;
+        async move {
+            let (status, page) = reader.post("/api/v1/sync/pull", &body).await;
+            assert_eq!(status.as_u16(), 200, "{page}");
+            page
+        }
+    };
+    let served = app.state.sync.quiet.served();
+    let mut rounds = 0;
+    while app.state.sync.quiet.served() == served {
+        let page = pull(&cursor).await;
+        cursor = page["cursor"].clone();
+        rounds += 1;
+        assert!(rounds < 1500, "no pull naming tables came from memory");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Memory answers give the cursor back, and touch no table: with `devices` locked
+    // (a session check would wait for it), the answer still comes. A remembered
+    // session passes without the check, as for pulls that name no tables.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let page = tokio::time::timeout(Duration::from_secs(20), pull(&cursor))
+        .await
+        .expect("the pull waited for the locked devices table: it was not answered from memory");
+    lock.rollback().await.unwrap();
+    assert_eq!(page["cursor"], cursor, "{page}");
+
+    let second = id();
+    writer
+        .push(json!({"kpi_data": [{"id": second, "store_id": "s1", "metric": "m", "value": 2}]}))
+        .await;
+    for attempt in 0.. {
+        let page = pull(&cursor).await;
+        if has_row(&page, &second) {
+            break;
+        }
+        cursor = page["cursor"].clone();
+        assert!(attempt < 1500, "the new row never came");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
