@@ -62,11 +62,16 @@ openapi-generator-cli generate -g dart-dio -i "$out/openapi-3.0.json" -o "$out/d
   --additional-properties=pubName=nas_sync_client >"$out/dart.log" 2>&1 \
   || { tail -n 30 "$out/dart.log" >&2; exit 1; }
 models="$out/dart/lib/src/model"
-for model in form kpi_data submission submission_answer sync_changes error pull_response push_request ws_message; do
+for model in form_row kpi_data_row submission_row submission_answer_row sync_changes api_error pull_response push_request ws_message; do
   [ -f "$models/$model.dart" ] || { echo "dart-dio generated no $model.dart" >&2; exit 1; }
 done
-grep -q 'BuiltList<KpiData>' "$models/sync_changes.dart" \
+grep -q 'BuiltList<KpiDataRow>' "$models/sync_changes.dart" \
   || { echo "SyncChanges is not typed by table" >&2; exit 1; }
+# No generated class may shadow a name every Dart or Flutter file sees (dart:core,
+# package:flutter/material.dart): a clash makes an ambiguous import in the app.
+for clash in error form type object list map set string duration table_row row column text state widget key color icon image response date; do
+  [ ! -f "$models/$clash.dart" ] || { echo "dart-dio generated $clash.dart: the class clashes with Dart or Flutter" >&2; exit 1; }
+done
 grep -q 'SyncChanges' "$models/pull_response.dart" \
   || { echo "PullResponse.changes is not SyncChanges" >&2; exit 1; }
 echo "clients: the documents are valid, the Python client drove the server, the Dart client has its row models" >&2

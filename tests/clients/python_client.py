@@ -15,8 +15,8 @@ from nas_sync_client import AuthenticatedClient, Client
 from nas_sync_client.api.auth import login
 from nas_sync_client.api.sync import list_conflicts, pull, push
 from nas_sync_client.models import (
-    Error,
-    Form,
+    ApiError,
+    FormRow,
     LoginRequest,
     PullRequest,
     PullResponse,
@@ -67,9 +67,9 @@ now = datetime.datetime.now(datetime.timezone.utc)
 alice = device("client-alice", "client-alice-1")
 bob = device("client-bob", "client-bob-1")
 
-# Push a form, typed as the generated `Form` row.
+# Push a form, typed as the generated `FormRow` row.
 form_id = uuid.uuid4()
-answer = push_forms(alice, [Form(id=form_id, title="Daily check", version=0, updated_at=now)])
+answer = push_forms(alice, [FormRow(id=form_id, title="Daily check", version=0, updated_at=now)])
 check("the push succeeds", answer.success and answer.errors == [], answer)
 stored = answer.applied.forms[0]
 check("applied holds the stored row, version 1", stored.id == form_id and stored.version == 1, stored)
@@ -92,9 +92,9 @@ for _ in range(60):
 check("the form comes back", pulled.get(form_id) is not None and pulled[form_id].title == "Daily check", pulled)
 
 # A conflict: Alice edits, then Bob edits from version 1 with an older clock.
-push_forms(alice, [Form(id=form_id, title="Morning check", version=1, updated_at=now)])
+push_forms(alice, [FormRow(id=form_id, title="Morning check", version=1, updated_at=now)])
 older = now - datetime.timedelta(hours=1)
-answer = push_forms(bob, [Form(id=form_id, title="Evening check", version=1, updated_at=older)])
+answer = push_forms(bob, [FormRow(id=form_id, title="Evening check", version=1, updated_at=older)])
 check("one conflict is reported", len(answer.conflicts) == 1, answer)
 conflict = answer.conflicts[0]
 check(
@@ -105,11 +105,11 @@ check(
 r = list_conflicts.sync_detailed(client=bob[0])
 check("the conflict inbox answers a typed list", r.status_code == 200 and isinstance(r.parsed, list), r.content)
 
-# An error, read through the generated Error model.
+# An error, read through the generated ApiError model.
 r = pull.sync_detailed(client=bob[0], body=PullRequest(device_id=bob[1], tables=["no_such_table"]))
 check("an unknown table answers 400", r.status_code == 400, r.content)
-check("the error's code is readable", isinstance(r.parsed, Error) and r.parsed.code == "UNKNOWN_TABLE", r.parsed)
+check("the error's code is readable", isinstance(r.parsed, ApiError) and r.parsed.code == "UNKNOWN_TABLE", r.parsed)
 r = pull.sync_detailed(client=Client(base_url=BASE), body=PullRequest())
-check("no token answers 401 with a code", r.status_code == 401 and isinstance(r.parsed, Error) and r.parsed.code == "UNAUTHORIZED", r.content)
+check("no token answers 401 with a code", r.status_code == 401 and isinstance(r.parsed, ApiError) and r.parsed.code == "UNAUTHORIZED", r.content)
 
 print(f"python client: {passed} checks passed")

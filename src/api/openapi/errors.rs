@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 pub fn add(doc: &mut Value) {
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         schemas.insert(
-            "Error".into(),
+            "ApiError".into(),
             json!({
                 "type": "object",
                 "description": "Every error, whatever the route (docs/contract.md §2).",
@@ -83,7 +83,7 @@ fn complete(responses: &mut Map<String, Value>, secured: bool, limited: bool) {
             );
             r.insert(
                 "content".into(),
-                json!({"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}),
+                json!({"application/json": {"schema": {"$ref": "#/components/schemas/ApiError"}}}),
             );
         } else {
             r.insert("description".into(), json!(description));

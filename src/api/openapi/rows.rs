@@ -9,8 +9,10 @@ use serde_json::{Map, Value, json};
 
 use crate::sync::registry::{Kind, Registry, Table};
 
-/// The schema name of a table's row: `kpi_data` → `KpiData`, `forms` → `Form`,
-/// `odoo_res_partner` → `OdooResPartner` (`…Row` when that name is taken).
+/// The schema name of a table's row: `kpi_data` → `KpiDataRow`, `forms` →
+/// `FormRow`, `odoo_res_partner` → `OdooResPartnerRow` (`…SyncedRow` when that name
+/// is taken). Always `…Row`: a bare singular clashes in generated clients (`Form` is
+/// Flutter's form widget, `Error` and `Type` are dart:core's).
 pub fn row_schema_name(table: &str, taken: &Map<String, Value>) -> String {
     let singular = match table.strip_suffix('s') {
         Some(stem) if !table.ends_with("ss") && !table.ends_with("us") => stem,
@@ -26,10 +28,11 @@ pub fn row_schema_name(table: &str, taken: &Map<String, Value>) -> String {
                 .unwrap_or_default()
         })
         .collect();
-    if taken.contains_key(&pascal) {
-        format!("{pascal}Row")
+    let row = format!("{pascal}Row");
+    if taken.contains_key(&row) {
+        format!("{pascal}SyncedRow")
     } else {
-        pascal
+        row
     }
 }
 
@@ -193,16 +196,19 @@ mod tests {
     #[test]
     fn row_names_are_singular_pascal_case_and_never_collide() {
         let none = Map::new();
-        assert_eq!(row_schema_name("kpi_data", &none), "KpiData");
-        assert_eq!(row_schema_name("forms", &none), "Form");
+        assert_eq!(row_schema_name("kpi_data", &none), "KpiDataRow");
+        assert_eq!(row_schema_name("forms", &none), "FormRow");
         assert_eq!(
             row_schema_name("submission_answers", &none),
-            "SubmissionAnswer"
+            "SubmissionAnswerRow"
         );
-        assert_eq!(row_schema_name("odoo_res_partner", &none), "OdooResPartner");
-        assert_eq!(row_schema_name("address", &none), "Address");
-        let taken = Map::from_iter([("Conflict".to_string(), json!({}))]);
-        assert_eq!(row_schema_name("conflicts", &taken), "ConflictRow");
+        assert_eq!(
+            row_schema_name("odoo_res_partner", &none),
+            "OdooResPartnerRow"
+        );
+        assert_eq!(row_schema_name("address", &none), "AddressRow");
+        let taken = Map::from_iter([("ConflictRow".to_string(), json!({}))]);
+        assert_eq!(row_schema_name("conflicts", &taken), "ConflictSyncedRow");
     }
 
     #[test]

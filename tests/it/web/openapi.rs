@@ -20,7 +20,7 @@ async fn rows_are_typed_by_table_and_errors_have_the_contract_shape() {
     let doc = document(&app, "/api/openapi.json").await;
     assert_eq!(doc["openapi"], "3.1.0");
     let schemas = &doc["components"]["schemas"];
-    let kpi = &schemas["KpiData"];
+    let kpi = &schemas["KpiDataRow"];
     assert_eq!(kpi["required"], json!(["id"]), "{kpi}");
     assert_eq!(
         kpi["properties"]["value"]["type"],
@@ -33,9 +33,9 @@ async fn rows_are_typed_by_table_and_errors_have_the_contract_shape() {
         "tenant_id is never sent"
     );
     for (table, schema) in [
-        ("forms", "Form"),
-        ("submissions", "Submission"),
-        ("kpi_data", "KpiData"),
+        ("forms", "FormRow"),
+        ("submissions", "SubmissionRow"),
+        ("kpi_data", "KpiDataRow"),
     ] {
         assert_eq!(
             schemas["SyncChanges"]["properties"][table]["items"]["$ref"],
@@ -54,9 +54,70 @@ async fn rows_are_typed_by_table_and_errors_have_the_contract_shape() {
     }
     assert!(schemas["WsMessage"]["oneOf"].is_array());
     assert_eq!(
-        schemas["Error"]["required"],
+        schemas["ApiError"]["required"],
         json!(["error", "code", "message", "details"])
     );
+    // No schema takes a name every Dart or Flutter file already sees: a generated
+    // class would make an ambiguous import (`Form` with material.dart) or hide
+    // dart:core's (`Error`).
+    let clashes = [
+        "Error",
+        "Exception",
+        "Type",
+        "Object",
+        "List",
+        "Map",
+        "Set",
+        "String",
+        "Duration",
+        "DateTime",
+        "Uri",
+        "Function",
+        "Record",
+        "Enum",
+        "Pattern",
+        "Match",
+        "Stream",
+        "Future",
+        "Form",
+        "Table",
+        "TableRow",
+        "Row",
+        "Column",
+        "Text",
+        "Icon",
+        "Image",
+        "State",
+        "Widget",
+        "Key",
+        "Color",
+        "Size",
+        "Action",
+        "Page",
+        "Route",
+        "Title",
+        "Card",
+        "Chip",
+        "Tab",
+        "Banner",
+        "Checkbox",
+        "Switch",
+        "Radio",
+        "Slider",
+        "Tooltip",
+        "Notification",
+        "Response",
+        "Headers",
+        "Options",
+        "Date",
+        "JsonObject",
+    ];
+    for name in schemas.as_object().unwrap().keys() {
+        assert!(
+            !clashes.contains(&name.as_str()),
+            "schema {name} clashes in Dart or Flutter"
+        );
+    }
 
     // Every answer has a description; every error answer the error schema; ids unique.
     let mut ids = HashSet::new();
@@ -74,7 +135,7 @@ async fn rows_are_typed_by_table_and_errors_have_the_contract_shape() {
                 if status.starts_with('4') || status.starts_with('5') {
                     assert_eq!(
                         r["content"]["application/json"]["schema"]["$ref"],
-                        "#/components/schemas/Error",
+                        "#/components/schemas/ApiError",
                         "{method} {path} {status}"
                     );
                 }
@@ -98,7 +159,7 @@ async fn rows_are_typed_by_table_and_errors_have_the_contract_shape() {
     // The 3.0 rendering: no 3.1 type arrays left.
     let old = document(&app, "/api/openapi-3.0.json").await;
     assert_eq!(old["openapi"], "3.0.3");
-    let value = &old["components"]["schemas"]["KpiData"]["properties"]["value"];
+    let value = &old["components"]["schemas"]["KpiDataRow"]["properties"]["value"];
     assert_eq!(value, &json!({"type": "number", "nullable": true}));
     assert!(
         !old.to_string().contains(r#""type":["#),
@@ -124,7 +185,7 @@ async fn a_table_added_at_run_time_appears_in_the_document() {
         .unwrap();
     app.state.sync.registry.reload(&app.pool).await.unwrap();
     let doc = document(&app, "/api/openapi.json").await;
-    let note = &doc["components"]["schemas"]["DeliveryNote"];
+    let note = &doc["components"]["schemas"]["DeliveryNoteRow"];
     assert_eq!(note["properties"]["note"]["type"], "string", "{note}");
     assert_eq!(
         note["properties"]["pieces"]["type"],
