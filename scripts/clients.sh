@@ -69,9 +69,13 @@ grep -q 'BuiltList<KpiDataRow>' "$models/sync_changes.dart" \
   || { echo "SyncChanges is not typed by table" >&2; exit 1; }
 # No generated class may shadow a name every Dart or Flutter file sees (dart:core,
 # package:flutter/material.dart): a clash makes an ambiguous import in the app.
-for clash in error form type object list map set string duration table_row row column text state widget key color icon image response date; do
+for clash in error form type object list map set string duration table_row row column text state widget key color icon image response; do
   [ ! -f "$models/$clash.dart" ] || { echo "dart-dio generated $clash.dart: the class clashes with Dart or Flutter" >&2; exit 1; }
 done
+# A nullable column is sent even when null (required in the row schema), so an app can
+# clear it: dart-dio leaves out an optional field that is null.
+grep -q "yield object.description == null ? null" "$models/form_row.dart" \
+  || { echo "dart-dio's FormRow leaves out a null description: the app could not clear it" >&2; exit 1; }
 grep -q 'SyncChanges' "$models/pull_response.dart" \
   || { echo "PullResponse.changes is not SyncChanges" >&2; exit 1; }
 echo "clients: the documents are valid, the Python client drove the server, the Dart client has its row models" >&2

@@ -383,11 +383,19 @@ async fn pull_once(
         let row = match e.doc {
             // Moved, not copied: a 5,000-row page is megabytes of text.
             Some(doc) => RawValue::from_string(doc).map_err(anyhow::Error::from)?,
-            // A row deleted outside the API (hard DELETE) is gone: send its tombstone.
-            None => serde_json::value::to_raw_value(&json!({
-                "id": row_id, "version": e.version, "updated_at": e.updated_at, "deleted": true
-            }))
-            .map_err(anyhow::Error::from)?,
+            // A row deleted outside the API (hard DELETE) is gone: send its tombstone,
+            // with its nullable columns as null (the row schemas require them).
+            None => {
+                let mut t = json!({
+                    "id": row_id, "version": e.version, "updated_at": e.updated_at, "deleted": true
+                });
+                if let Some(tb) = tables.iter().find(|tb| tb.name == table) {
+                    for c in tb.data_columns().filter(|c| c.nullable) {
+                        t[c.name.as_str()] = serde_json::Value::Null;
+                    }
+                }
+                serde_json::value::to_raw_value(&t).map_err(anyhow::Error::from)?
+            }
         };
         if let Some(list) = changes.get_mut(&table) {
             list.push(row);

@@ -69,7 +69,9 @@ bob = device("client-bob", "client-bob-1")
 
 # Push a form, typed as the generated `FormRow` row.
 form_id = uuid.uuid4()
-answer = push_forms(alice, [FormRow(id=form_id, title="Daily check", version=0, updated_at=now)])
+answer = push_forms(
+    alice, [FormRow(id=form_id, title="Daily check", description="Before", version=0, updated_at=now)]
+)
 check("the push succeeds", answer.success and answer.errors == [], answer)
 stored = answer.applied.forms[0]
 check("applied holds the stored row, version 1", stored.id == form_id and stored.version == 1, stored)
@@ -92,9 +94,14 @@ for _ in range(60):
 check("the form comes back", pulled.get(form_id) is not None and pulled[form_id].title == "Daily check", pulled)
 
 # A conflict: Alice edits, then Bob edits from version 1 with an older clock.
-push_forms(alice, [FormRow(id=form_id, title="Morning check", version=1, updated_at=now)])
+# A nullable column is required in the row schema, so the generated client sends
+# the null: the description is cleared, not left as it was.
+answer = push_forms(alice, [FormRow(id=form_id, title="Morning check", description=None, version=1, updated_at=now)])
+check("an explicit null clears the field", answer.applied.forms[0].description is None, answer)
 older = now - datetime.timedelta(hours=1)
-answer = push_forms(bob, [FormRow(id=form_id, title="Evening check", version=1, updated_at=older)])
+answer = push_forms(
+    bob, [FormRow(id=form_id, title="Evening check", description="Bob's", version=1, updated_at=older)]
+)
 check("one conflict is reported", len(answer.conflicts) == 1, answer)
 conflict = answer.conflicts[0]
 check(

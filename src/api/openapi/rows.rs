@@ -55,9 +55,20 @@ fn column_schema(kind: &Kind, nullable: bool) -> Value {
     s
 }
 
-/// One table's row. Only `id` is always present: a tombstone carries the sync
-/// columns, and a push may send only the columns it changes.
+/// One table's row. Required: `id` and every nullable data column, so that generated
+/// clients send a null they hold (dart-dio and openapi-python-client leave out an
+/// optional field that is null, and a push without a column leaves it as it was: a
+/// field could not be cleared). Every row the server sends has them (a tombstone of a
+/// row deleted in SQL carries them as null). Non-null columns stay optional: a
+/// tombstone carries only the sync columns.
 fn row_schema(table: &Table) -> Value {
+    let mut required = vec![json!("id")];
+    required.extend(
+        table
+            .data_columns()
+            .filter(|c| c.nullable && c.name != "tenant_id")
+            .map(|c| json!(c.name)),
+    );
     let mut props = Map::new();
     for c in &table.columns {
         if c.name == "tenant_id" {
@@ -83,7 +94,7 @@ fn row_schema(table: &Table) -> Value {
     json!({
         "type": "object",
         "description": format!("A row of `{}` (conflict rule `{}`).", table.name, table.rule.as_str()),
-        "required": ["id"],
+        "required": required,
         "properties": props,
     })
 }
