@@ -76,6 +76,8 @@ done
 # clear it: dart-dio leaves out an optional field that is null.
 grep -q "yield object.description == null ? null" "$models/form_row.dart" \
   || { echo "dart-dio's FormRow leaves out a null description: the app could not clear it" >&2; exit 1; }
+# The Dart in docs/clients.md uses only what dart-dio generated from this document.
+python3 scripts/check-dart-docs.py docs/clients.md "$out/dart"
 grep -q 'SyncChanges' "$models/pull_response.dart" \
   || { echo "PullResponse.changes is not SyncChanges" >&2; exit 1; }
 echo "clients: the documents are valid, the Python client drove the server, the Dart client has its row models" >&2
