@@ -125,16 +125,28 @@ async fn relay_one(mut client: UnixStream, host: String, port: u16) {
         tracing::warn!(error = %e, "database relay: cannot set TCP_NODELAY");
     }
     let local = server.local_addr().ok();
-    if let Some(local) = local
-        && let Ok(mut open) = OPEN.lock()
-    {
-        let nodelay = server.nodelay().unwrap_or(false);
-        open.insert(local, Upstream { local, nodelay });
-    }
+    let _listed = local.map(|local| Listed::new(local, server.nodelay().unwrap_or(false)));
     let _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut server, BUF, BUF).await;
-    if let Some(local) = local
-        && let Ok(mut open) = OPEN.lock()
-    {
-        open.remove(&local);
+}
+
+/// An upstream in `OPEN` for as long as this lives: removed when the relay ends, and
+/// also when its task is dropped (its runtime shut down mid-copy), so a closed
+/// connection's port is never listed after the OS gives it to another socket.
+struct Listed(SocketAddr);
+
+impl Listed {
+    fn new(local: SocketAddr, nodelay: bool) -> Listed {
+        if let Ok(mut open) = OPEN.lock() {
+            open.insert(local, Upstream { local, nodelay });
+        }
+        Listed(local)
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        if let Ok(mut open) = OPEN.lock() {
+            open.remove(&self.0);
+        }
     }
 }
