@@ -23,11 +23,32 @@ async fn pull_with_cursor(dev: &Device) -> (u16, serde_json::Value) {
 }
 
 /// Runs the start-up check and asserts it drew a new epoch that old cursors meet.
+///
+/// The check runs here while the server is up (in production it runs before the
+/// server listens), so the server learns of the new epoch from the `nas_sync_state`
+/// notification the change raises, not at once: until that arrives, an empty pull may
+/// still be answered from memory with the cursor it sent (never moved past anything).
+/// The test pulls until the answer comes, with a bound, and then checks it is
+/// RESYNC_REQUIRED, not a page.
 async fn assert_start_up_check_forces_resync(app: &TestApp, dev: &Device) {
     let before = epoch(app).await;
     check_epoch(&app.pool).await.unwrap();
     assert_ne!(epoch(app).await, before, "no new epoch was drawn");
-    let (s, b) = pull_with_cursor(dev).await;
+    let mut answer = pull_with_cursor(dev).await;
+    for _ in 0..250 {
+        if answer.0 != 200 {
+            break;
+        }
+        assert_eq!(
+            answer.1["has_more"], false,
+            "an old cursor got a page: {}",
+            answer.1
+        );
+        assert_eq!(answer.1["cursor"], json!(dev.cursor), "an old cursor moved");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        answer = pull_with_cursor(dev).await;
+    }
+    let (s, b) = answer;
     assert_error(
         reqwest::StatusCode::from_u16(s).unwrap(),
         &b,
