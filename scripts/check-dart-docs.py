@@ -25,7 +25,7 @@ NOT_GENERATED_MEMBERS = {
     "data", "response", "statusCode", "headers", "value", "toUtc", "toIso8601String",
     "replaceFirst", "parse", "v4", "ready", "stream", "closeCode", "cancel", "periodic",
     "delay", "delayed", "nextInt", "toInt", "tryParse", "now", "replace", "connect",
-    "baseUrl",
+    "baseUrl", "rebuild",  # rebuild: built_value's, on every generated model
 }
 
 

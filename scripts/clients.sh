@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proves the OpenAPI document the way an app team uses it: validates the 3.1 and 3.0
 # documents (openapi-spec-validator), generates a Python client (openapi-python-client)
-# and drives a real server with it (tests/clients/python_client.py), and generates the
+# and drives a real server with it (tests/clients/python_client.py), runs the reference
+# client's offline-first scenarios (tests/clients/scenarios), and generates the
 # Dart client (openapi-generator-cli, dart-dio) and checks it has the row models.
 # Generated code goes to target/clients/ and is never edited or committed.
 #
@@ -47,18 +48,35 @@ curl -sf "$base/ready" >/dev/null || { echo "the server did not become ready:" >
 rm -rf "$out" && mkdir -p "$out"
 curl -sf "$base/api/openapi.json" -o "$out/openapi.json"
 curl -sf "$base/api/openapi-3.0.json" -o "$out/openapi-3.0.json"
+# The documents for apps that keep exact decimals (numeric columns as strings, with
+# the Nas-Sync-Decimals: string header): the reference client and the Dart client use them.
+mkdir -p "$out/decimal"
+curl -sf "$base/api/openapi.json?decimals=string" -o "$out/decimal/openapi.json"
+curl -sf "$base/api/openapi-3.0.json?decimals=string" -o "$out/decimal/openapi-3.0.json"
 
 echo "== validate" >&2
-openapi-spec-validator "$out/openapi.json"
-openapi-spec-validator "$out/openapi-3.0.json"
+for doc in openapi.json openapi-3.0.json decimal/openapi.json decimal/openapi-3.0.json; do
+  openapi-spec-validator "$out/$doc"
+done
 
 echo "== Python client (openapi-python-client), driving the server" >&2
 (cd "$out" && openapi-python-client generate --path openapi.json --meta none \
    --output-path nas_sync_client >/dev/null)
 PYTHONPATH="$out" python3 tests/clients/python_client.py "$base"
 
+echo "== reference client (clients/reference): the offline-first scenarios" >&2
+# Its own server and database (it kills and restores them), behind a proxy it cuts.
+python3 -c 'import websockets' 2>/dev/null \
+  || python3 -m pip install --quiet --disable-pip-version-check 'websockets>=14'
+(cd "$out/decimal" && openapi-python-client generate --path openapi.json --meta none \
+   --output-path nas_sync_client >/dev/null)
+mkdir -p "$out/scenarios"
+PYTHONPATH="$out/decimal:clients/reference" python3 tests/clients/scenarios/run.py \
+  target/debug/nas-sync "$admin_url" "$out/scenarios" \
+  || { echo "the scenarios' server log:" >&2; tail -n 40 "$out/scenarios/server.log" >&2; exit 1; }
+
 echo "== Dart client (openapi-generator-cli, dart-dio)" >&2
-openapi-generator-cli generate -g dart-dio -i "$out/openapi-3.0.json" -o "$out/dart" \
+openapi-generator-cli generate -g dart-dio -i "$out/decimal/openapi-3.0.json" -o "$out/dart" \
   --additional-properties=pubName=nas_sync_client >"$out/dart.log" 2>&1 \
   || { tail -n 30 "$out/dart.log" >&2; exit 1; }
 models="$out/dart/lib/src/model"
@@ -72,6 +90,9 @@ grep -q 'BuiltList<KpiDataRow>' "$models/sync_changes.dart" \
 for clash in error form type object list map set string duration table_row row column text state widget key color icon image response; do
   [ ! -f "$models/$clash.dart" ] || { echo "dart-dio generated $clash.dart: the class clashes with Dart or Flutter" >&2; exit 1; }
 done
+# Exact decimals: the row model holds the digits as a string, not a double.
+grep -q "String? get value" "$models/kpi_data_row.dart" \
+  || { echo "dart-dio's KpiDataRow.value is not a String: decimals would lose digits" >&2; exit 1; }
 # A nullable column is sent even when null (required in the row schema), so an app can
 # clear it: dart-dio leaves out an optional field that is null.
 grep -q "yield object.description == null ? null" "$models/form_row.dart" \

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod auth;
 pub mod bridge;
 pub mod conflicts;
+pub mod decimals;
 pub mod extract;
 pub mod health;
 pub mod middleware;

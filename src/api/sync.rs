@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
 
+use super::decimals::{self, Decimals};
 use super::extract;
 use super::principal::PullCaller;
 use crate::auth::Principal;
@@ -21,11 +22,28 @@ use crate::sync::status::{self, DeviceState, SyncStatus};
 pub async fn pull(
     State(ctx): State<SyncCtx>,
     caller: PullCaller,
+    form: Decimals,
     extract::Json(body): extract::Json<PullRequest>,
 ) -> AppResult<Json<PullResponse>> {
-    pull::pull(&ctx, &caller.who, caller.session, body)
-        .await
-        .map(Json)
+    let mut page = pull::pull(&ctx, &caller.who, caller.session, body).await?;
+    if form == Decimals::String {
+        let registry = ctx.registry.current();
+        for (table, rows) in &mut page.changes {
+            decimals::in_raw_rows(registry.get(table), rows);
+        }
+        for c in page.conflicts.iter_mut().flatten() {
+            for row in [&mut c.server_data, &mut c.client_data] {
+                decimals::in_named_row(&registry, &c.table, row);
+            }
+            for row in [c.base_data.as_mut(), c.resolved_data.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                decimals::in_named_row(&registry, &c.table, row);
+            }
+        }
+    }
+    Ok(Json(page))
 }
 
 /// Applies a device's changes, row by row, in one transaction.
@@ -36,9 +54,24 @@ pub async fn pull(
 pub async fn push(
     State(ctx): State<SyncCtx>,
     who: Principal,
+    form: Decimals,
     extract::Json(body): extract::Json<PushRequest>,
 ) -> AppResult<Json<PushResponse>> {
-    push::push(&ctx, &who, body).await.map(Json)
+    let mut answer = push::push(&ctx, &who, body).await?;
+    if form == Decimals::String {
+        let registry = ctx.registry.current();
+        for (table, rows) in &mut answer.applied {
+            for row in rows {
+                decimals::in_named_row(&registry, table, row);
+            }
+        }
+        for c in &mut answer.conflicts {
+            for row in [&mut c.server_data, &mut c.client_data] {
+                decimals::in_named_row(&registry, &c.table, row);
+            }
+        }
+    }
+    Ok(Json(answer))
 }
 
 /// The tenant's sync status.

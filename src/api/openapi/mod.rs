@@ -19,7 +19,10 @@ use axum::Extension;
 use axum::extract::State;
 use serde_json::Value;
 
+use super::decimals::Decimals;
+use super::extract;
 use crate::bridge::BridgeCtx;
+use crate::error::AppResult;
 
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
@@ -53,15 +56,45 @@ impl Modify for BearerAuth {
 #[derive(Clone)]
 pub struct Annotated(pub Arc<utoipa::openapi::OpenApi>);
 
+/// The document's query: `?decimals=string` types numeric columns as decimal strings
+/// (for clients that send `Nas-Sync-Decimals: string`, `api::decimals`).
+#[derive(Debug, serde::Deserialize, utoipa::IntoParams)]
+pub struct DocQuery {
+    /// `string` or `number` (the default).
+    pub decimals: Option<String>,
+}
+
+impl DocQuery {
+    fn form(&self) -> AppResult<Decimals> {
+        self.decimals
+            .as_deref()
+            .map_or(Ok(Decimals::Number), Decimals::parse)
+    }
+}
+
 /// The completed 3.1 document for the current registry and app types.
-pub fn document(annotated: &utoipa::openapi::OpenApi, ctx: &BridgeCtx) -> Value {
+pub fn document(
+    annotated: &utoipa::openapi::OpenApi,
+    ctx: &BridgeCtx,
+    decimals: Decimals,
+) -> Value {
     let mut doc = serde_json::to_value(annotated).unwrap_or_default();
     // utoipa fills an empty license from Cargo.toml; an empty one is invalid to some
     // generators.
     if let Some(info) = doc["info"].as_object_mut() {
         info.remove("license");
+        if decimals == Decimals::String {
+            info.insert(
+                "description".into(),
+                serde_json::json!(
+                    "Delta-sync server for offline-first apps (docs/contract.md). \
+                    Numeric columns are decimal strings: send `Nas-Sync-Decimals: string` \
+                    with every call."
+                ),
+            );
+        }
     }
-    rows::add(&mut doc, &ctx.sync.registry.current());
+    rows::add(&mut doc, &ctx.sync.registry.current(), decimals);
     let missing = requests::add(&mut doc, &ctx.app_types.names());
     if !missing.is_empty() {
         tracing::warn!(
@@ -74,21 +107,25 @@ pub fn document(annotated: &utoipa::openapi::OpenApi, ctx: &BridgeCtx) -> Value 
 }
 
 /// This document (OpenAPI 3.1), with a schema per synced table.
-#[utoipa::path(get, path = "/api/openapi.json", operation_id = "openapi", tag = "ops", responses((status = 200, description = "OpenAPI 3.1 JSON")))]
+#[utoipa::path(get, path = "/api/openapi.json", operation_id = "openapi", tag = "ops", params(DocQuery),
+    responses((status = 200, description = "OpenAPI 3.1 JSON"), (status = 400, description = "VALIDATION_FAILED")))]
 pub async fn openapi_json(
     State(ctx): State<BridgeCtx>,
     Extension(Annotated(doc)): Extension<Annotated>,
-) -> axum::Json<Value> {
-    axum::Json(document(&doc, &ctx))
+    extract::Query(q): extract::Query<DocQuery>,
+) -> AppResult<axum::Json<Value>> {
+    Ok(axum::Json(document(&doc, &ctx, q.form()?)))
 }
 
 /// The same document as OpenAPI 3.0, for generators whose 3.1 support is partial.
-#[utoipa::path(get, path = "/api/openapi-3.0.json", operation_id = "openapi30", tag = "ops", responses((status = 200, description = "OpenAPI 3.0.3 JSON")))]
+#[utoipa::path(get, path = "/api/openapi-3.0.json", operation_id = "openapi30", tag = "ops", params(DocQuery),
+    responses((status = 200, description = "OpenAPI 3.0.3 JSON"), (status = 400, description = "VALIDATION_FAILED")))]
 pub async fn openapi_30_json(
     State(ctx): State<BridgeCtx>,
     Extension(Annotated(doc)): Extension<Annotated>,
-) -> axum::Json<Value> {
-    axum::Json(v30::convert(document(&doc, &ctx)))
+    extract::Query(q): extract::Query<DocQuery>,
+) -> AppResult<axum::Json<Value>> {
+    Ok(axum::Json(v30::convert(document(&doc, &ctx, q.form()?))))
 }
 
 #[cfg(test)]

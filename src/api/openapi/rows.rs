@@ -7,6 +7,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::api::decimals::Decimals;
 use crate::sync::registry::{Kind, Registry, Table};
 
 /// The schema name of a table's row: `kpi_data` → `KpiDataRow`, `forms` →
@@ -37,8 +38,13 @@ pub fn row_schema_name(table: &str, taken: &Map<String, Value>) -> String {
 }
 
 /// The JSON schema of one column's values.
-fn column_schema(kind: &Kind, nullable: bool) -> Value {
+fn column_schema(kind: &Kind, nullable: bool, decimals: Decimals) -> Value {
     let mut s = match kind {
+        Kind::Numeric if decimals == Decimals::String => {
+            // No `format: decimal`: openapi-generator maps it to a double in Dart.
+            json!({"type": "string",
+                   "description": "A decimal as a string of its digits (`Nas-Sync-Decimals: string`); a push may send a number."})
+        }
         Kind::Uuid => json!({"type": "string", "format": "uuid"}),
         Kind::Text => json!({"type": "string"}),
         Kind::Int4 => json!({"type": "integer", "format": "int32"}),
@@ -61,7 +67,7 @@ fn column_schema(kind: &Kind, nullable: bool) -> Value {
 /// field could not be cleared). Every row the server sends has them (a tombstone of a
 /// row deleted in SQL carries them as null). Non-null columns stay optional: a
 /// tombstone carries only the sync columns.
-fn row_schema(table: &Table) -> Value {
+fn row_schema(table: &Table, decimals: Decimals) -> Value {
     let mut required = vec![json!("id")];
     required.extend(
         table
@@ -74,7 +80,7 @@ fn row_schema(table: &Table) -> Value {
         if c.name == "tenant_id" {
             continue;
         }
-        let mut s = column_schema(&c.kind, c.nullable);
+        let mut s = column_schema(&c.kind, c.nullable, decimals);
         let about = match c.name.as_str() {
             "id" => "The row's id (a UUID the client generates for new rows).",
             "version" => {
@@ -101,7 +107,7 @@ fn row_schema(table: &Table) -> Value {
 
 /// Adds the row schemas and `SyncChanges`, and points `changes` of the pull answer
 /// and the push request at it.
-pub fn add(doc: &mut Value, registry: &Registry) {
+pub fn add(doc: &mut Value, registry: &Registry, decimals: Decimals) {
     let mut changes = Map::new();
     let mut rows = Map::new();
     {
@@ -115,7 +121,7 @@ pub fn add(doc: &mut Value, registry: &Registry) {
                 table.name.clone(),
                 json!({"type": "array", "items": {"$ref": format!("#/components/schemas/{name}")}}),
             );
-            rows.insert(name, row_schema(table));
+            rows.insert(name, row_schema(table, decimals));
         }
     }
     let Some(schemas) = doc["components"]["schemas"].as_object_mut() else {
@@ -225,12 +231,20 @@ mod tests {
     #[test]
     fn nullable_columns_allow_null() {
         assert_eq!(
-            column_schema(&Kind::Text, true),
+            column_schema(&Kind::Text, true, Decimals::Number),
             json!({"type": ["string", "null"]})
         );
         assert_eq!(
-            column_schema(&Kind::Int8, false),
+            column_schema(&Kind::Int8, false, Decimals::String),
             json!({"type": "integer", "format": "int64"})
+        );
+        assert_eq!(
+            column_schema(&Kind::Numeric, true, Decimals::Number)["type"],
+            json!(["number", "null"])
+        );
+        assert_eq!(
+            column_schema(&Kind::Numeric, true, Decimals::String)["type"],
+            json!(["string", "null"])
         );
     }
 }

@@ -2,6 +2,7 @@
 
 mod conflicts;
 mod convergence;
+mod decimals;
 mod inbox;
 mod isolation;
 mod plans;
