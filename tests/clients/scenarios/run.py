@@ -273,6 +273,34 @@ async def clearing_a_nullable_field(world: World):
     check("another client sees it cleared", bob.store.rows("forms")[row["id"]]["description"] is None)
 
 
+async def pulls_never_hide_unsent_edits(world: World):
+    alice, bob = world.clients["alice"], world.clients["bob"]
+    row = form("edited on both sides", "as pushed")
+    alice.edit("forms", row)
+    await alice.sync()
+    await bob.sync()
+    bob.edit("forms", {**bob.store.rows("forms")[row["id"]], "description": "bob, unsent"})
+    alice.edit("forms", {**alice.store.rows("forms")[row["id"]], "title": "alice's title"})
+    await alice.sync()
+    await bob._pull()  # a pull while bob's edit waits in the outbox (a poke mid-edit)
+    held = bob.store.rows("forms")[row["id"]]
+    check("a pulled row does not hide an unsent edit",
+          held["description"] == "bob, unsent" and bob.store.outbox_size() == 1, held)
+    await bob.sync()
+    check("the unsent edit is then pushed", bob.store.outbox_size() == 0)
+
+
+async def a_cursor_not_the_servers(world: World):
+    bob = world.clients["bob"]
+    await bob.sync()
+    before = bob.store.rows("forms")
+    with bob.store.transaction():
+        bob.store.put("cursor", "tampered" + (bob.store.get("cursor") or ""))
+    await bob.sync()
+    check("INVALID_SYNC_TOKEN is recovered from with a full pull",
+          bob.store.rows("forms") == before and not bob.store.get("cursor").startswith("tampered"))
+
+
 async def exact_decimals(world: World):
     alice, bob = world.clients["alice"], world.clients["bob"]
     exact = "12345678901234567890.123456789"  # more digits than a double holds
@@ -381,7 +409,8 @@ async def main():
         await world.proxy.start()
         only = os.environ.get("SCENARIOS", "").split(",")  # a comma list, to run a few
         for scenario in (three_clients_offline, pokes_over_the_socket,
-                         expired_token_met_together, clearing_a_nullable_field, exact_decimals,
+                         expired_token_met_together, clearing_a_nullable_field,
+                         pulls_never_hide_unsent_edits, a_cursor_not_the_servers, exact_decimals,
                          server_killed_mid_push, first_sync_of_10k_rows, token_expires_mid_pull,
                          restore_from_backup, table_added_at_run_time, signed_out_when_revoked):
             if only != [""] and scenario.__name__ not in only:
