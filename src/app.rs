@@ -191,6 +191,12 @@ pub async fn launch(
         aged_rows(),
         stop.clone(),
     ));
+    let audit = tokio::spawn(crate::audit::seal::run(
+        state.pool.clone(),
+        state.audit.clone(),
+        Duration::from_secs(2),
+        stop.clone(),
+    ));
     let listener_task = tokio::spawn(crate::realtime::listener::run(
         state.pool.clone(),
         state.hub.clone(),
@@ -243,6 +249,7 @@ pub async fn launch(
     stop.cancel();
     let _ = clock.await;
     let _ = retention.await;
+    let _ = audit.await;
     let _ = ledger.await;
     let _ = listener_task.await;
     if let Some(odoo) = odoo {

@@ -73,10 +73,25 @@ pub enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// The audit trail.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Check settings, database, migrations, clocks, the change feed and disk space.
     Doctor,
     /// Exit 0 when the local server answers /ready (for container health checks).
     Healthcheck,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk each tenant's chain of audit entries and name the first one that was
+    /// edited, deleted or inserted; exit 1 if any chain does not hold. Needs the
+    /// server's secret (NAS_SYNC_JWT_SECRET) to check the seals.
+    Verify {
+        /// Only this tenant's chain.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -457,6 +472,38 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Audit(AuditCommand::Verify { tenant }) => {
+            let pool = crate::db::prepare(&config.db()).await?;
+            let secret =
+                crate::auth::token::load_secret(&pool, config.jwt_secret.as_deref()).await?;
+            let key = crate::audit::SealKey::from_secret(&secret);
+            let reports = crate::audit::verify::verify(&pool, &key, tenant.as_deref()).await?;
+            let mut broken = 0;
+            for r in &reports {
+                match &r.problem {
+                    None => println!(
+                        "tenant {}: {} entries, the chain holds; newest seal {}",
+                        r.tenant,
+                        r.entries,
+                        hex(&r.head)
+                    ),
+                    Some((_, what)) => {
+                        broken += 1;
+                        println!(
+                            "tenant {}: {what} ({} entries before it hold)",
+                            r.tenant, r.entries
+                        );
+                    }
+                }
+            }
+            if reports.is_empty() {
+                println!("no audit entries yet");
+            }
+            if broken > 0 {
+                anyhow::bail!("the audit chain of {broken} tenant(s) does not hold");
+            }
+            Ok(())
+        }
         Command::Device(DeviceCommand::Revoke { device_id, tenant }) => {
             let pool = crate::db::prepare(&config.db()).await?;
             if !devices::revoke(&pool, &tenant, &device_id).await? {
@@ -492,4 +539,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     crate::app::launch(listener, state, crate::app::shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -6,6 +6,8 @@
 pub mod api;
 /// The router and the launcher.
 pub mod app;
+/// The audit trail: who changed what, sealed in a chain per tenant.
+pub mod audit;
 /// Passwords, tokens, users, devices and the caller's identity (`Principal`).
 pub mod auth;
 /// BridgeCore compatibility: the offline-sync and smart-sync protocols.

@@ -3,6 +3,7 @@
 //! through `FromRef`. Below the web layer: it names the guards' plain types, never a
 //! handler or a router.
 
+use crate::audit::SealKey;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::FromRef;
@@ -40,6 +41,8 @@ pub struct Shared {
     pub config: Arc<Config>,
     pub pool: PgPool,
     pub keys: Arc<Keys>,
+    /// Seals the audit trail (derived from the same secret as `keys`).
+    pub audit: SealKey,
     pub sync: SyncCtx,
     pub odoo: OdooCtx,
     pub bridge: BridgeCtx,
@@ -70,6 +73,7 @@ impl AppState {
         let registry = RegistryHandle::new(Registry::load(&pool).await?);
         let secret = token::load_secret(&pool, config.jwt_secret.as_deref()).await?;
         let keys = Arc::new(Keys::new(&secret, config.access_token_ttl));
+        let audit = SealKey::from_secret(&secret);
         let sync = SyncCtx {
             pool: pool.clone(),
             registry: registry.clone(),
@@ -114,6 +118,7 @@ impl AppState {
             config: Arc::new(config),
             pool,
             keys,
+            audit,
             sync,
             odoo,
             metrics: metrics_handle(),

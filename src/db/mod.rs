@@ -133,6 +133,17 @@ pub async fn size_pretty(pool: &PgPool) -> sqlx::Result<String> {
 }
 
 /// Sets one `server_meta` value (inside the caller's transaction).
+/// Names the path the rest of the transaction writes synced rows by, for the audit
+/// trail (`push` when a device writes and nothing else is named, `sql` when nothing
+/// is set): `bridgecore`, `inbox`, `console`, `odoo_mirror`, `odoo_write_back`, `cli`.
+pub async fn set_origin(conn: &mut sqlx::PgConnection, origin: &str) -> sqlx::Result<()> {
+    sqlx::query("SELECT set_config('nas_sync.origin', $1, true)")
+        .bind(origin)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
 pub async fn set_meta(conn: &mut sqlx::PgConnection, key: &str, value: &str) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO server_meta (key, value) VALUES ($1, $2)

@@ -386,6 +386,7 @@ async fn mark_synced(
     if !mirror::lock_connection(&mut tx, conn.id).await? {
         return Ok(());
     }
+    crate::db::set_origin(&mut tx, "odoo_write_back").await?;
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "UPDATE {} SET odoo_id = coalesce($3, odoo_id),
                 odoo_sync_status = CASE WHEN version = $4 THEN 'synced' ELSE odoo_sync_status END,
@@ -489,6 +490,7 @@ async fn refuse(
     if !mirror::lock_connection(&mut tx, conn.id).await? {
         return Ok(());
     }
+    crate::db::set_origin(&mut tx, "odoo_write_back").await?;
     // A device wrote the row again meanwhile: that newer write is queued and decides.
     let version: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
         "SELECT version FROM {table} WHERE id = $1 AND tenant_id = $2 FOR UPDATE"

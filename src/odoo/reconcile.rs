@@ -148,6 +148,7 @@ pub async fn reconcile(
     if !mirror::lock_connection(&mut tx, conn.id).await? {
         return Ok(());
     }
+    crate::db::set_origin(&mut tx, "odoo_mirror").await?;
     let deleted = mirror::tombstone(&mut tx, conn, model, &gone).await?;
     let fetched = mirror::upsert(
         &mut tx,

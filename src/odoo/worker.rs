@@ -326,6 +326,7 @@ async fn run_batch(
     if !mirror::lock_connection(&mut tx, conn.id).await? {
         return Ok(());
     }
+    crate::db::set_origin(&mut tx, "odoo_mirror").await?;
     let written = match mirror::upsert(
         &mut tx,
         conn,

@@ -59,6 +59,12 @@ pub async fn run(ctx: &SyncCtx, who: &Principal, id: Uuid, req: Resolve) -> AppR
         .get(&conflict.table)
         .ok_or_else(|| AppError::UnknownTable(conflict.table.clone()))?;
     let fields = resolution_fields(&mut tx, table, &conflict, &req).await?;
+    let origin = if who.device_id == crate::auth::console::CONSOLE_DEVICE {
+        "console"
+    } else {
+        "inbox"
+    };
+    crate::db::set_origin(&mut tx, origin).await?;
     let stored = match fields {
         None => conflict.server_data.clone(),
         Some(fields) => super::push::write_fields(

@@ -193,8 +193,10 @@ async fn prune_tombstones(
     }
 }
 
-/// Old versions go, except each live row's latest. Ids grow with time, so the old
-/// part is a prefix of the id range, walked in spans through the primary key.
+/// Old versions go, except each live row's latest, and only once the audit trail has
+/// sealed the version after them (whose changed fields it reads from them). Ids grow
+/// with time, so the old part is a prefix of the id range, walked in spans through the
+/// primary key.
 async fn prune_history(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> sqlx::Result<u64> {
     let Some((mut from, end)) = old_history_ids(pool, cutoff).await? else {
         return Ok(0);
@@ -203,12 +205,14 @@ async fn prune_history(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> 
     while from <= end {
         let to = (from + HISTORY_SPAN - 1).min(end);
         total += sqlx::query(
-            "DELETE FROM sync_row_history h
+            "WITH sealed AS (SELECT coalesce((SELECT value::bigint FROM server_meta
+                                               WHERE key = 'audit_sealed_upto'), 0) AS upto)
+             DELETE FROM sync_row_history h USING sealed
              WHERE h.id BETWEEN $1 AND $2 AND h.changed_at < $3
-               AND (h.op = 'delete'
+               AND ((h.op = 'delete' AND h.id <= sealed.upto)
                     OR EXISTS (SELECT 1 FROM sync_row_history n
                                WHERE n.table_name = h.table_name AND n.row_id = h.row_id
-                                 AND n.id > h.id))",
+                                 AND n.id > h.id AND n.id <= sealed.upto))",
         )
         .bind(from)
         .bind(to)

@@ -4,6 +4,7 @@
 //! a filter: `cargo test --test it -- sync::push`.
 
 mod architecture;
+mod audit;
 mod common;
 
 mod auth;

@@ -46,6 +46,7 @@ impl Run<'_> {
     ) -> AppResult<Outcome> {
         let mut tx = self.ctx.sync.pool.begin().await?;
         push::set_writer(&mut tx, self.who).await?;
+        crate::db::set_origin(&mut tx, "bridgecore").await?;
         let all = match self.stop_on_error {
             true => Some(Savepoint::open(&mut tx, "offline_all").await?),
             false => None,

@@ -365,13 +365,17 @@ pub(crate) async fn write_fields(
     Ok(applied.map(|a| a.row.unwrap_or(Value::Null)))
 }
 
-/// Tells the change-log trigger who writes, for the rest of the transaction.
+/// Tells the change-log trigger who writes, for the rest of the transaction: device,
+/// role and user (the audit trail's origin is `push` unless the caller named another
+/// with [`crate::db::set_origin`]).
 pub async fn set_writer(conn: &mut sqlx::PgConnection, who: &Principal) -> sqlx::Result<()> {
     sqlx::query(
-        "SELECT set_config('nas_sync.device', $1, true), set_config('nas_sync.role', $2, true)",
+        "SELECT set_config('nas_sync.device', $1, true), set_config('nas_sync.role', $2, true),
+                set_config('nas_sync.user', $3, true)",
     )
     .bind(&who.device_id)
     .bind(who.role.as_str())
+    .bind(&who.username)
     .execute(conn)
     .await
     .map(|_| ())

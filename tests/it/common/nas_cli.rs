@@ -8,6 +8,20 @@ const BIN: &str = env!("CARGO_BIN_EXE_nas-sync");
 
 /// Runs `nas-sync ARGS` against `url`, with `stdin` as standard input.
 pub async fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    cli_with(url, args, stdin, &[]).await
+}
+
+/// [`cli`] with settings of the test's choosing (`NAS_SYNC_…`, as name and value).
+pub async fn cli_with(
+    url: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    settings: &[(&str, &str)],
+) -> Output {
+    let settings: Vec<(String, String)> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     let url = url.to_string();
     let args: Vec<String> = args.iter().map(ToString::to_string).collect();
     let stdin = stdin.map(str::to_string);
@@ -23,6 +37,7 @@ pub async fn cli(url: &str, args: &[&str], stdin: Option<&str>) -> Output {
             .env("DATABASE_URL", &url)
             .env("NAS_SYNC_LOG", "warn")
             .env("NAS_SYNC_DB_CONNECT_TIMEOUT_SECS", "5")
+            .envs(settings)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -301,6 +301,14 @@ async fn initial_mirror_equals_odoo_and_reaches_devices_through_the_normal_pull(
     let mut store = app.store("clerk", "s1", "clerk-phone").await;
     store.sync_down().await;
     assert_eq!(store.local_rows("odoo_product_product").len(), 300);
+    // The audit trail names the mirror as the writer.
+    let origins: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT DISTINCT origin FROM sync_row_history WHERE table_name = 'odoo_product_product'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(origins, vec![Some("odoo_mirror".to_string())]);
 }
 
 #[tokio::test]
@@ -685,6 +693,23 @@ async fn an_order_with_lines_is_written_back_once_even_when_the_answer_is_lost()
         assert_eq!(fake.count("sale.order"), 1);
         let s = status(&manager, &id).await;
         assert_eq!(s["write_back"]["pending"], 0, "{s}");
+        // The audit trail: the device's create, then write-back giving it its Odoo id.
+        let origins: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT origin FROM sync_row_history WHERE row_id = $1::uuid ORDER BY id",
+        )
+        .bind(&order_uuid)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            origins.first(),
+            Some(&Some("push".to_string())),
+            "{origins:?}"
+        );
+        assert!(
+            origins.contains(&Some("odoo_write_back".to_string())),
+            "{origins:?}"
+        );
     }
 }
 

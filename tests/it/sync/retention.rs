@@ -28,6 +28,10 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 /// One run of the job with a 90-day period. The server's own job also runs at start
 /// and holds the job's lock meanwhile (`None`): wait for it.
 async fn prune(app: &TestApp) -> Pruned {
+    // History is pruned only once the audit trail sealed what follows it.
+    nas_sync::audit::seal::seal_all(&app.pool, &app.state.audit)
+        .await
+        .unwrap();
     for _ in 0..100 {
         if let Some(p) = retention::run_once(&app.pool, DAYS_90, &nas_sync::app::aged_rows())
             .await
@@ -259,7 +263,11 @@ async fn the_server_prunes_by_itself_with_the_configured_period() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(count(&app, "SELECT count(*) FROM sync_changes").await, 1);
     // 90 days: the job that runs at start removes the tombstone, the history and the
-    // recorded push answer.
+    // recorded push answer (history once the audit trail has sealed it, which the
+    // background sealer does within seconds; here before the restart).
+    nas_sync::audit::seal::seal_all(&app.pool, &app.state.audit)
+        .await
+        .unwrap();
     let app = app.restart_with(|c| c.retention = DAYS_90).await;
     let mut left = (1, 1, 1);
     for _ in 0..100 {

@@ -1,0 +1,255 @@
+//! The sealer: turns new `sync_row_history` entries into sealed `audit_log` entries,
+//! in history order, per tenant chain.
+//!
+//! An entry is sealed only once no transaction that could still add an older history
+//! entry is running; sealing later ones first would leave that one out of the chain.
+//! History ids come from a sequence, taken while the writing transaction already has
+//! its transaction id. So a tick notes the newest committed id and the snapshot's
+//! `xmax` (no running transaction has an id at or above it); once a later snapshot's
+//! `xmin` has passed that `xmax`, every transaction that took an id up to the noted
+//! one has ended, and everything up to it is sealed. One process seals at a time (an
+//! advisory lock); the position sealed is `server_meta.audit_sealed_upto`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::mac::{Entry, GENESIS, SealKey};
+
+/// The advisory lock key that makes one sealer run at a time (any value no other
+/// lock of nas-sync uses).
+const LOCK: i64 = 0x6e61_7375_6469_7431;
+/// History entries sealed per transaction.
+const BATCH: i64 = 2000;
+/// Columns that are not the row's data: the sync bookkeeping has fields of its own.
+const NOT_DATA: [&str; 3] = ["tenant_id", "version", "updated_at"];
+
+/// What a tick saw, for the next one: the newest committed history id, and the first
+/// transaction id not yet assigned then.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mark {
+    upto: i64,
+    xmax: i64,
+}
+
+type HistoryRow = (
+    i64,
+    String,
+    String,
+    Uuid,
+    Option<i64>,
+    String,
+    Value,
+    Option<Value>,
+    DateTime<Utc>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+);
+
+/// One tick: seals what the previous tick's mark makes safe; returns how many entries
+/// were sealed and the mark for the next tick.
+pub async fn tick(pool: &PgPool, key: &SealKey, mark: Option<Mark>) -> sqlx::Result<(u64, Mark)> {
+    let mut sealed = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+            .bind(LOCK)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (xmin, xmax, newest, done): (i64, i64, Option<i64>, Option<String>) = sqlx::query_as(
+            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+                    pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+                    (SELECT max(id) FROM sync_row_history),
+                    (SELECT value FROM server_meta WHERE key = 'audit_sealed_upto')",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let next = Mark {
+            upto: newest.unwrap_or(0),
+            xmax,
+        };
+        let done: i64 = done.and_then(|d| d.parse().ok()).unwrap_or(0);
+        let safe = match mark {
+            Some(m) if locked && xmin >= m.xmax && m.upto > done => m.upto,
+            _ => return Ok((sealed, next)),
+        };
+        let n = seal_range(&mut tx, key, done, safe.min(done + BATCH)).await?;
+        tx.commit().await?;
+        sealed += n;
+        if done + BATCH >= safe {
+            return Ok((sealed, next));
+        }
+    }
+}
+
+/// Seals the history entries with ids in `(after, upto]`.
+async fn seal_range(
+    tx: &mut sqlx::PgConnection,
+    key: &SealKey,
+    after: i64,
+    upto: i64,
+) -> sqlx::Result<u64> {
+    let rows: Vec<HistoryRow> = sqlx::query_as(
+        "SELECT h.id, h.tenant_id, h.table_name, h.row_id, h.version, h.op, h.data,
+                (SELECT p.data FROM sync_row_history p
+                 WHERE p.table_name = h.table_name AND p.row_id = h.row_id AND p.id < h.id
+                 ORDER BY p.version DESC, p.id DESC LIMIT 1),
+                h.changed_at, h.origin_device, h.origin_role, h.origin_user,
+                coalesce(h.origin, CASE WHEN h.origin_device IS NULL THEN 'sql' ELSE 'push' END)
+         FROM sync_row_history h WHERE h.id > $1 AND h.id <= $2 ORDER BY h.id",
+    )
+    .bind(after)
+    .bind(upto)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut heads: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
+    let mut count = 0;
+    for (id, tenant, table, row_id, version, op, data, prev, at, device, role, user, origin) in rows
+    {
+        let head = match heads.get(&tenant) {
+            Some(h) => h.clone(),
+            None => head_of(tx, &tenant).await?,
+        };
+        let entry = Entry {
+            tenant_id: tenant.clone(),
+            seq: head.0 + 1,
+            history_id: id,
+            table_name: table,
+            row_id,
+            version,
+            device_time: data
+                .get("updated_at")
+                .and_then(Value::as_str)
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc)),
+            changed: changes(prev.as_ref(), &data, op == "delete"),
+            op,
+            server_time: at,
+            user_name: user,
+            device_id: device,
+            role,
+            origin,
+        };
+        let seal = key.seal(&head.1, &entry);
+        sqlx::query(
+            "INSERT INTO audit_log (tenant_id, seq, history_id, table_name, row_id, version, op,
+                                    changed, server_time, device_time, user_name, device_id, role,
+                                    origin, prev_seal, seal)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(&entry.tenant_id)
+        .bind(entry.seq)
+        .bind(entry.history_id)
+        .bind(&entry.table_name)
+        .bind(entry.row_id)
+        .bind(entry.version)
+        .bind(&entry.op)
+        .bind(&entry.changed)
+        .bind(entry.server_time)
+        .bind(entry.device_time)
+        .bind(&entry.user_name)
+        .bind(&entry.device_id)
+        .bind(&entry.role)
+        .bind(&entry.origin)
+        .bind(&head.1)
+        .bind(&seal)
+        .execute(&mut *tx)
+        .await?;
+        heads.insert(tenant, (entry.seq, seal));
+        count += 1;
+    }
+    crate::db::set_meta(tx, "audit_sealed_upto", &upto.to_string()).await?;
+    Ok(count)
+}
+
+/// A tenant's newest entry (its place and seal), or where its chain starts.
+async fn head_of(tx: &mut sqlx::PgConnection, tenant: &str) -> sqlx::Result<(i64, Vec<u8>)> {
+    let last: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT seq, seal FROM audit_log WHERE tenant_id = $1 ORDER BY seq DESC LIMIT 1",
+    )
+    .bind(tenant)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(last) = last {
+        return Ok(last);
+    }
+    let start: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT seq - 1, prev_seal FROM audit_checkpoints WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+    Ok(start.unwrap_or((0, GENESIS.to_vec())))
+}
+
+/// The columns whose value differs between `before` and `after`, as `[old, new]`; a
+/// deletion lists every column as `[old, null]`.
+pub fn changes(before: Option<&Value>, after: &Value, deleted: bool) -> Value {
+    let empty = Map::new();
+    let old = before.and_then(Value::as_object).unwrap_or(&empty);
+    let new = after.as_object().unwrap_or(&empty);
+    let mut out = Map::new();
+    for (name, value) in new {
+        if NOT_DATA.contains(&name.as_str()) {
+            continue;
+        }
+        if deleted {
+            out.insert(name.clone(), Value::Array(vec![value.clone(), Value::Null]));
+            continue;
+        }
+        let was = old.get(name).cloned().unwrap_or(Value::Null);
+        if before.is_none() || was != *value {
+            out.insert(name.clone(), Value::Array(vec![was, value.clone()]));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Seals everything written before the call: ticks until the mark taken at the start
+/// is sealed (bounded; for the CLI and tests, which do not wait for the background
+/// task). Returns how many entries were sealed.
+pub async fn seal_all(pool: &PgPool, key: &SealKey) -> sqlx::Result<u64> {
+    let (mut total, first) = tick(pool, key, None).await?;
+    for _ in 0..3000 {
+        total += tick(pool, key, Some(first)).await?.0;
+        let done: Option<String> =
+            sqlx::query_scalar("SELECT value FROM server_meta WHERE key = 'audit_sealed_upto'")
+                .fetch_optional(pool)
+                .await?;
+        if done.and_then(|d| d.parse::<i64>().ok()).unwrap_or(0) >= first.upto {
+            return Ok(total);
+        }
+        // Not yet safe (a transaction that began earlier is still open), or another
+        // process holds the sealer's lock: wait and look again.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(total)
+}
+
+/// Seals every `every` until `shutdown`.
+pub async fn run(pool: PgPool, key: SealKey, every: Duration, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut mark = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match tick(&pool, &key, mark).await {
+            Ok((n, next)) => {
+                if n > 0 {
+                    metrics::counter!("audit_entries_sealed_total").increment(n);
+                }
+                mark = Some(next);
+            }
+            Err(e) => tracing::warn!(error = %e, "sealing the audit trail failed; will retry"),
+        }
+    }
+}
