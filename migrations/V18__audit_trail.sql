@@ -66,6 +66,7 @@ CREATE TABLE audit_log (
     table_name  text NOT NULL,
     row_id      uuid NOT NULL,
     version     bigint,
+    store_id    text,                      -- the row's store, for tables scoped by store
     op          text NOT NULL,             -- insert, update, delete
     changed     jsonb NOT NULL,            -- {"column": [old, new]} for each column that changed
     server_time timestamptz NOT NULL,
@@ -80,6 +81,7 @@ CREATE TABLE audit_log (
 );
 CREATE INDEX audit_log_row ON audit_log (tenant_id, table_name, row_id, seq);
 CREATE INDEX audit_log_time ON audit_log (tenant_id, server_time);
+CREATE INDEX audit_log_store ON audit_log (tenant_id, store_id, seq);
 
 -- Where each tenant's chain starts after retention pruned its head: the first kept
 -- entry's place and the seal it follows, signed by the server.

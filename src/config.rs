@@ -83,6 +83,9 @@ pub struct Config {
     pub admin_secure_cookie: bool,
     /// How long an admin console session lasts (`NAS_SYNC_ADMIN_SESSION_HOURS`, 12).
     pub admin_session_ttl: Duration,
+    /// Store users may read their own store's audit trail
+    /// (`NAS_SYNC_AUDIT_STORE_READS`, off: only managers read it).
+    pub audit_store_reads: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -312,6 +315,13 @@ impl Config {
                         "NAS_SYNC_ADMIN_SESSION_HOURS",
                     )? as u64,
             ),
+            audit_store_reads: match get("NAS_SYNC_AUDIT_STORE_READS")?.as_deref() {
+                None | Some("off" | "false" | "0") => false,
+                Some("on" | "true" | "1") => true,
+                Some(other) => {
+                    bail!("NAS_SYNC_AUDIT_STORE_READS must be 'on' or 'off', not '{other}'")
+                }
+            },
             odoo: OdooSettings {
                 worker: flag(&get, "NAS_SYNC_ODOO_WORKER")?,
                 tick: secs(&get, "NAS_SYNC_ODOO_TICK_SECS", "10")?,

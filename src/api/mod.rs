@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod audit;
 pub mod auth;
 pub mod bridge;
 pub mod conflicts;

@@ -14,7 +14,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{admin, auth, bridge, conflicts, health, odoo, openapi, sync, tenant, ws};
+use super::{admin, audit, auth, bridge, conflicts, health, odoo, openapi, sync, tenant, ws};
 use crate::guard::limits::Family;
 use crate::state::AppState;
 
@@ -69,7 +69,9 @@ pub fn declare(guard: impl Fn(Family, Routes) -> Routes, metrics: bool) -> Route
         .routes(routes!(admin::set_password))
         .routes(routes!(admin::list_devices))
         .routes(routes!(admin::revoke_device))
-        .routes(routes!(admin::release_device));
+        .routes(routes!(admin::release_device))
+        .routes(routes!(audit::list))
+        .routes(routes!(audit::export));
     let mut open = Routes::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(health::health))
         .routes(routes!(health::ready))

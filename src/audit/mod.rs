@@ -11,6 +11,7 @@
 //! deleted or inserted.
 
 pub mod mac;
+pub mod read;
 pub mod seal;
 pub mod verify;
 

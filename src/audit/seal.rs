@@ -26,8 +26,8 @@ use super::mac::{Entry, GENESIS, SealKey};
 const LOCK: i64 = 0x6e61_7375_6469_7431;
 /// History entries sealed per transaction.
 const BATCH: i64 = 2000;
-/// Columns that are not the row's data: the sync bookkeeping has fields of its own.
-const NOT_DATA: [&str; 3] = ["tenant_id", "version", "updated_at"];
+/// Columns that are not the row's data: the entry has fields of its own for them.
+const NOT_DATA: [&str; 4] = ["id", "tenant_id", "version", "updated_at"];
 
 /// What a tick saw, for the next one: the newest committed history id, and the first
 /// transaction id not yet assigned then.
@@ -43,6 +43,7 @@ type HistoryRow = (
     String,
     Uuid,
     Option<i64>,
+    Option<String>,
     String,
     Value,
     Option<Value>,
@@ -97,7 +98,9 @@ async fn seal_range(
     upto: i64,
 ) -> sqlx::Result<u64> {
     let rows: Vec<HistoryRow> = sqlx::query_as(
-        "SELECT h.id, h.tenant_id, h.table_name, h.row_id, h.version, h.op, h.data,
+        "SELECT h.id, h.tenant_id, h.table_name, h.row_id, h.version,
+                h.data ->> (SELECT t.scope_column FROM sync_tables t WHERE t.table_name = h.table_name),
+                h.op, h.data,
                 (SELECT p.data FROM sync_row_history p
                  WHERE p.table_name = h.table_name AND p.row_id = h.row_id AND p.id < h.id
                  ORDER BY p.version DESC, p.id DESC LIMIT 1),
@@ -111,7 +114,22 @@ async fn seal_range(
     .await?;
     let mut heads: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
     let mut count = 0;
-    for (id, tenant, table, row_id, version, op, data, prev, at, device, role, user, origin) in rows
+    for (
+        id,
+        tenant,
+        table,
+        row_id,
+        version,
+        store_id,
+        op,
+        data,
+        prev,
+        at,
+        device,
+        role,
+        user,
+        origin,
+    ) in rows
     {
         let head = match heads.get(&tenant) {
             Some(h) => h.clone(),
@@ -124,6 +142,7 @@ async fn seal_range(
             table_name: table,
             row_id,
             version,
+            store_id,
             device_time: data
                 .get("updated_at")
                 .and_then(Value::as_str)
@@ -139,10 +158,10 @@ async fn seal_range(
         };
         let seal = key.seal(&head.1, &entry);
         sqlx::query(
-            "INSERT INTO audit_log (tenant_id, seq, history_id, table_name, row_id, version, op,
-                                    changed, server_time, device_time, user_name, device_id, role,
-                                    origin, prev_seal, seal)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+            "INSERT INTO audit_log (tenant_id, seq, history_id, table_name, row_id, version,
+                                    store_id, op, changed, server_time, device_time, user_name,
+                                    device_id, role, origin, prev_seal, seal)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         )
         .bind(&entry.tenant_id)
         .bind(entry.seq)
@@ -150,6 +169,7 @@ async fn seal_range(
         .bind(&entry.table_name)
         .bind(entry.row_id)
         .bind(entry.version)
+        .bind(&entry.store_id)
         .bind(&entry.op)
         .bind(&entry.changed)
         .bind(entry.server_time)

@@ -36,6 +36,7 @@ type Row = (
     String,
     Uuid,
     Option<i64>,
+    Option<String>,
     String,
     Value,
     DateTime<Utc>,
@@ -110,7 +111,7 @@ async fn verify_tenant(pool: &PgPool, key: &SealKey, tenant: &str) -> sqlx::Resu
     let mut prev_history = 0i64;
     loop {
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, history_id, table_name, row_id, version, op, changed, server_time,
+            "SELECT seq, history_id, table_name, row_id, version, store_id, op, changed, server_time,
                     device_time, user_name, device_id, role, origin, prev_seal, seal
              FROM audit_log WHERE tenant_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
         )
@@ -129,6 +130,7 @@ async fn verify_tenant(pool: &PgPool, key: &SealKey, tenant: &str) -> sqlx::Resu
             table,
             row_id,
             version,
+            store_id,
             op,
             changed,
             at,
@@ -148,6 +150,7 @@ async fn verify_tenant(pool: &PgPool, key: &SealKey, tenant: &str) -> sqlx::Resu
                 table_name: table,
                 row_id,
                 version,
+                store_id,
                 op,
                 changed,
                 server_time: at,

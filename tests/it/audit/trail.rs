@@ -208,7 +208,7 @@ async fn verify_names_an_edited_a_deleted_and_an_inserted_entry() {
     run(
         &app,
         "INSERT INTO audit_log SELECT tenant_id, 7, history_id, table_name, row_id, version,
-                op, changed, server_time, device_time, user_name, device_id, role, origin,
+                store_id, op, changed, server_time, device_time, user_name, device_id, role, origin,
                 prev_seal, seal FROM audit_log WHERE seq = 2",
     )
     .await;
@@ -222,7 +222,7 @@ async fn verify_names_an_edited_a_deleted_and_an_inserted_entry() {
     run(
         &app,
         "INSERT INTO audit_log SELECT tenant_id, 3, history_id + 1, table_name, row_id,
-                version, op, '{\"value\": [null, 1000]}', server_time, device_time, user_name,
+                version, store_id, op, '{\"value\": [null, 1000]}', server_time, device_time, user_name,
                 device_id, role, origin, seal, sha256(seal) FROM audit_log WHERE seq = 2",
     )
     .await;
