@@ -130,7 +130,12 @@ pub async fn export(
         Some("ndjson") => false,
         Some(_) => return Err(AppError::validation("format", "csv or ndjson")),
     };
-    let pages = read::all(state.pool.clone(), who.tenant.clone(), f);
+    Ok(export_response(&state, &who.tenant, f, csv))
+}
+
+/// The streamed export of `f` in tenant `tenant` (the API's and the console's).
+pub fn export_response(state: &AppState, tenant: &str, f: Filter, csv: bool) -> Response {
+    let pages = read::all(state.pool.clone(), tenant.to_string(), f);
     let lines = pages.map(move |page| {
         let page = page.map_err(|e| {
             // The answer has started: the error can only end it short (the client
@@ -155,7 +160,7 @@ pub async fn export(
         ("application/x-ndjson", "", "audit.ndjson")
     };
     let body = futures_util::stream::once(async move { Ok(head.to_string()) }).chain(lines);
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, kind.to_string()),
             (
@@ -165,5 +170,5 @@ pub async fn export(
         ],
         Body::from_stream(body),
     )
-        .into_response())
+        .into_response()
 }

@@ -206,3 +206,22 @@ async fn verify_tenant(pool: &PgPool, key: &SealKey, tenant: &str) -> sqlx::Resu
         }
     }
 }
+
+/// The last verification of a tenant's chain, as `verify` recorded it.
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Verdict {
+    pub verified_at: DateTime<Utc>,
+    pub held: bool,
+    pub entries: i64,
+    pub problem: Option<String>,
+}
+
+/// The tenant's last verdict (`None`: never verified).
+pub async fn last_verdict(pool: &PgPool, tenant: &str) -> sqlx::Result<Option<Verdict>> {
+    sqlx::query_as(
+        "SELECT verified_at, held, entries, problem FROM audit_verifications WHERE tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_optional(pool)
+    .await
+}

@@ -10,11 +10,12 @@ use maud::{DOCTYPE, Markup, PreEscaped, html};
 use super::session::Console;
 
 /// The pages, as the navigation names them, and their paths.
-pub const PAGES: [(&str, &str); 5] = [
+pub const PAGES: [(&str, &str); 6] = [
     ("Overview", "/admin"),
     ("Devices", "/admin/devices"),
     ("Users", "/admin/users"),
     ("Conflicts", "/admin/conflicts"),
+    ("History", "/admin/history"),
     ("Odoo", "/admin/odoo"),
 ];
 

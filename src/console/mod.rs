@@ -51,6 +51,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
             "/admin/conflicts/{id}/resolve",
             post(pages::conflicts::resolve),
         )
+        .route("/admin/history", get(pages::history::page))
+        .route("/admin/history/export", get(pages::history::export))
         .route("/admin/odoo", get(pages::odoo::page).post(pages::odoo::add))
         .route("/admin/odoo/{id}/retry", post(pages::odoo::retry))
         .route(CSS_PATH, get(stylesheet))

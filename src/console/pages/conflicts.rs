@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{done, failed, posted};
 use crate::console::Fields;
-use crate::console::layout::{self, csrf_field, when};
+use crate::console::layout::{self, csrf_field, segment, when};
 use crate::console::session::Console;
 use crate::state::AppState;
 use crate::sync::conflicts::{self, Conflict, ListQuery};
@@ -59,6 +59,10 @@ fn conflict_card(console: &Console, c: &Conflict) -> Markup {
                 @if let Some(store) = &c.store_id { ", store " (store) }
                 ", " (when(Some(c.created_at)))
                 ", based on version " (c.base_version)
+                " · "
+                a href=(format!("/admin/history?table={}&row_id={}", segment(&c.table), c.record_id)) {
+                    "History of this row"
+                }
             }
             div.table-wrap {
             table.sides {

@@ -1,10 +1,11 @@
 //! The console's pages, one file each: sign-in, Overview, Devices, Users, Conflicts,
-//! Odoo. Handlers check the session (and on POST its CSRF token), call the same
+//! History, Odoo. Handlers check the session (and on POST its CSRF token), call the same
 //! services as the API routes, and after an action redirect to the page with a
 //! one-shot message (post, redirect, get).
 
 pub mod conflicts;
 pub mod devices;
+pub mod history;
 pub mod login;
 pub mod odoo;
 pub mod overview;

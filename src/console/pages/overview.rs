@@ -1,7 +1,8 @@
 //! "Overview": version, database size, devices active in 24 hours, pulls and pushes
 //! per hour over the last 24 hours (an SVG chart drawn here, from
-//! `sync::activity::last_day`), open conflicts, change-feed lag and Odoo health, each
-//! figure from the module that owns it (no SQL here).
+//! `sync::activity::last_day`), open conflicts, change-feed lag, Odoo health and when
+//! the audit chain was last verified and whether it held, each figure from the module
+//! that owns it (no SQL here).
 
 use axum::extract::State;
 use axum::response::Response;
@@ -26,6 +27,7 @@ struct Figures {
     lag_seconds: f64,
     odoo: Vec<ConnectionView>,
     hours: Vec<Hour>,
+    audit: Option<crate::audit::verify::Verdict>,
 }
 
 /// The figures, each from the module that owns it.
@@ -40,6 +42,7 @@ async fn figures(state: &AppState, who: &Principal) -> AppResult<Figures> {
         lag_seconds: horizon::horizon_lag_seconds(pool).await?,
         odoo: connections::list(&state.odoo, who).await?,
         hours: activity::last_day(pool, &who.tenant).await?,
+        audit: crate::audit::verify::last_verdict(pool, &who.tenant).await?,
     })
 }
 
@@ -118,6 +121,16 @@ pub async fn page(State(state): State<AppState>, console: Console) -> Response {
             }))
             (tile("Change-feed lag", html! { (format!("{:.1}", f.lag_seconds)) " s" }))
             (tile("Odoo health", odoo_health))
+            (tile("Audit trail", match &f.audit {
+                None => html! { span.muted { "not verified yet" } " " a href="/admin/history" { "history" } },
+                Some(v) if v.held => html! {
+                    span.badge.good { "held" } " " span.muted { "verified " (layout::when(Some(v.verified_at))) }
+                },
+                Some(v) => html! {
+                    span.badge.bad { "broken" } " " span.muted { "verified " (layout::when(Some(v.verified_at))) }
+                    @if let Some(p) = &v.problem { br; span.error { (p) } }
+                },
+            }))
         }
         section.card {
             h2 { "Pulls and pushes per hour" }

@@ -618,3 +618,60 @@ async fn a_manager_sets_a_users_email_and_odoo_user_from_the_users_page() {
     );
     assert_eq!(stored().await, (None, Some(13)));
 }
+
+#[tokio::test]
+async fn the_history_page_shows_who_changed_a_row_and_the_overview_the_chains_verdict() {
+    let app = TestApp::spawn().await;
+    let dev = app.manager("clerk-boss", "tablet-7").await;
+    let row = id();
+    let kpi = |version: i64, value: i64| {
+        serde_json::json!({"kpi_data": [{"id": row, "store_id": "s1", "metric": "sales",
+            "value": value, "period": "2026-12", "version": version, "updated_at": now()}]})
+    };
+    dev.push(kpi(0, 10)).await;
+    dev.push(kpi(1, 11)).await;
+    nas_sync::audit::seal::seal_all(&app.pool, &app.state.audit)
+        .await
+        .unwrap();
+    let mut b = signed_in_manager(&app).await;
+
+    let (status, _, html) = b
+        .get(&format!("/admin/history?table=kpi_data&row_id={row}"))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert_eq!(html.matches("data-seq=").count(), 2, "{html}");
+    for shown in [
+        "clerk-boss",
+        "tablet-7",
+        "push",
+        "value",
+        "10",
+        "11",
+        "History",
+    ] {
+        assert!(html.contains(shown), "{shown} missing: {html}");
+    }
+    // Another row's search finds nothing; a bad row id says so.
+    let (_, _, html) = b.get(&format!("/admin/history?row_id={}", id())).await;
+    assert!(html.contains("No change matches"), "{html}");
+    let (status, _, html) = b.get("/admin/history?row_id=not-a-uuid").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("a row id"), "{html}");
+    // The export keeps the search.
+    let (status, _, csv) = b
+        .get(&format!("/admin/history/export?format=csv&row_id={row}"))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(csv.lines().count(), 3, "a header and two entries: {csv}");
+
+    let (_, _, html) = b.get("/admin").await;
+    assert!(html.contains("not verified yet"), "{html}");
+    nas_sync::audit::verify::verify(&app.pool, &app.state.audit, None)
+        .await
+        .unwrap();
+    let (_, _, html) = b.get("/admin").await;
+    assert!(
+        html.contains("Audit trail") && html.contains("held"),
+        "{html}"
+    );
+}
