@@ -195,6 +195,7 @@ pub async fn launch(
         state.pool.clone(),
         state.audit.clone(),
         Duration::from_secs(2),
+        state.config.audit_retention,
         stop.clone(),
     ));
     let listener_task = tokio::spawn(crate::realtime::listener::run(

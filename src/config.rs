@@ -86,6 +86,8 @@ pub struct Config {
     /// Store users may read their own store's audit trail
     /// (`NAS_SYNC_AUDIT_STORE_READS`, off: only managers read it).
     pub audit_store_reads: bool,
+    /// How long audit entries are kept (`NAS_SYNC_AUDIT_RETENTION_DAYS`, 0: for good).
+    pub audit_retention: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -314,6 +316,9 @@ impl Config {
                         parse::<usize>(&get, "NAS_SYNC_ADMIN_SESSION_HOURS", "12")?,
                         "NAS_SYNC_ADMIN_SESSION_HOURS",
                     )? as u64,
+            ),
+            audit_retention: Duration::from_secs(
+                86_400 * parse::<u64>(&get, "NAS_SYNC_AUDIT_RETENTION_DAYS", "0")?.min(365_000),
             ),
             audit_store_reads: match get("NAS_SYNC_AUDIT_STORE_READS")?.as_deref() {
                 None | Some("off" | "false" | "0") => false,

@@ -8,9 +8,11 @@
 //! order, once no transaction that could still add an older entry is running; each
 //! entry is sealed with an HMAC over the previous seal and its own content (`mac`).
 //! `verify` walks a tenant's chain and names the first entry that was edited,
-//! deleted or inserted.
+//! deleted or inserted. `prune` applies the audit's own retention, leaving a signed
+//! checkpoint where each chain now starts.
 
 pub mod mac;
+pub mod prune;
 pub mod read;
 pub mod seal;
 pub mod verify;

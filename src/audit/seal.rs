@@ -23,7 +23,7 @@ use super::mac::{Entry, GENESIS, SealKey};
 
 /// The advisory lock key that makes one sealer run at a time (any value no other
 /// lock of nas-sync uses).
-const LOCK: i64 = 0x6e61_7375_6469_7431;
+pub(crate) const LOCK: i64 = 0x6e61_7375_6469_7431;
 /// History entries sealed per transaction.
 const BATCH: i64 = 2000;
 /// Columns that are not the row's data: the entry has fields of its own for them.
@@ -252,15 +252,37 @@ pub async fn seal_all(pool: &PgPool, key: &SealKey) -> sqlx::Result<u64> {
     Ok(total)
 }
 
-/// Seals every `every` until `shutdown`.
-pub async fn run(pool: PgPool, key: SealKey, every: Duration, shutdown: CancellationToken) {
+/// How often the audit's own retention runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Seals every `every` until `shutdown`, and prunes entries older than `keep` (zero:
+/// never) once an hour.
+pub async fn run(
+    pool: PgPool,
+    key: SealKey,
+    every: Duration,
+    keep: Duration,
+    shutdown: CancellationToken,
+) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut mark = None;
+    let mut pruned_at: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
+        }
+        if !keep.is_zero() && pruned_at.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            pruned_at = Some(std::time::Instant::now());
+            match super::prune::prune(&pool, &key, keep).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    entries = n,
+                    "pruned audit entries older than the audit retention"
+                ),
+                Err(e) => tracing::warn!(error = %e, "pruning the audit trail failed; will retry"),
+            }
         }
         match tick(&pool, &key, mark).await {
             Ok((n, next)) => {

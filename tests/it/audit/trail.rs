@@ -236,3 +236,51 @@ async fn verify_names_an_edited_a_deleted_and_an_inserted_entry() {
     pristine(&app).await;
     assert_eq!(first_problem(&app).await, None);
 }
+
+#[tokio::test]
+async fn the_audits_own_retention_leaves_a_signed_start_that_verify_checks() {
+    let app = TestApp::spawn().await;
+    let manager = app.manager("boss", "mgr-1").await;
+    for i in 0..5 {
+        manager.push(kpi_edit(&id(), 0, i)).await;
+    }
+    sealed(&app, 5).await;
+    run(
+        &app,
+        "UPDATE audit_log SET server_time = now() - interval '400 days' WHERE seq <= 3",
+    )
+    .await;
+    let year = std::time::Duration::from_secs(365 * 86_400);
+    let gone = nas_sync::audit::prune::prune(&app.pool, &app.state.audit, year)
+        .await
+        .unwrap();
+    assert_eq!(gone, 3);
+    let left: Vec<i64> = sqlx::query_scalar("SELECT seq FROM audit_log ORDER BY seq")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, vec![4, 5]);
+    let reports = verify(&app.pool, &app.state.audit, None).await.unwrap();
+    assert!(reports[0].held(), "{reports:?}");
+    assert_eq!(reports[0].entries, 2);
+
+    // The chain goes on from where it was.
+    manager.push(kpi_edit(&id(), 0, 9)).await;
+    sealed(&app, 3).await;
+    let reports = verify(&app.pool, &app.state.audit, None).await.unwrap();
+    assert!(reports[0].held() && reports[0].entries == 3, "{reports:?}");
+
+    // Zero keeps everything.
+    assert_eq!(
+        nas_sync::audit::prune::prune(&app.pool, &app.state.audit, std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
+    // A checkpoint moved to hide a deleted entry does not verify.
+    run(&app, "DELETE FROM audit_log WHERE seq = 4").await;
+    run(&app, "UPDATE audit_checkpoints SET seq = 5, prev_seal = (SELECT prev_seal FROM audit_log WHERE seq = 5)").await;
+    let (at, what) = first_problem(&app).await.expect("a forged start");
+    assert_eq!(at, 5);
+    assert!(what.contains("checkpoint"), "{what}");
+}
