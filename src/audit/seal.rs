@@ -26,6 +26,8 @@ use super::mac::{Entry, GENESIS, SealKey};
 pub(crate) const LOCK: i64 = 0x6e61_7375_6469_7431;
 /// History entries sealed per transaction.
 const BATCH: i64 = 2000;
+/// Entries per INSERT statement (17 parameters each, under PostgreSQL's 65,535).
+const INSERT_ROWS: usize = 500;
 /// Columns that are not the row's data: the entry has fields of its own for them.
 const NOT_DATA: [&str; 4] = ["id", "tenant_id", "version", "updated_at"];
 
@@ -113,6 +115,7 @@ async fn seal_range(
     .fetch_all(&mut *tx)
     .await?;
     let mut heads: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
+    let mut sealed: Vec<(Entry, Vec<u8>, Vec<u8>)> = Vec::with_capacity(rows.len());
     let mut count = 0;
     for (
         id,
@@ -157,33 +160,36 @@ async fn seal_range(
             origin,
         };
         let seal = key.seal(&head.1, &entry);
-        sqlx::query(
+        heads.insert(tenant, (entry.seq, seal.clone()));
+        sealed.push((entry, head.1, seal));
+        count += 1;
+    }
+    for chunk in sealed.chunks(INSERT_ROWS) {
+        let mut insert = sqlx::QueryBuilder::new(
             "INSERT INTO audit_log (tenant_id, seq, history_id, table_name, row_id, version,
                                     store_id, op, changed, server_time, device_time, user_name,
-                                    device_id, role, origin, prev_seal, seal)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
-        )
-        .bind(&entry.tenant_id)
-        .bind(entry.seq)
-        .bind(entry.history_id)
-        .bind(&entry.table_name)
-        .bind(entry.row_id)
-        .bind(entry.version)
-        .bind(&entry.store_id)
-        .bind(&entry.op)
-        .bind(&entry.changed)
-        .bind(entry.server_time)
-        .bind(entry.device_time)
-        .bind(&entry.user_name)
-        .bind(&entry.device_id)
-        .bind(&entry.role)
-        .bind(&entry.origin)
-        .bind(&head.1)
-        .bind(&seal)
-        .execute(&mut *tx)
-        .await?;
-        heads.insert(tenant, (entry.seq, seal));
-        count += 1;
+                                    device_id, role, origin, prev_seal, seal) ",
+        );
+        insert.push_values(chunk, |mut b, (e, prev, seal)| {
+            b.push_bind(&e.tenant_id)
+                .push_bind(e.seq)
+                .push_bind(e.history_id)
+                .push_bind(&e.table_name)
+                .push_bind(e.row_id)
+                .push_bind(e.version)
+                .push_bind(&e.store_id)
+                .push_bind(&e.op)
+                .push_bind(&e.changed)
+                .push_bind(e.server_time)
+                .push_bind(e.device_time)
+                .push_bind(&e.user_name)
+                .push_bind(&e.device_id)
+                .push_bind(&e.role)
+                .push_bind(&e.origin)
+                .push_bind(prev)
+                .push_bind(seal);
+        });
+        insert.build().execute(&mut *tx).await?;
     }
     crate::db::set_meta(tx, "audit_sealed_upto", &upto.to_string()).await?;
     Ok(count)
