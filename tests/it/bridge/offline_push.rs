@@ -84,6 +84,22 @@ async fn creates_with_local_references_apply_parents_first_and_retries_create_no
             .await
             .unwrap();
     assert_eq!(stored, (form.clone(), Some(section.clone())));
+    // The audit trail names BridgeCore as the path, and the user and device.
+    let origin: (Option<String>, Option<String>, Option<String>) = sqlx::query_as(
+        "SELECT origin, origin_user, origin_device FROM sync_row_history WHERE row_id = $1::uuid",
+    )
+    .bind(&form)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        origin,
+        (
+            Some("bridgecore".into()),
+            Some("boss".into()),
+            Some("mgr-1".into())
+        )
+    );
 
     // The same queue again (a retry after a lost answer): same ids, nothing new.
     let again = offline_push(&manager, changes, None).await;
