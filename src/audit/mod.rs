@@ -18,3 +18,7 @@ pub mod seal;
 pub mod verify;
 
 pub use mac::SealKey;
+
+/// The advisory lock that makes one process seal or prune the trail at a time (a value
+/// no other lock of nas-sync uses).
+const LOCK: i64 = 0x6e61_7375_6469_7431;

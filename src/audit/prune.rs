@@ -21,7 +21,7 @@ pub async fn prune(pool: &PgPool, key: &SealKey, keep: Duration) -> sqlx::Result
         chrono::Utc::now() - chrono::Duration::from_std(keep).unwrap_or(chrono::Duration::MAX);
     let mut tx = pool.begin().await?;
     let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-        .bind(super::seal::LOCK)
+        .bind(super::LOCK)
         .fetch_one(&mut *tx)
         .await?;
     if !locked {

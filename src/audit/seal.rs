@@ -21,9 +21,6 @@ use uuid::Uuid;
 
 use super::mac::{Entry, GENESIS, SealKey};
 
-/// The advisory lock key that makes one sealer run at a time (any value no other
-/// lock of nas-sync uses).
-pub(crate) const LOCK: i64 = 0x6e61_7375_6469_7431;
 /// History entries sealed per transaction.
 const BATCH: i64 = 2000;
 /// Entries per INSERT statement (17 parameters each, under PostgreSQL's 65,535).
@@ -63,7 +60,7 @@ pub async fn tick(pool: &PgPool, key: &SealKey, mark: Option<Mark>) -> sqlx::Res
     loop {
         let mut tx = pool.begin().await?;
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(LOCK)
+            .bind(super::LOCK)
             .fetch_one(&mut *tx)
             .await?;
         let (xmin, xmax, newest, done): (i64, i64, Option<i64>, Option<String>) = sqlx::query_as(
