@@ -186,18 +186,28 @@ pub async fn launch(
     );
     let retention = tokio::spawn(crate::sync::retention::run(
         state.pool.clone(),
-        state.config.retention,
+        crate::sync::retention::Policy {
+            keep: state.config.retention,
+            wait_for_audit: state.config.audit,
+        },
         Duration::from_secs(30 * 60),
         aged_rows(),
         stop.clone(),
     ));
-    let audit = tokio::spawn(crate::audit::seal::run(
-        state.pool.clone(),
-        state.audit.clone(),
-        Duration::from_secs(2),
-        state.config.audit_retention,
-        stop.clone(),
-    ));
+    let audit = state.config.audit.then(|| {
+        tokio::spawn(crate::audit::seal::run(
+            state.pool.clone(),
+            state.audit.clone(),
+            Duration::from_secs(2),
+            state.config.audit_retention,
+            stop.clone(),
+        ))
+    });
+    if !state.config.audit {
+        tracing::warn!(
+            "the audit trail is off (NAS_SYNC_AUDIT=off): changes are not sealed into it"
+        );
+    }
     let listener_task = tokio::spawn(crate::realtime::listener::run(
         state.pool.clone(),
         state.hub.clone(),
@@ -250,7 +260,9 @@ pub async fn launch(
     stop.cancel();
     let _ = clock.await;
     let _ = retention.await;
-    let _ = audit.await;
+    if let Some(audit) = audit {
+        let _ = audit.await;
+    }
     let _ = ledger.await;
     let _ = listener_task.await;
     if let Some(odoo) = odoo {

@@ -88,6 +88,9 @@ pub struct Config {
     pub audit_store_reads: bool,
     /// How long audit entries are kept (`NAS_SYNC_AUDIT_RETENTION_DAYS`, 0: for good).
     pub audit_retention: Duration,
+    /// The audit trail is sealed (`NAS_SYNC_AUDIT`, on). Off: no entries are written and
+    /// history retention no longer waits for them.
+    pub audit: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -133,6 +136,9 @@ impl std::fmt::Debug for Config {
             .field("max_page_bytes", &self.max_page_bytes)
             .field("app_types", &self.app_types)
             .field("bridge_create_wait", &self.bridge_create_wait)
+            .field("audit", &self.audit)
+            .field("audit_retention", &self.audit_retention)
+            .field("audit_store_reads", &self.audit_store_reads)
             .finish()
     }
 }
@@ -320,6 +326,11 @@ impl Config {
             audit_retention: Duration::from_secs(
                 86_400 * parse::<u64>(&get, "NAS_SYNC_AUDIT_RETENTION_DAYS", "0")?.min(365_000),
             ),
+            audit: match get("NAS_SYNC_AUDIT")?.as_deref() {
+                None | Some("on" | "true" | "1") => true,
+                Some("off" | "false" | "0") => false,
+                Some(other) => bail!("NAS_SYNC_AUDIT must be 'on' or 'off', not '{other}'"),
+            },
             audit_store_reads: match get("NAS_SYNC_AUDIT_STORE_READS")?.as_deref() {
                 None | Some("off" | "false" | "0") => false,
                 Some("on" | "true" | "1") => true,

@@ -29,6 +29,16 @@ const HISTORY_SPAN: i64 = 20_000;
 /// Advisory lock key of the job ("nas-sync retention").
 const LOCK_KEY: i64 = 0x006e_6173_7265_746e;
 
+/// What the job keeps.
+#[derive(Clone, Copy, Debug)]
+pub struct Policy {
+    /// How long history is kept (`NAS_SYNC_RETENTION_DAYS`); zero turns the job off.
+    pub keep: Duration,
+    /// A version goes only once the audit trail has sealed the one after it (on unless
+    /// `NAS_SYNC_AUDIT=off`: with no sealer, waiting would keep history for good).
+    pub wait_for_audit: bool,
+}
+
 /// Another module's rows that age out with the same period.
 #[derive(Clone, Copy, Debug)]
 pub struct Aged {
@@ -76,10 +86,10 @@ pub fn parse_floor(value: &str) -> Option<Position> {
     })
 }
 
-/// Removes what is older than `keep`. `None` when another process holds the job.
+/// Removes what is older than the policy keeps. `None` when another process holds the job.
 pub async fn run_once(
     pool: &PgPool,
-    keep: Duration,
+    policy: Policy,
     aged: &[Aged],
 ) -> sqlx::Result<Option<Pruned>> {
     // A connection of its own, closed at the end: were the job dropped half-way
@@ -93,21 +103,21 @@ pub async fn run_once(
     if !got {
         return Ok(None);
     }
-    let result = prune(pool, keep, aged).await;
+    let result = prune(pool, policy, aged).await;
     use sqlx::Connection;
     lock.close().await?;
     result.map(Some)
 }
 
-async fn prune(pool: &PgPool, keep: Duration, aged: &[Aged]) -> sqlx::Result<Pruned> {
+async fn prune(pool: &PgPool, policy: Policy, aged: &[Aged]) -> sqlx::Result<Pruned> {
     let cutoff: chrono::DateTime<chrono::Utc> =
         sqlx::query_scalar("SELECT now() - make_interval(secs => $1)")
-            .bind(keep.as_secs_f64())
+            .bind(policy.keep.as_secs_f64())
             .fetch_one(pool)
             .await?;
     let mut out = Pruned {
         tombstones: prune_tombstones(pool, cutoff).await?,
-        history: prune_history(pool, cutoff).await?,
+        history: prune_history(pool, cutoff, policy.wait_for_audit).await?,
         ..Pruned::default()
     };
     for (sql, slot) in [
@@ -194,10 +204,14 @@ async fn prune_tombstones(
 }
 
 /// Old versions go, except each live row's latest, and only once the audit trail has
-/// sealed the version after them (whose changed fields it reads from them). Ids grow
-/// with time, so the old part is a prefix of the id range, walked in spans through the
-/// primary key.
-async fn prune_history(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> sqlx::Result<u64> {
+/// sealed the version after them (whose changed fields it reads from them), unless the
+/// trail is off (`wait_for_audit` false). Ids grow with time, so the old part is a
+/// prefix of the id range, walked in spans through the primary key.
+async fn prune_history(
+    pool: &PgPool,
+    cutoff: chrono::DateTime<chrono::Utc>,
+    wait_for_audit: bool,
+) -> sqlx::Result<u64> {
     let Some((mut from, end)) = old_history_ids(pool, cutoff).await? else {
         return Ok(0);
     };
@@ -205,8 +219,9 @@ async fn prune_history(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> 
     while from <= end {
         let to = (from + HISTORY_SPAN - 1).min(end);
         total += sqlx::query(
-            "WITH sealed AS (SELECT coalesce((SELECT value::bigint FROM server_meta
-                                               WHERE key = 'audit_sealed_upto'), 0) AS upto)
+            "WITH sealed AS (SELECT CASE WHEN $4 THEN coalesce((SELECT value::bigint FROM server_meta
+                                                           WHERE key = 'audit_sealed_upto'), 0)
+                                    ELSE 9223372036854775807 END AS upto)
              DELETE FROM sync_row_history h USING sealed
              WHERE h.id BETWEEN $1 AND $2 AND h.changed_at < $3
                AND ((h.op = 'delete' AND h.id <= sealed.upto)
@@ -217,6 +232,7 @@ async fn prune_history(pool: &PgPool, cutoff: chrono::DateTime<chrono::Utc>) -> 
         .bind(from)
         .bind(to)
         .bind(cutoff)
+        .bind(wait_for_audit)
         .execute(pool)
         .await?
         .rows_affected();
@@ -264,15 +280,15 @@ async fn old_history_ids(
     Ok(Some((first, lo)))
 }
 
-/// Runs the job every `every` until `shutdown`; `keep` of zero turns it off.
+/// Runs the job every `every` until `shutdown`; a `keep` of zero turns it off.
 pub async fn run(
     pool: PgPool,
-    keep: Duration,
+    policy: Policy,
     every: Duration,
     aged: Vec<Aged>,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    if keep.is_zero() {
+    if policy.keep.is_zero() {
         tracing::info!("history retention is off (NAS_SYNC_RETENTION_DAYS=0)");
         return;
     }
@@ -286,7 +302,7 @@ pub async fn run(
         let started = std::time::Instant::now();
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = run_once(&pool, keep, &aged) => r,
+            r = run_once(&pool, policy, &aged) => r,
         };
         match outcome {
             Ok(Some(p)) if p.total() > 0 => tracing::info!(

@@ -30,7 +30,7 @@ pub fn title(s: char) -> &'static str {
     match s {
         'a' => "initial sync of a large table, in pages",
         'b' => "delta pull of 100 changed rows: 10k-row vs 1M-row tenant",
-        'c' => "one push of 10,000 rows (half new, half updates)",
+        'c' => "pushes of 10,000 rows (half new, half updates), audit trail recording and off",
         'd' => "200 devices doing empty delta pulls at once",
         'e' => "500 devices syncing every 30 s: server CPU and memory",
         'f' => "pull and push with 10M vs 10k change-history entries",

@@ -28,6 +28,8 @@ struct Figures {
     odoo: Vec<ConnectionView>,
     hours: Vec<Hour>,
     audit: Option<crate::audit::verify::Verdict>,
+    /// The trail is sealed (`NAS_SYNC_AUDIT` on).
+    recording: bool,
 }
 
 /// The figures, each from the module that owns it.
@@ -43,6 +45,7 @@ async fn figures(state: &AppState, who: &Principal) -> AppResult<Figures> {
         odoo: connections::list(&state.odoo, who).await?,
         hours: activity::last_day(pool, &who.tenant).await?,
         audit: crate::audit::verify::last_verdict(pool, &who.tenant).await?,
+        recording: state.config.audit,
     })
 }
 
@@ -122,6 +125,9 @@ pub async fn page(State(state): State<AppState>, console: Console) -> Response {
             (tile("Change-feed lag", html! { (format!("{:.1}", f.lag_seconds)) " s" }))
             (tile("Odoo health", odoo_health))
             (tile("Audit trail", match &f.audit {
+                _ if !f.recording => html! {
+                    span.badge.bad { "off" } " " span.muted { "NAS_SYNC_AUDIT=off: changes are not sealed" }
+                },
                 None => html! { span.muted { "not verified yet" } " " a href="/admin/history" { "history" } },
                 Some(v) if v.held => html! {
                     span.badge.good { "held" } " " span.muted { "verified " (layout::when(Some(v.verified_at))) }

@@ -675,3 +675,13 @@ async fn the_history_page_shows_who_changed_a_row_and_the_overview_the_chains_ve
         "{html}"
     );
 }
+
+#[tokio::test]
+async fn the_overview_says_when_the_audit_trail_is_off() {
+    let app = TestApp::spawn_with(|c| c.audit = false).await;
+    let mut b = signed_in_manager(&app).await;
+    let (status, _, html) = b.get("/admin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("NAS_SYNC_AUDIT=off"), "{html}");
+    assert!(!html.contains("not verified yet"), "{html}");
+}

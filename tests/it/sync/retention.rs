@@ -33,7 +33,11 @@ async fn prune(app: &TestApp) -> Pruned {
         .await
         .unwrap();
     for _ in 0..100 {
-        if let Some(p) = retention::run_once(&app.pool, DAYS_90, &nas_sync::app::aged_rows())
+        let policy = retention::Policy {
+            keep: DAYS_90,
+            wait_for_audit: true,
+        };
+        if let Some(p) = retention::run_once(&app.pool, policy, &nas_sync::app::aged_rows())
             .await
             .unwrap()
         {
@@ -282,6 +286,46 @@ async fn the_server_prunes_by_itself_with_the_configured_period() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(left, (0, 0, 0), "(tombstones, history, push answers) left");
+}
+
+/// With the audit trail off (`NAS_SYNC_AUDIT=off`) nothing is sealed, and history
+/// retention no longer waits for sealing: old versions still go.
+#[tokio::test]
+async fn with_the_audit_trail_off_nothing_is_sealed_and_history_still_ages_out() {
+    let app = TestApp::spawn_with(|c| {
+        c.retention = Duration::ZERO;
+        c.audit = false;
+    })
+    .await;
+    let dev = app.manager("boss", "boss-phone").await;
+    let gone = id();
+    dev.push(json!({"forms": [{"id": gone, "title": "x", "updated_at": now()}]}))
+        .await;
+    sqlx::query("DELETE FROM forms WHERE id = $1::uuid")
+        .bind(&gone)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    age_everything(&app).await;
+    // No sealing here: the server's job at start prunes the history anyway.
+    let app = app
+        .restart_with(|c| {
+            c.retention = DAYS_90;
+            c.audit = false;
+        })
+        .await;
+    let mut history = 1;
+    for _ in 0..100 {
+        history = count(&app, "SELECT count(*) FROM sync_row_history").await;
+        if history == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(history, 0, "history left with the audit trail off");
+    // A running sealer marks on its first tick and seals on the next, 2 s later.
+    tokio::time::sleep(Duration::from_millis(4_500)).await;
+    assert_eq!(count(&app, "SELECT count(*) FROM audit_log").await, 0);
 }
 
 /// BridgeCore: a position below a pruned tombstone's event id must resync; old local
