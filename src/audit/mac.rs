@@ -12,7 +12,7 @@ use uuid::Uuid;
 pub const GENESIS: [u8; 32] = [0; 32];
 
 /// What an entry's seal covers: every column of `audit_log` but the seals.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
 pub struct Entry {
     pub tenant_id: String,
     pub seq: i64,

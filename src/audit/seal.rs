@@ -36,22 +36,25 @@ pub struct Mark {
     xmax: i64,
 }
 
-type HistoryRow = (
-    i64,
-    String,
-    String,
-    Uuid,
-    Option<i64>,
-    Option<String>,
-    String,
-    Value,
-    Option<Value>,
-    DateTime<Utc>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-);
+/// A history entry and what the audit entry made from it needs.
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    id: i64,
+    tenant_id: String,
+    table_name: String,
+    row_id: Uuid,
+    version: Option<i64>,
+    store_id: Option<String>,
+    op: String,
+    data: Value,
+    /// The version before, if any is kept.
+    prev: Option<Value>,
+    changed_at: DateTime<Utc>,
+    origin_device: Option<String>,
+    origin_role: Option<String>,
+    origin_user: Option<String>,
+    origin: String,
+}
 
 /// One tick: seals what the previous tick's mark makes safe; returns how many entries
 /// were sealed and the mark for the next tick.
@@ -98,13 +101,15 @@ async fn seal_range(
 ) -> sqlx::Result<u64> {
     let rows: Vec<HistoryRow> = sqlx::query_as(
         "SELECT h.id, h.tenant_id, h.table_name, h.row_id, h.version,
-                h.data ->> (SELECT t.scope_column FROM sync_tables t WHERE t.table_name = h.table_name),
+                h.data ->> (SELECT t.scope_column FROM sync_tables t WHERE t.table_name = h.table_name)
+                    AS store_id,
                 h.op, h.data,
                 (SELECT p.data FROM sync_row_history p
                  WHERE p.table_name = h.table_name AND p.row_id = h.row_id AND p.id < h.id
-                 ORDER BY p.version DESC, p.id DESC LIMIT 1),
+                 ORDER BY p.version DESC, p.id DESC LIMIT 1) AS prev,
                 h.changed_at, h.origin_device, h.origin_role, h.origin_user,
                 coalesce(h.origin, CASE WHEN h.origin_device IS NULL THEN 'sql' ELSE 'push' END)
+                    AS origin
          FROM sync_row_history h WHERE h.id > $1 AND h.id <= $2 ORDER BY h.id",
     )
     .bind(after)
@@ -114,23 +119,8 @@ async fn seal_range(
     let mut heads: HashMap<String, (i64, Vec<u8>)> = HashMap::new();
     let mut sealed: Vec<(Entry, Vec<u8>, Vec<u8>)> = Vec::with_capacity(rows.len());
     let mut count = 0;
-    for (
-        id,
-        tenant,
-        table,
-        row_id,
-        version,
-        store_id,
-        op,
-        data,
-        prev,
-        at,
-        device,
-        role,
-        user,
-        origin,
-    ) in rows
-    {
+    for h in rows {
+        let tenant = h.tenant_id;
         let head = match heads.get(&tenant) {
             Some(h) => h.clone(),
             None => head_of(tx, &tenant).await?,
@@ -138,23 +128,24 @@ async fn seal_range(
         let entry = Entry {
             tenant_id: tenant.clone(),
             seq: head.0 + 1,
-            history_id: id,
-            table_name: table,
-            row_id,
-            version,
-            store_id,
-            device_time: data
+            history_id: h.id,
+            table_name: h.table_name,
+            row_id: h.row_id,
+            version: h.version,
+            store_id: h.store_id,
+            device_time: h
+                .data
                 .get("updated_at")
                 .and_then(Value::as_str)
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .map(|t| t.with_timezone(&Utc)),
-            changed: changes(prev.as_ref(), &data, op == "delete"),
-            op,
-            server_time: at,
-            user_name: user,
-            device_id: device,
-            role,
-            origin,
+            changed: changes(h.prev.as_ref(), &h.data, h.op == "delete"),
+            op: h.op,
+            server_time: h.changed_at,
+            user_name: h.origin_user,
+            device_id: h.origin_device,
+            role: h.origin_role,
+            origin: h.origin,
         };
         let seal = key.seal(&head.1, &entry);
         heads.insert(tenant, (entry.seq, seal.clone()));

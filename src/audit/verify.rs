@@ -3,9 +3,7 @@
 //! edited, deleted or inserted. The result is kept per tenant for the console.
 
 use chrono::{DateTime, Utc};
-use serde_json::Value;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::mac::{Entry, GENESIS, SealKey};
 
@@ -30,24 +28,14 @@ impl Report {
     }
 }
 
-type Row = (
-    i64,
-    i64,
-    String,
-    Uuid,
-    Option<i64>,
-    Option<String>,
-    String,
-    Value,
-    DateTime<Utc>,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<String>,
-    Option<String>,
-    String,
-    Vec<u8>,
-    Vec<u8>,
-);
+/// An entry as stored, with its seals.
+#[derive(sqlx::FromRow)]
+struct Stored {
+    #[sqlx(flatten)]
+    entry: Entry,
+    prev_seal: Vec<u8>,
+    seal: Vec<u8>,
+}
 
 /// Verifies every tenant's chain, or `only` that tenant's, and records the results.
 pub async fn verify(pool: &PgPool, key: &SealKey, only: Option<&str>) -> sqlx::Result<Vec<Report>> {
@@ -110,8 +98,8 @@ async fn verify_tenant(pool: &PgPool, key: &SealKey, tenant: &str) -> sqlx::Resu
     };
     let mut prev_history = 0i64;
     loop {
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT seq, history_id, table_name, row_id, version, store_id, op, changed, server_time,
+        let rows: Vec<Stored> = sqlx::query_as(
+            "SELECT tenant_id, seq, history_id, table_name, row_id, version, store_id, op, changed, server_time,
                     device_time, user_name, device_id, role, origin, prev_seal, seal
              FROM audit_log WHERE tenant_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
         )
@@ -124,42 +112,13 @@ async fn verify_tenant(pool: &PgPool, key: &SealKey, tenant: &str) -> sqlx::Resu
             report.head = prev;
             return Ok(report);
         }
-        for (
-            seq,
-            history_id,
-            table,
-            row_id,
-            version,
-            store_id,
-            op,
-            changed,
-            at,
-            device_time,
-            user,
-            device,
-            role,
-            origin,
+        for Stored {
+            entry,
             prev_seal,
             seal,
-        ) in rows
+        } in rows
         {
-            let entry = Entry {
-                tenant_id: tenant.to_string(),
-                seq,
-                history_id,
-                table_name: table,
-                row_id,
-                version,
-                store_id,
-                op,
-                changed,
-                server_time: at,
-                device_time,
-                user_name: user,
-                device_id: device,
-                role,
-                origin,
-            };
+            let (seq, history_id) = (entry.seq, entry.history_id);
             let problem = if seq != expect {
                 Some((
                     expect,
