@@ -77,10 +77,9 @@ pub fn with_database(url: &str, name: &str) -> String {
     format!("{host_part}/{name}{query}")
 }
 
-/// Waits until every transaction that had started when this was called has finished,
-/// so a pull's horizon (`pg_snapshot_xmin`) is past every change committed before.
-/// Transaction ids are shared by the whole PostgreSQL server: another database's long
-/// transaction holds the horizon back too (pulls delay such changes, never lose them).
+/// Waits until every transaction of this database that had started when this was
+/// called has finished, so a pull's horizon (`sync_horizon()`, migration V19) is past
+/// every change committed before. Other databases' transactions do not hold it.
 pub async fn settle(pool: &PgPool) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let target: i64 =
@@ -88,17 +87,16 @@ pub async fn settle(pool: &PgPool) -> anyhow::Result<Duration> {
             .fetch_one(pool)
             .await?;
     loop {
-        let xmin: i64 =
-            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-                .fetch_one(pool)
-                .await?;
+        let xmin: i64 = sqlx::query_scalar("SELECT sync_horizon()::text::bigint")
+            .fetch_one(pool)
+            .await?;
         if xmin >= target {
             return Ok(started.elapsed());
         }
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(120),
             "the pull horizon did not pass xid {target} within 120 s: a long transaction \
-             is open on the PostgreSQL server (see pg_stat_activity)"
+             is open in the benchmark's database (see pg_stat_activity)"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }

@@ -325,16 +325,16 @@ async fn run(opts: Opts) -> anyhow::Result<()> {
     nas_sync::install_tls_provider();
     let started = Instant::now();
     let selected: BTreeSet<char> = match &opts.only {
-        None => "abcdefghijk".chars().collect(),
+        None => "abcdefghijkl".chars().collect(),
         Some(list) => {
             let mut set = BTreeSet::new();
             for item in list {
                 let item = item.trim().to_ascii_lowercase();
                 match item.as_str() {
-                    "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i" | "j" | "k" => {
+                    "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i" | "j" | "k" | "l" => {
                         set.extend(item.chars());
                     }
-                    _ => anyhow::bail!("--only: unknown scenario '{item}' (use a to k)"),
+                    _ => anyhow::bail!("--only: unknown scenario '{item}' (use a to l)"),
                 }
             }
             set

@@ -5,9 +5,10 @@
 //! entry is running; sealing later ones first would leave that one out of the chain.
 //! History ids come from a sequence, taken while the writing transaction already has
 //! its transaction id. So a tick notes the newest committed id and the snapshot's
-//! `xmax` (no running transaction has an id at or above it); once a later snapshot's
-//! `xmin` has passed that `xmax`, every transaction that took an id up to the noted
-//! one has ended, and everything up to it is sealed. One process seals at a time (an
+//! `xmax` (no running transaction has an id at or above it); once a later horizon
+//! (`sync_horizon()`, which only this database's transactions hold back) has passed
+//! that `xmax`, every transaction that took an id up to the noted one has ended, and
+//! everything up to it is sealed. One process seals at a time (an
 //! advisory lock); the position sealed is `server_meta.audit_sealed_upto`.
 
 use std::collections::HashMap;
@@ -67,7 +68,7 @@ pub async fn tick(pool: &PgPool, key: &SealKey, mark: Option<Mark>) -> sqlx::Res
             .fetch_one(&mut *tx)
             .await?;
         let (xmin, xmax, newest, done): (i64, i64, Option<i64>, Option<String>) = sqlx::query_as(
-            "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+            "SELECT sync_horizon()::text::bigint,
                     pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
                     (SELECT max(id) FROM sync_row_history),
                     (SELECT value FROM server_meta WHERE key = 'audit_sealed_upto')",

@@ -144,7 +144,7 @@ pub async fn page(ctx: &SyncCtx, q: &EventQuery<'_>) -> AppResult<EventPage> {
 /// Numbers tenant `$1`'s finished, unnumbered changes, when it has any.
 pub const NUMBER_SQL: &str = "SELECT sync_number_events($1)
      WHERE (SELECT xid FROM sync_changes WHERE tenant_id = $1 AND event_id IS NULL
-            ORDER BY xid LIMIT 1) < pg_snapshot_xmin(pg_current_snapshot())";
+            ORDER BY xid LIMIT 1) < sync_horizon()";
 
 /// Numbers the tenant's finished, unnumbered changes (a no-op read when there are
 /// none, so most pulls write nothing).

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 /// snapshot, so every transaction below a recorded horizon finished before its time.
 pub async fn tick(pool: &PgPool) -> sqlx::Result<()> {
     sqlx::query(
-        "WITH now_h AS (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS h, clock_timestamp() AS at)
+        "WITH now_h AS (SELECT sync_horizon() AS h, clock_timestamp() AS at)
          INSERT INTO sync_horizons (at, horizon)
          SELECT at, h FROM now_h
          WHERE NOT EXISTS (SELECT 1 FROM sync_horizons s, now_h WHERE s.horizon = now_h.h)
@@ -40,11 +40,12 @@ pub async fn run_clock(pool: PgPool, every: Duration, shutdown: CancellationToke
     }
 }
 
-/// Age of the oldest running transaction: how long pulls may hold changes back.
+/// Age of this database's oldest running writing transaction: how long pulls may hold
+/// changes back (transactions of other databases do not hold the horizon).
 pub async fn horizon_lag_seconds(pool: &PgPool) -> sqlx::Result<f64> {
     sqlx::query_scalar(
         "SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)::float8
-         FROM pg_stat_activity WHERE backend_xid IS NOT NULL",
+         FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND datname = current_database()",
     )
     .fetch_one(pool)
     .await

@@ -1,9 +1,11 @@
 //! Pull: what changed since the device's cursor, each row once in its latest ctx.
 //!
 //! A page is one SQL statement (`page_sql`), so one snapshot covers all of it. It reads
-//! the horizon `pg_snapshot_xmin(pg_current_snapshot())`; every transaction below it
-//! has finished, so reading the change log in `(xid, seq)` order up to it never skips a
-//! row whose writer commits later. The rows are read in the same statement, so they
+//! the horizon `sync_horizon()` (migration V19: the snapshot's oldest running
+//! transaction not known to belong to another database); every transaction of this
+//! database below it has finished, so reading the change log in `(xid, seq)` order up
+//! to it never skips a row whose writer commits later, and a long transaction in
+//! another database on the same PostgreSQL holds nothing back. The rows are read in the same statement, so they
 //! match the log entries. Cost follows the number of changes: the log is read through
 //! its `(tenant_id, xid, seq)` index, rows by primary key.
 
@@ -108,7 +110,7 @@ pub(crate) fn row_docs(tables: &[&Table]) -> String {
 
 /// A whole page in one statement, so one snapshot covers it without an explicit
 /// transaction: the server's bookkeeping (epoch, registry version, retention floor),
-/// the horizon `pg_snapshot_xmin`, the change-log entries after the cursor and below
+/// the horizon `sync_horizon()`, the change-log entries after the cursor and below
 /// the horizon through the `(tenant_id, xid, seq)` index, and each entry's row, read by
 /// primary key and rendered as JSON text by PostgreSQL. Always at least one row (the
 /// bookkeeping); entry columns are NULL when the page is empty.
@@ -122,12 +124,13 @@ pub fn page_sql(tables: &[&Table]) -> String {
              SELECT (SELECT value FROM server_meta WHERE key = 'epoch') AS epoch,
                     (SELECT value FROM server_meta WHERE key = 'registry_version') AS registry_version,
                     (SELECT value FROM server_meta WHERE key = 'retained_from') AS retained_from,
-                    pg_snapshot_xmin(pg_current_snapshot()) AS horizon,
+                    h.horizon, h.unsure,
                     pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid,
                     statement_timestamp() AS now,
                     EXISTS (SELECT 1 FROM sync_conflicts WHERE tenant_id = $1
                             AND device_id = $7 AND user_id = $9 AND status = 'open')
-                        AS open_conflicts),
+                        AS open_conflicts
+             FROM sync_horizon_state() h),
          f AS (
              SELECT table_name, row_id, xid, seq, version, updated_at,
                     coalesce(doc_bytes, 0) AS bytes
@@ -147,6 +150,7 @@ pub fn page_sql(tables: &[&Table]) -> String {
                  FROM f) s
              WHERE before < $8)
          SELECT m.epoch, m.registry_version, m.retained_from, m.horizon::text::bigint AS horizon,
+                m.unsure,
                 m.next_xid, m.now, m.open_conflicts, e.fetched, e.table_name, e.row_id,
                 e.xid::text::bigint AS xid, e.seq, e.version, e.updated_at, {docs} AS doc
          FROM meta m LEFT JOIN e ON true
@@ -161,6 +165,8 @@ struct PageRow {
     registry_version: Option<String>,
     retained_from: Option<String>,
     horizon: i64,
+    /// The horizon is a transaction that ended while the page was read (V19).
+    unsure: bool,
     next_xid: i64,
     now: DateTime<Utc>,
     /// The device has conflicts waiting in the inbox.
@@ -303,18 +309,28 @@ async fn pull_once(
         ctx.quiet.found_ready(ticket, &who.tenant, &names);
     }
     let ticket = ctx.quiet.before_page(&who.tenant);
-    let page: Vec<PageRow> = sqlx::query_as(sqlx::AssertSqlSafe(page_sql(&tables)))
-        .bind(&who.tenant)
-        .bind(start.xid.to_string())
-        .bind(start.seq)
-        .bind(&names)
-        .bind(store)
-        .bind(limit + 1)
-        .bind(&who.device_id)
-        .bind(ctx.limits.max_page_bytes as i64)
-        .bind(who.user_id)
-        .fetch_all(&ctx.pool)
-        .await?;
+    let sql = page_sql(&tables);
+    let mut page: Vec<PageRow> = Vec::new();
+    // A horizon held by a transaction that ended while the page was read is right for
+    // that snapshot, but a new one (once) brings what it held back now.
+    for _ in 0..2 {
+        page = sqlx::query_as(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(&who.tenant)
+            .bind(start.xid.to_string())
+            .bind(start.seq)
+            .bind(&names)
+            .bind(store)
+            .bind(limit + 1)
+            .bind(&who.device_id)
+            .bind(ctx.limits.max_page_bytes as i64)
+            .bind(who.user_id)
+            .fetch_all(&ctx.pool)
+            .await?;
+        if !page.first().is_some_and(|m| m.unsure) {
+            break;
+        }
+        metrics::counter!("sync_pull_horizon_retries_total").increment(1);
+    }
     let Some(meta) = page.first() else {
         return Err(anyhow::anyhow!("the page statement returned no row").into());
     };

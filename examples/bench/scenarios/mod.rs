@@ -1,5 +1,5 @@
 //! The scenarios of the benchmark (and (h), the BridgeCore seed's numbers on a simulated
-//! NAS; (i), load and abuse; (j), WebSockets; (k), the Odoo mirror), one module each. Every scenario loads what it needs,
+//! NAS; (i), load and abuse; (j), WebSockets; (k), the Odoo mirror; (l), a foreign long transaction), one module each. Every scenario loads what it needs,
 //! measures nas-sync over HTTP and its baseline in the same run, and returns table
 //! rows plus details for the JSON.
 
@@ -14,6 +14,7 @@ mod h_nas;
 mod i_abuse;
 mod j_sockets;
 mod k_odoo;
+mod l_foreign_tx;
 
 use serde_json::Value;
 
@@ -39,6 +40,7 @@ pub fn title(s: char) -> &'static str {
         'i' => "200 well-behaved devices while one attacker tries each denial of service",
         'j' => "1,000 open WebSockets: poke latency and memory per socket",
         'k' => "the Odoo mirror's first pass by batch size, against the fake Odoo",
+        'l' => "push-to-pull lag while another database holds a transaction open",
         _ => "unknown",
     }
 }
@@ -56,6 +58,7 @@ pub async fn run(s: char, ctx: &mut Ctx) -> anyhow::Result<Outcome> {
         'i' => i_abuse::run(ctx).await,
         'j' => j_sockets::run(ctx).await,
         'k' => k_odoo::run(ctx).await,
+        'l' => l_foreign_tx::run(ctx).await,
         _ => anyhow::bail!("unknown scenario {s}"),
     }
 }

@@ -565,12 +565,11 @@ impl Device {
     }
 }
 
-/// Waits until every change already in this database's log is below the pull horizon.
-///
-/// Transaction ids are shared by every database of the PostgreSQL server, so another
-/// test's open transaction can briefly hold back this test's changes (delayed, never
-/// lost). Tests that assert exact pull results call this first; it never makes a
-/// missed row appear, since a correct server returns nothing past the horizon.
+/// Waits until every change already in this database's log is below the pull horizon
+/// (`sync_horizon()`, which only this database's transactions hold back: another
+/// test's database no longer can). Tests that assert exact pull results call this
+/// first; it never makes a missed row appear, since a correct server returns nothing
+/// past the horizon.
 pub async fn settle(pool: &PgPool) {
     let last: Option<i64> = sqlx::query_scalar("SELECT max(xid::text::bigint) FROM sync_changes")
         .fetch_one(pool)
@@ -578,11 +577,10 @@ pub async fn settle(pool: &PgPool) {
         .expect("read change log");
     let Some(last) = last else { return };
     for _ in 0..600 {
-        let horizon: i64 =
-            sqlx::query_scalar("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
-                .fetch_one(pool)
-                .await
-                .expect("read horizon");
+        let horizon: i64 = sqlx::query_scalar("SELECT sync_horizon()::text::bigint")
+            .fetch_one(pool)
+            .await
+            .expect("read horizon");
         if horizon > last {
             return;
         }

@@ -3,6 +3,7 @@
 mod conflicts;
 mod convergence;
 mod decimals;
+mod horizon;
 mod inbox;
 mod isolation;
 mod plans;

@@ -32,10 +32,9 @@ const INSIGHT_TABLES: [&str; 9] = [
 // ---------------------------------------------------------------------------------
 
 /// Waits until every transaction that wrote to the change log has left the pull
-/// horizon (`pg_snapshot_xmin`). Transaction ids are cluster-wide, so a writer in
-/// another test's database running at the same time can briefly hold the horizon
-/// back; a correct server then (rightly) withholds our rows. Waiting for that makes
-/// the exact assertions below deterministic without weakening them.
+/// horizon (`sync_horizon()`): a writer of this test still finishing would (rightly)
+/// have its rows withheld. Waiting for that makes the exact assertions below
+/// deterministic without weakening them.
 async fn settle(app: &TestApp) {
     crate::common::settle(&app.pool).await;
 }
