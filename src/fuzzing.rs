@@ -50,6 +50,10 @@ pub fn cursor_decode(data: &[u8]) {
                 seq: i64::from_be_bytes(word(24).to_be_bytes()),
             },
             scope: scope_hash(&text, None, &[]),
+            walk: (data.len() >= 48).then(|| crate::sync::cursor::Walk {
+                table: text.chars().take(15).collect(),
+                after: Some(uuid::Uuid::from_bytes(epoch)),
+            }),
         };
         let encoded = cursor.encode(&keys);
         assert_eq!(Cursor::decode(&encoded, &keys).ok(), Some(cursor));

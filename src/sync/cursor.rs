@@ -2,6 +2,10 @@
 //! database epoch (a restored database gets a new one, so old cursors answer
 //! `RESYNC_REQUIRED`), the (xid, seq) position, and a hash of the scope it was issued
 //! for (tenant, store, table set). Clients cannot forge or edit one: it is MACed.
+//!
+//! A cursor of a first sync still walking the tables (`pull::walk`) also says where
+//! the walk is: the table and the last id sent. Its position is then where the change
+//! log takes over once the walk ends (just below the horizon of the walk's first page).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -12,7 +16,13 @@ use crate::auth::token::Keys;
 use crate::error::AppError;
 
 const VERSION: u8 = 1;
+/// A walking cursor: the version 1 body, then the walk.
+const VERSION_WALK: u8 = 2;
 const BODY_LEN: usize = 1 + 16 + 8 + 8 + 8;
+/// Walk: a flag (an id follows), the id, the table name's length, the name.
+const WALK_FIXED: usize = 1 + 16 + 1;
+/// Longest table name PostgreSQL allows.
+const NAME_MAX: usize = 63;
 const MAC_LEN: usize = 16;
 
 /// A position in the change log: everything at or before it has been delivered.
@@ -41,6 +51,17 @@ pub struct Cursor {
     pub epoch: Uuid,
     pub position: Position,
     pub scope: u64,
+    /// Where a first sync's walk of the tables stands; `None` once it reads the log.
+    pub walk: Option<Walk>,
+}
+
+/// A first sync's place in its walk of the tables, in name order, each by id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Walk {
+    /// The table being walked.
+    pub table: String,
+    /// The last id sent from it; `None`: from its start.
+    pub after: Option<Uuid>,
 }
 
 /// Hash of what a cursor is valid for: tenant, store and the sorted table set.
@@ -62,12 +83,23 @@ pub fn scope_hash(tenant: &str, store: Option<&str>, tables: &[&str]) -> u64 {
 
 impl Cursor {
     pub fn encode(&self, keys: &Keys) -> String {
-        let mut buf = Vec::with_capacity(BODY_LEN + MAC_LEN);
-        buf.push(VERSION);
+        let mut buf = Vec::with_capacity(BODY_LEN + WALK_FIXED + NAME_MAX + MAC_LEN);
+        buf.push(match self.walk {
+            None => VERSION,
+            Some(_) => VERSION_WALK,
+        });
         buf.extend_from_slice(self.epoch.as_bytes());
         buf.extend_from_slice(&self.position.xid.to_be_bytes());
         buf.extend_from_slice(&self.position.seq.to_be_bytes());
         buf.extend_from_slice(&self.scope.to_be_bytes());
+        if let Some(w) = &self.walk {
+            buf.push(u8::from(w.after.is_some()));
+            buf.extend_from_slice(w.after.unwrap_or_default().as_bytes());
+            // Table names come from the registry: PostgreSQL identifiers, at most 63 bytes.
+            let name = &w.table.as_bytes()[..w.table.len().min(NAME_MAX)];
+            buf.push(name.len() as u8);
+            buf.extend_from_slice(name);
+        }
         let mac = keys.cursor_mac(&buf);
         buf.extend_from_slice(&mac[..MAC_LEN]);
         URL_SAFE_NO_PAD.encode(buf)
@@ -80,10 +112,15 @@ impl Cursor {
             return Err(invalid());
         }
         let buf = URL_SAFE_NO_PAD.decode(s.trim()).map_err(|_| invalid())?;
-        if buf.len() != BODY_LEN + MAC_LEN || buf[0] != VERSION {
+        if buf.len() < BODY_LEN + MAC_LEN {
             return Err(invalid());
         }
-        let (body, mac) = buf.split_at(BODY_LEN);
+        let (body, mac) = buf.split_at(buf.len() - MAC_LEN);
+        let walking = match body[0] {
+            VERSION if body.len() == BODY_LEN => false,
+            VERSION_WALK if body.len() >= BODY_LEN + WALK_FIXED => true,
+            _ => return Err(invalid()),
+        };
         let expected = keys.cursor_mac(body);
         // Constant-time comparison.
         let diff = expected[..MAC_LEN]
@@ -94,6 +131,24 @@ impl Cursor {
             return Err(invalid());
         }
         let u64_at = |i: usize| u64::from_be_bytes(body[i..i + 8].try_into().expect("8 bytes"));
+        let walk = match walking {
+            false => None,
+            true => {
+                let w = &body[BODY_LEN..];
+                let len = w[WALK_FIXED - 1] as usize;
+                if w.len() != WALK_FIXED + len || w[0] > 1 {
+                    return Err(invalid());
+                }
+                let id = Uuid::from_slice(&w[1..17]).map_err(|_| invalid())?;
+                let table = std::str::from_utf8(&w[WALK_FIXED..])
+                    .map_err(|_| invalid())?
+                    .to_string();
+                Some(Walk {
+                    table,
+                    after: (w[0] == 1).then_some(id),
+                })
+            }
+        };
         Ok(Cursor {
             epoch: Uuid::from_slice(&body[1..17]).map_err(|_| invalid())?,
             position: Position {
@@ -101,6 +156,7 @@ impl Cursor {
                 seq: u64_at(25) as i64,
             },
             scope: u64_at(33),
+            walk,
         })
     }
 }
@@ -124,9 +180,25 @@ mod tests {
                 seq: 678,
             },
             scope: scope_hash("default", Some("s1"), &["b", "a"]),
+            walk: None,
         };
         let s = c.encode(&k);
         assert_eq!(Cursor::decode(&s, &k).unwrap(), c);
+        for after in [None, Some(Uuid::new_v4())] {
+            let walking = Cursor {
+                walk: Some(Walk {
+                    table: "kpi_data".into(),
+                    after,
+                }),
+                ..c.clone()
+            };
+            let w = walking.encode(&k);
+            assert_eq!(Cursor::decode(&w, &k).unwrap(), walking);
+            let mut bytes = URL_SAFE_NO_PAD.decode(&w).unwrap();
+            let at = bytes.len() - MAC_LEN - 2;
+            bytes[at] ^= 1;
+            assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode(&bytes), &k).is_err());
+        }
 
         let mut bytes = URL_SAFE_NO_PAD.decode(&s).unwrap();
         bytes[20] ^= 1;

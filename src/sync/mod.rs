@@ -20,6 +20,7 @@ pub mod retention;
 pub mod rules;
 pub mod status;
 pub mod validate;
+pub mod walk;
 
 pub use ctx::{SyncCtx, SyncLimits};
 pub use registry::Registry;

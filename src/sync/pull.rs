@@ -275,11 +275,18 @@ async fn pull_once(
         .map(|c| c.position)
         .or(since_mark)
         .unwrap_or(Position::START);
+    // A first sync walks the tables (`walk`); its cursor says where it stands.
+    let walk = match (&cursor, legacy_since) {
+        (Some(c), _) => c.walk.clone(),
+        (None, None) => super::walk::first(&tables),
+        (None, Some(_)) => None,
+    };
 
     // Nothing new since the cursor, as this process knows from the change listener:
     // the same cursor back, without the page statement (`quiet`).
     if legacy_since.is_none()
         && ready_known
+        && walk.is_none()
         && let Some(c) = &cursor
         && ctx.quiet.nothing_new(
             &who.tenant,
@@ -309,6 +316,42 @@ async fn pull_once(
         ctx.quiet.found_ready(ticket, &who.tenant, &names);
     }
     let ticket = ctx.quiet.before_page(&who.tenant);
+    // The walk's rows first; the log from the walk's horizon on once it has ended.
+    let (start, walked) = match walk {
+        None => (start, None),
+        Some(from) => {
+            let start = match &cursor {
+                Some(_) => start,
+                None => Position::before_xid(
+                    sqlx::query_scalar::<_, i64>("SELECT sync_horizon()::text::bigint")
+                        .fetch_one(&ctx.pool)
+                        .await? as u64,
+                ),
+            };
+            let page = super::walk::page(
+                &ctx.pool,
+                &tables,
+                &who.tenant,
+                store,
+                from,
+                limit as usize,
+                ctx.limits.max_page_bytes,
+            )
+            .await?;
+            (start, Some(page))
+        }
+    };
+    // Rows the log may add to this page: none while the walk goes on.
+    let log_limit = match &walked {
+        Some(w) if w.next.is_some() => 0,
+        Some(w) => limit - w.rows.len() as i64,
+        None => limit,
+    };
+    let log_bytes = ctx
+        .limits
+        .max_page_bytes
+        .saturating_sub(walked.as_ref().map_or(0, |w| w.bytes))
+        .max(1);
     let sql = page_sql(&tables);
     let mut page: Vec<PageRow> = Vec::new();
     // A horizon held by a transaction that ended while the page was read is right for
@@ -320,9 +363,9 @@ async fn pull_once(
             .bind(start.seq)
             .bind(&names)
             .bind(store)
-            .bind(limit + 1)
+            .bind(log_limit + 1)
             .bind(&who.device_id)
-            .bind(ctx.limits.max_page_bytes as i64)
+            .bind(log_bytes as i64)
             .bind(who.user_id)
             .fetch_all(&ctx.pool)
             .await?;
@@ -378,14 +421,34 @@ async fn pull_once(
         .into_iter()
         .filter(|r| r.table_name.is_some())
         .collect();
-    // More when the log had more than `limit`, or the byte cut left some out.
-    let has_more = fetched > limit || (entries.len() as i64) < fetched;
-    entries.truncate(limit as usize);
+    // More when the log had more than `log_limit`, or the byte cut left some out.
+    let log_more = fetched > log_limit || (entries.len() as i64) < fetched;
+    entries.truncate(log_limit as usize);
 
     let mut changes: BTreeMap<String, Vec<Box<RawValue>>> =
         names.iter().map(|n| (n.to_string(), Vec::new())).collect();
+    let mut rows = entries.len() as u64;
+    let walk_next = match walked {
+        None => None,
+        Some(w) => {
+            // A row the log brings in this page too is sent once, in its log state.
+            let in_log: std::collections::HashSet<(&str, Uuid)> = entries
+                .iter()
+                .filter_map(|e| Some((e.table_name.as_deref()?, e.row_id?)))
+                .collect();
+            for (table, id, doc) in w.rows {
+                if in_log.contains(&(table.as_str(), id)) {
+                    continue;
+                }
+                if let Some(list) = changes.get_mut(&table) {
+                    list.push(RawValue::from_string(doc).map_err(anyhow::Error::from)?);
+                    rows += 1;
+                }
+            }
+            Some(w.next)
+        }
+    };
     let mut last = None;
-    let rows = entries.len() as u64;
     for e in entries {
         let (Some(table), Some(row_id), Some(xid), Some(seq)) =
             (e.table_name, e.row_id, e.xid, e.seq)
@@ -418,17 +481,26 @@ async fn pull_once(
         }
     }
 
-    let position = match last {
-        Some(last) if has_more => last,
+    let (position, has_more, walk) = match (walk_next, last) {
+        // The walk goes on; the log waits where it will take over.
+        (Some(Some(next)), _) => (start, true, Some(next)),
+        // The walk ended with the page full: the log from its start, next page.
+        (Some(None), _) if log_limit == 0 => (start, true, None),
+        (_, Some(last)) if log_more => (last, true, None),
         // Caught up: every later entry belongs to a transaction at or above the horizon.
-        last => Position::before_xid(horizon as u64)
-            .max(last.unwrap_or(start))
-            .max(start),
+        (_, last) => (
+            Position::before_xid(horizon as u64)
+                .max(last.unwrap_or(start))
+                .max(start),
+            false,
+            None,
+        ),
     };
     let cursor = Cursor {
         epoch,
         position,
         scope,
+        walk,
     }
     .encode(&ctx.keys);
     ctx.pull_ledger.record(who, cursor.clone());

@@ -3,6 +3,7 @@
 mod conflicts;
 mod convergence;
 mod decimals;
+mod first_sync;
 mod horizon;
 mod inbox;
 mod isolation;
