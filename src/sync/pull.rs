@@ -52,7 +52,7 @@ pub struct PullResponse {
     pub timestamp: DateTime<Utc>,
     pub cursor: String,
     pub has_more: bool,
-    /// Rows as PostgreSQL rendered them (`to_jsonb`), passed through unparsed.
+    /// Rows as PostgreSQL rendered them (`row_to_json` over the registry's columns), passed through unparsed.
     #[schema(value_type = Object)]
     pub changes: BTreeMap<String, Vec<Box<RawValue>>>,
     /// The device's open conflicts in the inbox (`null` when it has none).
@@ -98,9 +98,10 @@ pub(crate) fn row_docs(tables: &[&Table]) -> String {
     let mut docs = String::from("CASE e.table_name");
     for t in tables {
         docs.push_str(&format!(
-            " WHEN {} THEN (SELECT (to_jsonb(r) - 'tenant_id')::text FROM {} r
+            " WHEN {} THEN (SELECT {} FROM {} r
                               WHERE r.id = e.row_id AND r.tenant_id = $1)",
             Literal(&t.name),
+            t.row_json_sql("r"),
             t.ident()
         ));
     }

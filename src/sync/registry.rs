@@ -118,6 +118,26 @@ impl Table {
     pub fn ident(&self) -> Ident<'_> {
         Ident(&self.name)
     }
+
+    /// An SQL expression rendering row `alias` of this table as JSON text without
+    /// `tenant_id`, for pull pages: `row_to_json` over the registry's columns, which
+    /// PostgreSQL renders in about half the time of `to_jsonb(..) - 'tenant_id'` (no
+    /// jsonb built, sorted and printed back; no spaces after `:` and `,`).
+    pub fn row_json_sql(&self, alias: &str) -> String {
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .filter(|c| c.name != "tenant_id")
+            .map(|c| format!("{alias}.{}", Ident(&c.name)))
+            .collect();
+        match columns.is_empty() {
+            true => format!("(to_jsonb({alias}) - 'tenant_id')::text"),
+            false => format!(
+                "(SELECT row_to_json(x) FROM (SELECT {}) x)::text",
+                columns.join(", ")
+            ),
+        }
+    }
 }
 
 /// The registry as the server sees it now: replaced whole when tables are added at

@@ -124,10 +124,11 @@ fn table_sql(table: &Table, after: bool) -> String {
         "AND $4::uuid IS NULL"
     };
     format!(
-        "SELECT r.id, (to_jsonb(r) - 'tenant_id')::text AS doc FROM {} r
+        "SELECT r.id, {} AS doc FROM {} r
          WHERE r.tenant_id = $1 {from}
            AND ($2::text IS NULL OR {scope} IS NULL OR {scope} = $2)
          ORDER BY r.id LIMIT $3",
+        table.row_json_sql("r"),
         table.ident()
     )
 }
