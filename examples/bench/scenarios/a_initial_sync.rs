@@ -99,7 +99,7 @@ pub async fn run(ctx: &mut Ctx) -> anyhow::Result<Outcome> {
             "rows/s",
         )
         .vs(med("baseline", 5000), label)
-        .goal(Goal::RatioAtLeast(0.6)),
+        .goal(Goal::RatioAtLeast(0.8)),
         Row::new(
             "a",
             &format!("initial sync {rows} rows, limit 500"),
