@@ -240,42 +240,49 @@ impl Api {
     pub async fn sync_down(
         &self,
         dev: &Device,
-        mut cursor: Option<String>,
+        cursor: Option<String>,
         limit: Option<i64>,
     ) -> anyhow::Result<(String, usize, usize)> {
-        let mut rows = 0;
-        let mut pages = 0;
-        loop {
-            let page = self.pull(dev, cursor.as_deref(), limit).await?;
-            rows += page.rows;
-            pages += 1;
-            cursor = Some(page.cursor);
-            if !page.has_more {
-                break;
-            }
-        }
-        Ok((cursor.unwrap_or_default(), rows, pages))
+        self.pull_until_done(dev, cursor, None, limit).await
     }
 
     /// As `sync_down`, naming `tables` in every pull.
     pub async fn sync_down_tables(
         &self,
         dev: &Device,
-        mut cursor: Option<String>,
+        cursor: Option<String>,
         tables: &[&str],
     ) -> anyhow::Result<(String, usize, usize)> {
-        let mut rows = 0;
-        let mut pages = 0;
+        self.pull_until_done(dev, cursor, Some(tables), None).await
+    }
+
+    async fn pull_until_done(
+        &self,
+        dev: &Device,
+        mut cursor: Option<String>,
+        tables: Option<&[&str]>,
+        limit: Option<i64>,
+    ) -> anyhow::Result<(String, usize, usize)> {
+        let (mut rows, mut pages) = (0, 0);
         loop {
-            let page = self.pull_tables(dev, cursor.as_deref(), tables).await?;
+            let mut body = json!({"device_id": dev.device_id});
+            if let Some(t) = tables {
+                body["tables"] = json!(t);
+            }
+            if let Some(c) = &cursor {
+                body["cursor"] = json!(c);
+            }
+            if let Some(l) = limit {
+                body["limit"] = json!(l);
+            }
+            let page = self.pull_body(dev, body).await?;
             rows += page.rows;
             pages += 1;
             cursor = Some(page.cursor);
             if !page.has_more {
-                break;
+                return Ok((cursor.unwrap_or_default(), rows, pages));
             }
         }
-        Ok((cursor.unwrap_or_default(), rows, pages))
     }
 
     /// `POST /api/v1/sync/push` of kpi_data rows; checks every row was applied without
